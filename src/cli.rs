@@ -1,0 +1,118 @@
+//! The command line, as plain data. Handlers live in `cmd/`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devbox",
+    version,
+    about = "Mutable dev environments of any Linux distro, rootless, without a daemon",
+    long_about = "devbox turns a root filesystem tarball into a box: an overlay of the unpacked image \
+in a user namespace, with your user, your home and your working directory inside.\n\n\
+Exit status: 0 ok, 1 error, 2 usage error. `enter` and `run` exit with the command's own status, \
+126 when it cannot be executed, 127 when it is not found, and 125 when devbox failed before it ran; \
+a command killed by signal N is reported by your shell as 128+N.",
+    after_help = "Quick start:\n  devbox create ./debian-rootfs.tar.gz --name deb\n  devbox enter deb\n  devbox run deb -- make"
+)]
+pub struct Cli {
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnshareArg {
+    Net,
+    Pid,
+    Ipc,
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a box from a rootfs tarball (local path or http(s) URL)
+    #[command(long_about = "Create a box from a rootfs tarball.\n\n\
+IMAGE is a path to a tarball (.tar, .tar.gz/.tgz, .tar.xz, .tar.zst; the compression is detected from \
+the content) or an http:// or https:// URL of one. The image is unpacked once into the store and \
+shared by every box made from it; each box keeps its own changes in an overlay layer.")]
+    Create {
+        /// Path or URL of a rootfs tarball
+        image: String,
+        /// Name of the box [default: derived from the image file name]
+        #[arg(long, short)]
+        name: Option<String>,
+        /// Expected sha256 of the archive; a mismatch keeps nothing
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Give the box its own namespace instead of sharing the host's (repeatable)
+        #[arg(long, value_enum, value_delimiter = ',')]
+        unshare: Vec<UnshareArg>,
+    },
+    /// Open an interactive login shell in a box
+    Enter {
+        /// Box to enter [default: the only box]
+        name: Option<String>,
+        /// Be root inside the box (a subordinate id on the host), e.g. to install packages
+        #[arg(long)]
+        root: bool,
+    },
+    /// Run one command in a box, passing its exit status through
+    #[command(after_help = "Example: devbox run deb -- make -j4")]
+    Run {
+        /// Box to run in [default: the only box]
+        name: Option<String>,
+        /// Run as root inside the box
+        #[arg(long)]
+        root: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    /// List boxes
+    #[command(visible_alias = "ls")]
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop boxes: end their processes and release their namespaces
+    Stop {
+        /// Boxes to stop
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Stop every box (and devbox's holder process)
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+    /// Remove boxes and their changes (the image stays in the store)
+    #[command(long_about = "Remove boxes with their own layer of changes. A running box is refused \
+unless --force is given, which stops it first. Your home directory is never touched.")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Stop running boxes first instead of refusing
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Run a host command as root of devbox's user namespace (to inspect or delete files owned by subordinate ids)
+    Unshare {
+        /// The command and its arguments, after `--` [default: $SHELL]
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+    #[command(name = "__holder", hide = true)]
+    Holder { ns_dir: PathBuf },
+    #[command(name = "__start", hide = true)]
+    Start { name: String },
+    #[command(name = "__stop", hide = true)]
+    StopHelper { name: String },
+    #[command(name = "__unpack", hide = true)]
+    Unpack { archive: PathBuf, dest: PathBuf },
+    #[command(name = "__rmtree", hide = true)]
+    RmTree { path: PathBuf },
+}

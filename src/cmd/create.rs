@@ -1,0 +1,67 @@
+use anyhow::{bail, Context, Result};
+
+use crate::cli::UnshareArg;
+use crate::paths::{private_dir, Dirs};
+use crate::progress::Term;
+use crate::state::{self, BoxConfig, Isolate};
+use crate::store;
+
+pub fn run(dirs: &Dirs, image: &str, name: Option<String>, sha256: Option<&str>, unshare: &[UnshareArg], quiet: bool) -> Result<i32> {
+    // Parse and check everything before doing anything.
+    let name = name.unwrap_or_else(|| state::name_from_image(image));
+    state::validate_name(&name)?;
+    if let Some(h) = sha256 {
+        crate::fetch::validate_sha256_arg(h)?;
+    }
+    let mut isolate = Vec::new();
+    for u in unshare {
+        match u {
+            UnshareArg::All => isolate.extend([Isolate::Net, Isolate::Pid, Isolate::Ipc]),
+            UnshareArg::Net => isolate.push(Isolate::Net),
+            UnshareArg::Pid => isolate.push(Isolate::Pid),
+            UnshareArg::Ipc => isolate.push(Isolate::Ipc),
+        }
+    }
+    isolate.sort();
+    isolate.dedup();
+    dirs.ensure_store()?;
+    let final_dir = dirs.box_dir(&name);
+    if final_dir.exists() {
+        bail!("a box named '{name}' already exists\n  hint: pick another name with --name, or remove it with `devbox rm {name}`");
+    }
+    crate::idmap::Mapping::current()?;
+
+    let term = Term { quiet };
+    let rec = store::import(dirs, image, sha256, &term)?;
+
+    // The box appears under its name only when complete.
+    let tmp = dirs.boxes.join(format!(".tmp-{name}-{}", std::process::id()));
+    private_dir(&tmp)?;
+    let made = (|| -> Result<()> {
+        std::fs::create_dir(tmp.join("merged"))?;
+        let cfg = BoxConfig {
+            name: name.clone(),
+            image: rec.source.clone(),
+            image_id: rec.id.clone(),
+            created: state::now_rfc3339(),
+            isolate,
+            backend: None,
+        };
+        cfg.save_in(&tmp)?;
+        std::fs::rename(&tmp, &final_dir).with_context(|| {
+            format!("a box named '{name}' appeared while this one was being made")
+        })
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if !quiet {
+        println!(
+            "Created box '{name}' from {} (image {}). Enter with: devbox enter {name}",
+            rec.source,
+            store::short(&rec.id)
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,33 @@
+//! One module per subcommand; each handler loads, acts and adds context naming the box or path.
+
+mod create;
+mod enter;
+mod list;
+mod rm;
+mod stop;
+mod unshare;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Cmd};
+use crate::paths::Dirs;
+
+/// Runs the command and returns the process exit status.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Holder { ns_dir } => crate::runtime::holder::run(&ns_dir),
+        Cmd::Start { name } => crate::runtime::start::run(&name).map(|()| 0),
+        Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
+        Cmd::Unpack { archive, dest } => crate::store::unpack_helper(&archive, &dest).map(|()| 0),
+        Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
+        Cmd::Create { image, name, sha256, unshare } => {
+            create::run(&Dirs::from_env()?, &image, name, sha256.as_deref(), &unshare, cli.quiet)
+        }
+        Cmd::Enter { name, root } => enter::run(&Dirs::from_env()?, name, root, None),
+        Cmd::Run { name, root, cmd } => enter::run(&Dirs::from_env()?, name, root, Some(&cmd)),
+        Cmd::List { json } => list::run(&Dirs::from_env()?, json),
+        Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
+        Cmd::Rm { names, force } => rm::run(&Dirs::from_env()?, &names, force, cli.quiet),
+        Cmd::Unshare { cmd } => unshare::run(&Dirs::from_env()?, &cmd),
+    }
+}

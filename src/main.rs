@@ -1,0 +1,44 @@
+//! devbox: rootless, daemonless dev environments.
+//!
+//! `main` owns the exit policy: usage errors exit 2 (clap), failures of `enter`/`run` before the
+//! command runs exit 125, other failures exit 1, and a closed stdout (`devbox list | head`) is
+//! not an error.
+
+mod cli;
+mod cmd;
+mod fetch;
+mod idmap;
+mod paths;
+mod progress;
+mod runtime;
+mod state;
+mod store;
+mod sys;
+mod unpack;
+
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+
+fn main() {
+    let cli = Cli::parse();
+    let fails_as = match cli.command {
+        Cmd::Enter { .. } | Cmd::Run { .. } | Cmd::Unshare { .. } => runtime::join::EXIT_DEVBOX,
+        _ => 1,
+    };
+    let code = match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                0
+            } else {
+                eprintln!("devbox: {e:#}");
+                fails_as
+            }
+        }
+    };
+    std::process::exit(code);
+}

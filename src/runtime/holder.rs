@@ -1,0 +1,160 @@
+//! The per-user holder process: it owns devbox's user namespace and a mount namespace of its own
+//! in which a tmpfs (over `$RUNTIME/ns`) holds bind mounts of every running box's namespaces.
+//! An unprivileged user cannot bind-mount into the host's mount namespace, so this is where the
+//! boxes' namespaces persist by name without any process of the user's inside them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
+
+use crate::idmap::Mapping;
+use crate::paths::{write_atomic, Dirs, Lock};
+use crate::runtime::userns;
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// The start time of a process (clock ticks since boot), which with the pid identifies it.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// True when `pid` runs with the recorded start time (not a recycled pid).
+pub fn alive(pid: i32, start: u64) -> bool {
+    pid > 0 && start_time(pid) == Some(start)
+}
+
+impl Holder {
+    /// The running holder, if any. A recorded holder that has died (or whose pid was reused) is
+    /// stale: its record and the run records of its boxes are removed.
+    pub fn current(dirs: &Dirs) -> Result<Option<Holder>> {
+        let path = dirs.holder_pid_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) {
+            if alive(pid as i32, start) {
+                return Ok(Some(Holder { pid: pid as i32, start_time: start }));
+            }
+        }
+        Self::clean_stale(dirs);
+        Ok(None)
+    }
+
+    fn clean_stale(dirs: &Dirs) {
+        let _ = std::fs::remove_file(dirs.holder_pid_file());
+        if let Ok(rd) = std::fs::read_dir(&dirs.runtime) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with("box-") && n.ends_with(".run") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// The running holder, started if needed.
+    pub fn ensure(dirs: &Dirs) -> Result<Holder> {
+        dirs.ensure_runtime()?;
+        if let Some(h) = Self::current(dirs)? {
+            return Ok(h);
+        }
+        let _lock = Lock::acquire(&dirs.lock_file("holder"), "the holder", 30)?;
+        if let Some(h) = Self::current(dirs)? {
+            return Ok(h);
+        }
+        let mut cmd = crate::runtime::helper("__holder");
+        cmd.arg(dirs.ns_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .current_dir("/");
+        sys::spawn_in_new_session(&mut cmd);
+        let mut child = cmd.spawn().context("cannot start devbox's holder process")?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out).read_line(&mut line)?;
+        }
+        let line = line.trim_end();
+        if line != "ok" {
+            let _ = child.wait();
+            let msg = line.strip_prefix("error: ").unwrap_or(line);
+            if msg.is_empty() {
+                bail!("devbox's holder process failed to start\n  hint: see `devbox doctor`");
+            }
+            bail!("{}", msg.replace("\\n", "\n"));
+        }
+        let pid = child.id() as i32;
+        let start = start_time(pid).context("the holder process vanished right after starting")?;
+        write_atomic(&dirs.holder_pid_file(), format!("{pid} {start}\n").as_bytes())?;
+        Ok(Holder { pid, start_time: start })
+    }
+
+    /// Stops the holder; every box's namespaces go with it.
+    pub fn kill(&self, dirs: &Dirs) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+        Self::clean_stale(dirs);
+    }
+}
+
+/// `devbox __holder NSDIR`: the holder's main. Reports "ok" or "error: ..." on stdout, then
+/// detaches its output and sleeps until killed.
+pub fn run(ns_dir: &std::path::Path) -> ! {
+    let result = setup(ns_dir);
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(()) => {
+            let _ = writeln!(out, "ok");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error: {}", format!("{e:#}").replace('\n', "\\n"));
+            std::process::exit(1);
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+    sys::stdio_to_null();
+    for sig in [nix::sys::signal::Signal::SIGHUP, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGPIPE] {
+        sys::ignore_signal(sig);
+    }
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn setup(ns_dir: &std::path::Path) -> Result<()> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    userns::unshare_mapped(&Mapping::current()?)?;
+    // The holder stays the user (with full capabilities in the namespace): it creates no files,
+    // and the user's own devbox commands must be able to open its /proc/PID/ns files.
+    userns::unshare_ordered(CloneFlags::CLONE_NEWNS).context("cannot create the holder's mount namespace")?;
+    // Slave, not private: host mounts made later (a USB disk, a new home mount) still show up.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .context("cannot make / a slave mount in the holder")?;
+    let opts = format!("mode=0700,uid={uid},gid={gid},size=1m");
+    mount(
+        Some("tmpfs"),
+        ns_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(opts.as_str()),
+    )
+    .with_context(|| format!("cannot mount the holder's tmpfs on {}", ns_dir.display()))?;
+    nix::unistd::chdir("/")?;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! `enter` and `run`: join a running box's namespaces and exec the command. This is the hot
+//! path: a few opens, a few setns calls and one exec; the box is started first only if needed.
+
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{Gid, Uid};
+
+use crate::paths::{Dirs, Lock};
+use crate::runtime::holder::Holder;
+use crate::runtime::start::{self, RunRecord};
+use crate::runtime::userns;
+use crate::state::BoxConfig;
+use crate::sys::{self, Forked};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables passed from the host into the box; everything else is dropped, PATH is the box's.
+const PASS_ENV: &[&str] = &[
+    "TERM", "COLORTERM", "LANG", "LANGUAGE", "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
+    "XDG_SESSION_TYPE", "XDG_CURRENT_DESKTOP", "XDG_SESSION_DESKTOP", "DBUS_SESSION_BUS_ADDRESS",
+    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "XAUTHORITY", "PULSE_SERVER", "TZ", "EDITOR", "VISUAL",
+    "PAGER", "HISTFILE", "NO_COLOR", "TERMINFO", "TERMINFO_DIRS", "COLORFGBG", "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION", "VTE_VERSION", "KONSOLE_VERSION", "GPG_AGENT_INFO", "http_proxy",
+    "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy",
+];
+
+pub struct Session<'a> {
+    pub name: &'a str,
+    pub root: bool,
+    /// None: the user's login shell.
+    pub argv: Option<&'a [OsString]>,
+}
+
+/// Exit status when devbox itself failed before the command ran.
+pub const EXIT_DEVBOX: i32 = 125;
+
+/// Joins the box (starting it if needed) and runs the session. Returns only on failure or, with
+/// a pid namespace, with the command's exit status.
+pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
+    let holder = Holder::ensure(dirs)?;
+    let box_ns = PathBuf::from(format!("/proc/{}/root", holder.pid)).join(
+        dirs.ns_dir()
+            .join(s.name)
+            .strip_prefix("/")
+            .unwrap_or(Path::new("")),
+    );
+    if !running(dirs, &box_ns, s.name) {
+        start(dirs, s.name, &box_ns)?;
+    }
+    let mut fds = Vec::new();
+    for ns in start::namespaces(cfg) {
+        let path = box_ns.join(ns);
+        let f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        fds.push((ns, f));
+    }
+    let cwd = std::env::current_dir().ok();
+    let user = crate::runtime::rootfs::HostUser::current();
+
+    userns::join_user(holder.pid)?;
+    let mut has_pid = false;
+    for (ns, f) in &fds {
+        let flag = match *ns {
+            "mnt" => CloneFlags::CLONE_NEWNS,
+            "pid" => {
+                has_pid = true;
+                CloneFlags::CLONE_NEWPID
+            }
+            _ => CloneFlags::empty(),
+        };
+        setns(f, flag).with_context(|| format!("cannot join the {ns} namespace of box '{}'", s.name))?;
+    }
+    drop(fds);
+    enter_cwd(cwd.as_deref(), &user.home);
+
+    let (home, uname, shell_default) = if s.root {
+        nix::unistd::setgroups(&[Gid::from_raw(0)])?;
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))?;
+        (PathBuf::from("/root"), "root".to_string(), None)
+    } else {
+        let gid = nix::unistd::getgid();
+        nix::unistd::setgroups(&[gid])?;
+        (user.home.clone(), user.name.clone(), None::<PathBuf>)
+    };
+    let _ = shell_default;
+    let uid = if s.root { 0 } else { user.uid };
+    let shell = box_shell(uid, &uname);
+    let env = box_env(s.name, &home, &uname, &shell);
+    let (prog, argv): (OsString, Vec<OsString>) = match s.argv {
+        Some(argv) => (argv[0].clone(), argv.to_vec()),
+        None => {
+            let base = shell.file_name().unwrap_or(OsStr::new("sh"));
+            let mut a0 = OsString::from("-");
+            a0.push(base);
+            (shell.clone().into_os_string(), vec![a0])
+        }
+    };
+    if has_pid {
+        // Joining a pid namespace applies to children only: fork once more and wait.
+        match sys::fork()? {
+            Forked::Child => {
+                let e = exec(&prog, &argv, &env);
+                report_exec_error(&prog, s.name, e);
+            }
+            Forked::Parent(child) => {
+                sys::forward_signals_to(child);
+                return Ok(wait_exit(child));
+            }
+        }
+    }
+    let e = exec(&prog, &argv, &env);
+    report_exec_error(&prog, s.name, e);
+}
+
+fn report_exec_error(prog: &OsStr, name: &str, e: Errno) -> ! {
+    let p = prog.to_string_lossy();
+    if e == Errno::ENOENT {
+        eprintln!("devbox: {p}: command not found in box '{name}'");
+        std::process::exit(127);
+    }
+    eprintln!("devbox: cannot execute {p} in box '{name}': {}", e.desc());
+    std::process::exit(126);
+}
+
+/// Waits for the command and turns its end into our exit: its status, or the same signal.
+fn wait_exit(child: nix::unistd::Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                sys::default_signal(sig);
+                let _ = nix::sys::signal::raise(sig);
+                return 128 + sig as i32;
+            }
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return EXIT_DEVBOX,
+        }
+    }
+}
+
+/// True when the box's namespaces are persisted and (with a pid namespace) its init lives.
+fn running(dirs: &Dirs, box_ns: &Path, name: &str) -> bool {
+    if !userns::is_ns_file(&box_ns.join("mnt")) {
+        return false;
+    }
+    RunRecord::load(dirs, name).is_some_and(|r| r.init_alive())
+}
+
+fn start(dirs: &Dirs, name: &str, box_ns: &Path) -> Result<()> {
+    let _lock = Lock::acquire(&dirs.lock_file(&format!("box-{name}")), &format!("box '{name}'"), 60)?;
+    if running(dirs, box_ns, name) {
+        return Ok(());
+    }
+    if box_ns.join("mnt").exists() {
+        // Stale: its init died. Release what is left before building it again.
+        crate::runtime::stop::stop_box(dirs, name)?;
+    }
+    let status = crate::runtime::helper("__start")
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run devbox's box starter")?;
+    if !status.success() {
+        bail!("box '{name}' did not start (see the message above)");
+    }
+    Ok(())
+}
+
+fn enter_cwd(cwd: Option<&Path>, home: &Path) {
+    if let Some(cwd) = cwd {
+        if nix::unistd::chdir(cwd).is_ok() {
+            return;
+        }
+        eprintln!(
+            "devbox: {} does not exist in the box; starting in {}",
+            cwd.display(),
+            home.display()
+        );
+    }
+    if nix::unistd::chdir(home).is_err() {
+        let _ = nix::unistd::chdir("/");
+    }
+}
+
+/// The user's shell from the box's passwd, else bash, else sh.
+fn box_shell(uid: u32, name: &str) -> PathBuf {
+    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && (f[0] == name || f[2] == uid.to_string())).then(|| PathBuf::from(f[6]))
+        })
+    });
+    from_passwd
+        .into_iter()
+        .chain(["/bin/bash", "/bin/sh"].map(PathBuf::from))
+        .find(|p| p.is_absolute() && is_executable(p))
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+fn is_executable(p: &Path) -> bool {
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+fn box_env(name: &str, home: &Path, user: &str, shell: &Path) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            PASS_ENV.contains(&k.as_ref()) || k.starts_with("LC_")
+        })
+        .collect();
+    for (k, v) in [
+        ("PATH", OsStr::new(DEFAULT_PATH)),
+        ("HOME", home.as_os_str()),
+        ("USER", OsStr::new(user)),
+        ("LOGNAME", OsStr::new(user)),
+        ("SHELL", shell.as_os_str()),
+        ("DEVBOX_NAME", OsStr::new(name)),
+        ("container", OsStr::new("devbox")),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    env
+}
+
+/// execve with a PATH search in the box's PATH. Returns the error that best describes failure:
+/// ENOENT when nothing was found, the first other error (EACCES, ENOEXEC...) when something was.
+fn exec(prog: &OsStr, argv: &[OsString], env: &[(OsString, OsString)]) -> Errno {
+    let to_c = |s: &OsStr| CString::new(s.as_bytes()).unwrap_or_default();
+    let cargv: Vec<CString> = argv.iter().map(|a| to_c(a)).collect();
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.clone().into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).unwrap_or_default()
+        })
+        .collect();
+    if prog.as_bytes().contains(&b'/') {
+        return exec_one(&to_c(prog), &cargv, &cenv);
+    }
+    let mut best = Errno::ENOENT;
+    for dir in DEFAULT_PATH.split(':') {
+        let mut full = PathBuf::from(dir);
+        full.push(prog);
+        let e = exec_one(&to_c(full.as_os_str()), &cargv, &cenv);
+        if e != Errno::ENOENT && e != Errno::ENOTDIR && best == Errno::ENOENT {
+            best = e;
+        }
+    }
+    best
+}
+
+fn exec_one(path: &CString, argv: &[CString], env: &[CString]) -> Errno {
+    match nix::unistd::execve::<CString, CString>(path, argv, env) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+#[allow(dead_code)]
+fn _never(x: Infallible) -> ! {
+    match x {}
+}

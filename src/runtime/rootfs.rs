@@ -1,0 +1,319 @@
+//! A box's root file system as a plan of mount operations (data), and the code that carries the
+//! plan out. The plan is built by a pure function so it can be checked in unit tests.
+//!
+//! Order of a box start (see start.rs): overlay mounted on `merged`, `pivot_root` into it with the
+//! old root put at /run/host, then this plan, whose sources all live under /run/host and whose
+//! targets resolve inside the box (an image's `/home -> var/home` symlink is followed inside).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+
+use crate::state::Isolate;
+
+pub const HOST: &str = "/run/host";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A fresh procfs (the box has its own pid namespace).
+    Proc { dst: PathBuf },
+    /// A fresh sysfs (own network namespace); falls back to binding the host's.
+    Sysfs { dst: PathBuf },
+    /// Recursive bind of a host directory onto a directory of the box (created if missing).
+    Rbind { src: PathBuf, dst: PathBuf },
+    /// Bind of a host file onto a file of the box (a symlink or missing file there is replaced
+    /// by an empty regular file first, so the mount never follows a link of the image).
+    BindFile { src: PathBuf, dst: PathBuf },
+}
+
+/// The host facts the plan depends on.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    pub home: PathBuf,
+    pub runtime_dir: Option<PathBuf>,
+    pub resolv_conf: bool,
+    pub hosts: bool,
+}
+
+fn host(p: &Path) -> PathBuf {
+    Path::new(HOST).join(p.strip_prefix("/").unwrap_or(p))
+}
+
+pub fn plan(isolate: &[Isolate], h: &HostView) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if isolate.contains(&Isolate::Pid) {
+        ops.push(Op::Proc { dst: "/proc".into() });
+    } else {
+        ops.push(Op::Rbind { src: host(Path::new("/proc")), dst: "/proc".into() });
+    }
+    if isolate.contains(&Isolate::Net) {
+        ops.push(Op::Sysfs { dst: "/sys".into() });
+    } else {
+        ops.push(Op::Rbind { src: host(Path::new("/sys")), dst: "/sys".into() });
+    }
+    // The host's /dev: the caller's terminal keeps its name inside and new ptys work.
+    ops.push(Op::Rbind { src: host(Path::new("/dev")), dst: "/dev".into() });
+    // Shared /tmp, as Toolbx and Distrobox do (X11 sockets live there).
+    ops.push(Op::Rbind { src: host(Path::new("/tmp")), dst: "/tmp".into() });
+    // Home, then the runtime dir: a home under /tmp is covered by the /tmp bind already but is
+    // bound again so submounts of the home come along.
+    ops.push(Op::Rbind { src: host(&h.home), dst: h.home.clone() });
+    if let Some(rt) = &h.runtime_dir {
+        ops.push(Op::Rbind { src: host(rt), dst: rt.clone() });
+    }
+    for (present, file) in [(h.resolv_conf, "/etc/resolv.conf"), (h.hosts, "/etc/hosts")] {
+        if present {
+            ops.push(Op::BindFile { src: host(Path::new(file)), dst: file.into() });
+        }
+    }
+    ops
+}
+
+fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(src), dst, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("cannot bind {} onto {} in the box", src.display(), dst.display()))
+}
+
+fn ensure_dir(p: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .with_context(|| format!("cannot create {} in the box", p.display()))
+}
+
+fn ensure_file(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory in the box", p.display()),
+        Ok(_) => fs::remove_file(p).with_context(|| format!("cannot replace {}", p.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", p.display())),
+    }
+    if let Some(parent) = p.parent() {
+        ensure_dir(parent)?;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(p)
+        .with_context(|| format!("cannot create {} in the box", p.display()))?;
+    Ok(())
+}
+
+/// Carries out the plan. Runs after pivot_root, as root of the box's namespaces.
+pub fn apply(ops: &[Op]) -> Result<()> {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for op in ops {
+        match op {
+            Op::Proc { dst } => {
+                ensure_dir(dst)?;
+                mount(Some("proc"), dst, Some("proc"), nodev, None::<&str>)
+                    .context("cannot mount a procfs for the box's pid namespace")?;
+            }
+            Op::Sysfs { dst } => {
+                ensure_dir(dst)?;
+                if mount(Some("sysfs"), dst, Some("sysfs"), nodev | MsFlags::MS_RDONLY, None::<&str>).is_err() {
+                    bind(&host(Path::new("/sys")), dst, true)?;
+                }
+            }
+            Op::Rbind { src, dst } => {
+                ensure_dir(dst)?;
+                bind(src, dst, true)?;
+            }
+            Op::BindFile { src, dst } => {
+                ensure_file(dst)?;
+                bind(src, dst, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Escapes a path for overlay's comma-separated options (`\`, `,` and `:` are special).
+pub fn escape_overlay(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '\\' | ',' | ':') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        escape_overlay(lower),
+        escape_overlay(upper),
+        escape_overlay(work)
+    )
+}
+
+/// Adds passwd and group entries for the host user when the image lacks them.
+pub fn ensure_user(etc: &Path, u: &HostUser) -> Result<()> {
+    let passwd = etc.join("passwd");
+    let text = fs::read_to_string(&passwd).unwrap_or_default();
+    if let Some(line) = passwd_line(&text, u) {
+        append_line(&passwd, &text, &line)?;
+    }
+    let group = etc.join("group");
+    let text = fs::read_to_string(&group).unwrap_or_default();
+    let has_gid = text.lines().any(|l| l.split(':').nth(2) == Some(u.gid.to_string().as_str()));
+    if !has_gid {
+        append_line(&group, &text, &format!("{}:x:{}:", u.group, u.gid))?;
+    }
+    Ok(())
+}
+
+/// The passwd line to add for `u`, or None when the box already knows the user.
+pub fn passwd_line(passwd: &str, u: &HostUser) -> Option<String> {
+    let uid = u.uid.to_string();
+    let known = passwd.lines().any(|l| {
+        let mut f = l.split(':');
+        f.next() == Some(u.name.as_str()) || f.nth(1) == Some(uid.as_str())
+    });
+    (!known).then(|| {
+        format!(
+            "{}:x:{}:{}:{}:{}:{}",
+            u.name,
+            u.uid,
+            u.gid,
+            u.gecos,
+            u.home.display(),
+            u.shell.display()
+        )
+    })
+}
+
+fn append_line(path: &Path, existing: &str, line: &str) -> Result<()> {
+    let mut text = existing.to_string();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+    // Write a new file and rename it, keeping the old file's mode (passwd 0644).
+    let tmp = path.with_extension("devbox-tmp");
+    fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Ok(m) = fs::metadata(path) {
+        let _ = fs::set_permissions(&tmp, m.permissions());
+    }
+    fs::rename(&tmp, path).with_context(|| format!("cannot update {}", path.display()))
+}
+
+/// The calling user as the box should know them.
+#[derive(Debug, Clone)]
+pub struct HostUser {
+    pub name: String,
+    pub group: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl HostUser {
+    pub fn current() -> HostUser {
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid();
+        let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+        let name = crate::paths::user_name(uid.as_raw());
+        let group = nix::unistd::Group::from_gid(gid)
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_else(|| name.clone());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .or_else(|| pw.as_ref().map(|p| p.dir.clone()))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        HostUser {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            gecos: pw
+                .as_ref()
+                .map(|p| p.gecos.to_string_lossy().replace(':', " "))
+                .unwrap_or_default(),
+            shell: pw.map(|p| p.shell).unwrap_or_else(|| "/bin/sh".into()),
+            name,
+            group,
+            home,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> HostView {
+        HostView {
+            home: "/home/alice".into(),
+            runtime_dir: Some("/run/user/1000".into()),
+            resolv_conf: true,
+            hosts: false,
+        }
+    }
+
+    #[test]
+    fn shared_namespaces_bind_the_hosts_proc_and_sys() {
+        let ops = plan(&[], &view());
+        assert_eq!(
+            ops,
+            vec![
+                Op::Rbind { src: "/run/host/proc".into(), dst: "/proc".into() },
+                Op::Rbind { src: "/run/host/sys".into(), dst: "/sys".into() },
+                Op::Rbind { src: "/run/host/dev".into(), dst: "/dev".into() },
+                Op::Rbind { src: "/run/host/tmp".into(), dst: "/tmp".into() },
+                Op::Rbind { src: "/run/host/home/alice".into(), dst: "/home/alice".into() },
+                Op::Rbind { src: "/run/host/run/user/1000".into(), dst: "/run/user/1000".into() },
+                Op::BindFile { src: "/run/host/etc/resolv.conf".into(), dst: "/etc/resolv.conf".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn isolated_pid_and_net_get_fresh_proc_and_sys() {
+        let ops = plan(&[Isolate::Pid, Isolate::Net], &view());
+        assert_eq!(ops[0], Op::Proc { dst: "/proc".into() });
+        assert_eq!(ops[1], Op::Sysfs { dst: "/sys".into() });
+    }
+
+    #[test]
+    fn overlay_options_escape_special_characters() {
+        assert_eq!(
+            overlay_options(Path::new("/a,b"), Path::new("/c:d"), Path::new("/e\\f")),
+            "lowerdir=/a\\,b,upperdir=/c\\:d,workdir=/e\\\\f,userxattr"
+        );
+    }
+
+    #[test]
+    fn passwd_entries_are_added_only_when_missing() {
+        let u = HostUser {
+            name: "alice".into(),
+            group: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            gecos: "Alice".into(),
+            home: "/home/alice".into(),
+            shell: "/bin/bash".into(),
+        };
+        let base = "root:x:0:0:root:/root:/bin/sh\n";
+        assert_eq!(passwd_line(base, &u).unwrap(), "alice:x:1000:1000:Alice:/home/alice:/bin/bash");
+        assert!(passwd_line("alice:x:1001:1001::/h:/bin/sh\n", &u).is_none());
+        assert!(passwd_line("bob:x:1000:1000::/h:/bin/sh\n", &u).is_none());
+    }
+}

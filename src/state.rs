@@ -1,0 +1,211 @@
+//! What devbox remembers about boxes and images, as small TOML files written atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::{write_atomic, Dirs};
+
+pub const NAME_RULE: &str =
+    "a box name starts with a letter or digit, continues with letters, digits, '_', '.' or '-', and has at most 64 characters";
+
+/// Checks a box name against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        bail!("invalid box name {name:?}: {NAME_RULE}");
+    }
+    Ok(())
+}
+
+/// A default box name from an image reference: the file stem without `.tar.*`, sanitised.
+pub fn name_from_image(image: &str) -> String {
+    let last = image
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(image);
+    let last = last.split(['?', '#']).next().unwrap_or(last);
+    let mut stem = last.to_string();
+    for ext in [".tar.gz", ".tar.xz", ".tar.zst", ".tar.zstd", ".tar.bz2", ".tgz", ".txz", ".tzst", ".tar"] {
+        if let Some(s) = stem.strip_suffix(ext) {
+            stem = s.to_string();
+            break;
+        }
+    }
+    let mut out: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .collect();
+    while out.starts_with(['.', '-', '_']) {
+        out.remove(0);
+    }
+    out.truncate(64);
+    if out.is_empty() {
+        out = "box".into();
+    }
+    out
+}
+
+/// Namespaces a box can have of its own instead of sharing the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolate {
+    Net,
+    Pid,
+    Ipc,
+}
+
+/// Which overlay implementation a box's upper layer was written by. They are not compatible
+/// with each other (opaque directories are recorded differently), so it is fixed at first start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Kernel,
+    FuseOverlayfs,
+}
+
+/// `boxes-v1/<name>/box.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoxConfig {
+    pub name: String,
+    /// What the user asked for (path or URL).
+    pub image: String,
+    /// sha256 of the archive: the image's directory name in the store.
+    pub image_id: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    #[serde(default)]
+    pub isolate: Vec<Isolate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+}
+
+impl BoxConfig {
+    pub fn has(&self, i: Isolate) -> bool {
+        self.isolate.contains(&i)
+    }
+
+    pub fn load(dirs: &Dirs, name: &str) -> Result<BoxConfig> {
+        let path = dirs.box_dir(name).join("box.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let known = list_names(dirs).unwrap_or_default();
+                if known.is_empty() {
+                    bail!("no box named '{name}'\n  hint: there are no boxes yet; create one with `devbox create IMAGE --name {name}`");
+                }
+                bail!(
+                    "no box named '{name}'\n  hint: boxes: {}; create one with `devbox create IMAGE --name {name}`",
+                    known.join(", ")
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    }
+
+    pub fn save_in(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("box.toml"), toml::to_string(self)?.as_bytes())
+    }
+}
+
+/// `images-v1/<id>/image.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: String,
+    pub source: String,
+    pub unpacked: String,
+    pub archive_bytes: u64,
+}
+
+/// Names of all boxes, sorted.
+pub fn list_names(dirs: &Dirs) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let rd = match std::fs::read_dir(&dirs.boxes) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dirs.boxes.display())),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().join("box.toml").exists() {
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Picks the box for enter/run when no name was given: the only one, or an error listing them.
+pub fn only_box(dirs: &Dirs) -> Result<String> {
+    let names = list_names(dirs)?;
+    match names.len() {
+        0 => bail!("there are no boxes yet\n  hint: create one with `devbox create IMAGE`"),
+        1 => Ok(names.into_iter().next().unwrap_or_default()),
+        _ => bail!(
+            "there are {} boxes; name one: {}\n  hint: e.g. `devbox enter {}`",
+            names.len(),
+            names.join(", "),
+            names[0]
+        ),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Paths of one box's directories.
+pub struct BoxPaths {
+    pub dir: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl BoxPaths {
+    pub fn new(dirs: &Dirs, name: &str) -> BoxPaths {
+        let dir = dirs.box_dir(name);
+        BoxPaths {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+            dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        for ok in ["a", "Debian-12", "x.y_z", &"a".repeat(64)] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "ä", &"a".repeat(65), "..", "a:b"] {
+            let e = validate_name(bad).unwrap_err().to_string();
+            assert!(e.contains("starts with a letter or digit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_derive_from_images() {
+        assert_eq!(name_from_image("/x/debian-bookworm-minbase.tar.gz"), "debian-bookworm-minbase");
+        assert_eq!(name_from_image("busybox-rootfs.tar"), "busybox-rootfs");
+        assert_eq!(name_from_image("http://h/p/arch root.tar.zst?x=1"), "arch-root");
+        assert_eq!(name_from_image("rootfs.tgz"), "rootfs");
+        assert_eq!(name_from_image("/.hidden.tar"), "hidden");
+        assert_eq!(name_from_image("/???.tar"), "box");
+    }
+}

@@ -1,0 +1,143 @@
+//! The one place where devbox talks to the kernel through `unsafe`.
+//!
+//! Most system calls go through nix's safe wrappers and are called where they are used. What is
+//! left here needs `unsafe`: forking, signal dispositions, code that runs between fork and exec,
+//! and an ioctl. Every block says why it is sound. Callers must respect the one rule that makes
+//! fork sound: the process is single-threaded when it forks (devbox's namespace work always runs
+//! in a freshly started process that has not spawned a thread; see `assert_single_threaded`).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// What `fork` returned, from the point of view of this process.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// Fails unless the calling process has exactly one thread. `setns` into a user namespace and
+/// `unshare(CLONE_NEWUSER)` refuse multi-threaded callers, and `fork` is only sound without
+/// other threads holding locks.
+pub fn assert_single_threaded() -> io::Result<()> {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        // Inside a box with its own pid namespace, /proc shows only the box's processes and
+        // has no entry for a process that joined from outside. The check was made before the
+        // join (`join_user` checks), and joining starts no thread.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    if threads == "1" {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "internal error: namespace work needs a single-threaded process, this one has {threads} threads"
+        )))
+    }
+}
+
+/// fork(2).
+pub fn fork() -> io::Result<Forked> {
+    assert_single_threaded()?;
+    // SAFETY: the process was just checked to be single-threaded, so no lock or allocator state
+    // can be held by another thread at the moment of the fork; the child may allocate freely.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Sets a signal to be ignored.
+pub fn ignore_signal(sig: Signal) {
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety question arises.
+    let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
+}
+
+/// Restores a signal's default disposition.
+pub fn default_signal(sig: Signal) {
+    // SAFETY: SIG_DFL installs no handler code.
+    let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+}
+
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_handler(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; pid and sig are plain integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// While waiting for `child`: Ctrl-C and Ctrl-\ reach the child through the terminal's process
+/// group, so the waiting parent ignores them (as system(3) does); SIGTERM and SIGHUP sent to the
+/// parent alone are forwarded to the child.
+pub fn forward_signals_to(child: Pid) {
+    FORWARD_TO.store(child.as_raw(), std::sync::atomic::Ordering::Relaxed);
+    ignore_signal(Signal::SIGINT);
+    ignore_signal(Signal::SIGQUIT);
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only reads an atomic and calls kill(2), both async-signal-safe.
+        let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward_handler)) };
+    }
+}
+
+/// Makes the spawned command the leader of a new session, detached from our terminal.
+pub fn spawn_in_new_session(cmd: &mut Command) {
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
+nix::ioctl_read_bad!(get_if_flags, libc::SIOCGIFFLAGS, libc::ifreq);
+nix::ioctl_write_ptr_bad!(set_if_flags, libc::SIOCSIFFLAGS, libc::ifreq);
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid, initialised ifreq naming "lo"; the kernel writes ifru_flags.
+    unsafe { get_if_flags(sock.as_raw_fd(), &mut req) }.map_err(io::Error::from)?;
+    // SAFETY: SIOCGIFFLAGS just filled the flags member of the union, so reading it is defined.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: `req` is a valid ifreq; SIOCSIFFLAGS only reads it.
+    unsafe { set_if_flags(sock.as_raw_fd(), &req) }.map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at /dev/null (for processes that outlive the command that
+/// started them, so they don't hold its terminal or pipes open).
+pub fn stdio_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+}
