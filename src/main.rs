@@ -35,10 +35,24 @@ fn main() {
             }) {
                 0
             } else {
-                eprintln!("devbox: {e:#}");
+                eprintln!("devbox: {}", printable(&format!("{e:#}")));
                 fails_as
             }
         }
     };
     std::process::exit(code);
+}
+
+/// Error text can quote bytes from an archive or a server: escape control characters other
+/// than newline and tab so they cannot drive the user's terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

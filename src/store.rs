@@ -152,6 +152,10 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
             return Err(e.into());
         }
     };
+    if stats.entries == 0 {
+        let _ = std::fs::remove_dir_all(&root);
+        anyhow::bail!("{} contains no files: it is not a root filesystem archive", archive.display());
+    }
     if stats.devices_skipped > 0 {
         eprintln!(
             "Skipped {} device nodes (boxes use the host's /dev)",

@@ -138,7 +138,7 @@ pub enum UnpackError {
     )]
     NoOpenat2,
     /// The tar stream (or its compression) is damaged or ends early.
-    #[error("archive is corrupt or truncated near entry {entry:?}: {err}")]
+    #[error("archive is corrupt or truncated near entry {entry:?}: {}", describe(err))]
     Corrupt {
         /// The entry being read, or the last one read before a bad header.
         entry: String,
@@ -451,6 +451,16 @@ pub fn unpack(
     ex.finish()
 }
 
+/// The message of a parse error, without the raw header bytes that the tar crate quotes (they
+/// come from the file and may be anything, terminal escape sequences included).
+fn describe(err: &io::Error) -> String {
+    let s = err.to_string();
+    if s.contains("numeric field") || s.contains("when getting") || s.contains("checksum") {
+        return "invalid tar header (the file is not a tar archive, or it is damaged)".into();
+    }
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// If `root` contains exactly one entry, that entry is a directory, and that
 /// directory looks like a rootfs (it has `etc` and `usr` or `bin`), moves its
 /// children up into `root`, removes it, and returns its name.
@@ -459,6 +469,9 @@ pub fn unpack(
 /// `root.x86_64/`. Moving a directory needs write permission on it, so an
 /// unprivileged caller may fail on read-only subdirectories ([`unpack`]
 /// strips before it applies directory modes, so it does not).
+// unpack() calls the fd-based strip_toplevel_at (it must strip before it
+// applies directory modes); this path-based entry point is for other callers.
+#[allow(dead_code)]
 pub fn strip_single_toplevel(root: &Path) -> Result<Option<String>, UnpackError> {
     let root_fd = nix::fcntl::open(
         root,
@@ -703,6 +716,10 @@ impl Extractor<'_> {
             | EntryType::GNULongLink => Kind::Ignore,
             // Old archives mark directories with a trailing slash only.
             EntryType::Regular if raw_dir_slash => Kind::Dir,
+            // GNU incremental dumpdir: a directory plus a listing we ignore.
+            t if t.as_byte() == b'D' => Kind::Dir,
+            // GNU volume label: not a file.
+            t if t.as_byte() == b'V' => Kind::Ignore,
             // Regular, contiguous, sparse, and (as GNU tar does) unknown types.
             _ => Kind::File,
         };

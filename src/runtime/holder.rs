@@ -21,12 +21,17 @@ pub struct Holder {
     pub start_time: u64,
 }
 
-/// The start time of a process (clock ticks since boot), which with the pid identifies it.
+/// The start time of a living process (clock ticks since boot), which with the pid identifies
+/// it. None for a process that is gone or a zombie (killed but not yet reaped).
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// True when `pid` runs with the recorded start time (not a recycled pid).
@@ -128,6 +133,7 @@ pub fn run(ns_dir: &std::path::Path) -> ! {
     let _ = out.flush();
     drop(out);
     sys::stdio_to_null();
+    let _ = nix::sys::prctl::set_name(c"devbox-holder");
     for sig in [nix::sys::signal::Signal::SIGHUP, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGPIPE] {
         sys::ignore_signal(sig);
     }

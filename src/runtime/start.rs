@@ -29,7 +29,10 @@ use crate::sys::{self, Forked};
 
 /// The namespaces a box keeps, in the order they are joined (mnt last).
 pub fn namespaces(cfg: &BoxConfig) -> Vec<&'static str> {
-    let mut v = vec!["uts", "ipc"];
+    let mut v = vec!["uts"];
+    if cfg.has(Isolate::Ipc) {
+        v.push("ipc");
+    }
     if cfg.has(Isolate::Net) {
         v.push("net");
     }
@@ -214,7 +217,10 @@ impl BoxSetup<'_> {
     /// Runs in the forked child: becomes the box's first process (and, with a pid namespace,
     /// forks the box's init, which does the rest).
     fn first_process(&self, ch: &mut Channel, go: OwnedFd) -> Result<()> {
-        let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+        let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
+        if self.cfg.has(Isolate::Ipc) {
+            flags |= CloneFlags::CLONE_NEWIPC;
+        }
         if self.cfg.has(Isolate::Net) {
             flags |= CloneFlags::CLONE_NEWNET;
         }
@@ -356,6 +362,7 @@ fn wait_go(go: OwnedFd) {
 /// The box's pid 1: reaps orphans until told to stop (SIGTERM, SIGINT or SIGHUP).
 fn init_loop() -> ! {
     sys::stdio_to_null();
+    let _ = nix::sys::prctl::set_name(c"devbox-init");
     let _ = nix::unistd::setsid();
     let mut set = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {

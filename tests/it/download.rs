@@ -1,0 +1,340 @@
+//! Images from http:// URLs, served by a tiny HTTP server on loopback written here: downloads
+//! verified by --sha256, failures (404, truncated bodies, wrong checksums) keep nothing, and a
+//! known checksum reuses the store without a request.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+/// The most connections one server answers before its thread ends on its own.
+const MAX_CONNECTIONS: usize = 32;
+
+/// An HTTP/1.1 server on 127.0.0.1 serving:
+///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
+///   /truncated.tar     a Content-Length of the whole fixture, then half of it, then close
+///   anything else      404
+/// Each connection answers one request and is closed. The thread stops when the server is
+/// dropped or after MAX_CONNECTIONS connections.
+struct Server {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let body = Arc::new(std::fs::read(fixture("busybox")).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (hits, stop) = (Arc::clone(&hits), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while served < MAX_CONNECTIONS && !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            served += 1;
+                            let _ = serve(stream, &body, &hits);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Server {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request on `stream`.
+fn serve(
+    mut stream: TcpStream,
+    body: &[u8],
+    hits: &Mutex<HashMap<String, usize>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    // Read the request head (a GET has no body).
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut first = head.lines().next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("").to_string();
+    let target = first.next().unwrap_or("/").to_string();
+    let path = target.split('?').next().unwrap_or("/").to_string();
+    *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+
+    let ok_head = |len: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    match path.as_str() {
+        "/busybox-rootfs.tar" | "/dl/busybox-rootfs.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            if method != "HEAD" {
+                stream.write_all(body)?;
+            }
+        }
+        "/truncated.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            stream.write_all(&body[..body.len() / 2])?;
+        }
+        _ => {
+            let msg = b"not found\n";
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    msg.len()
+                )
+                .as_bytes(),
+            )?;
+            stream.write_all(msg)?;
+        }
+    }
+    stream.flush()?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+fn fixture_sha256() -> String {
+    let bytes = std::fs::read(fixture("busybox")).unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sorted names in a directory (empty if it does not exist).
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+fn downloads(env: &TestEnv) -> PathBuf {
+    env.home.join(".cache/devbox/downloads-v1")
+}
+
+/// Images in the store (temp dirs included, the lock file not).
+fn images(env: &TestEnv) -> Vec<String> {
+    names(&env.data().join("images-v1"))
+        .into_iter()
+        .filter(|n| n != ".lock")
+        .collect()
+}
+
+/// After a failed create: no box, no image, no download (partial or whole).
+fn assert_nothing_kept(env: &TestEnv) {
+    assert_eq!(
+        images(env),
+        Vec::<String>::new(),
+        "a failed create left something in images-v1"
+    );
+    assert_eq!(
+        names(&env.data().join("boxes-v1")),
+        Vec::<String>::new(),
+        "a failed create left a box"
+    );
+    assert_eq!(
+        names(&downloads(env)),
+        Vec::<String>::new(),
+        "a failed create left a download"
+    );
+}
+
+#[test]
+fn create_from_url_works() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let out = env.ok(["create", &srv.url("/busybox-rootfs.tar"), "--name", "web"]);
+    assert!(out.contains("web"), "{out}");
+    env.ok(["run", "web", "--", "/bin/busybox", "true"]);
+    assert_eq!(srv.hits("/busybox-rootfs.tar"), 1);
+    // The archive is only kept until it is unpacked.
+    assert_eq!(names(&downloads(&env)), Vec::<String>::new());
+    assert_eq!(images(&env), [fixture_sha256()]);
+}
+
+#[test]
+fn create_from_url_with_right_sha256() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let sha = fixture_sha256();
+    env.ok([
+        "create",
+        &srv.url("/busybox-rootfs.tar"),
+        "--name",
+        "web",
+        "--sha256",
+        &sha,
+    ]);
+    env.ok(["run", "web", "--", "/bin/busybox", "true"]);
+    assert_eq!(images(&env), [sha.clone()]);
+
+    // Upper case and a sha256: prefix are accepted too.
+    let shouty = format!("sha256:{}", sha.to_ascii_uppercase());
+    env.ok([
+        "create",
+        &srv.url("/busybox-rootfs.tar"),
+        "--name",
+        "web2",
+        "--sha256",
+        &shouty,
+    ]);
+}
+
+#[test]
+fn wrong_sha256_fails_and_keeps_nothing() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let right = fixture_sha256();
+    let wrong = "0123456789abcdef".repeat(4);
+    let err = env.fails(
+        1,
+        [
+            "create",
+            &srv.url("/busybox-rootfs.tar"),
+            "--name",
+            "web",
+            "--sha256",
+            &wrong,
+        ],
+    );
+    assert!(err.contains("expected"), "{err}");
+    assert!(err.contains("actual"), "{err}");
+    assert!(
+        err.contains(&wrong),
+        "the expected digest should be shown:\n{err}"
+    );
+    assert!(
+        err.contains(&right),
+        "the actual digest should be shown:\n{err}"
+    );
+    assert_eq!(srv.hits("/busybox-rootfs.tar"), 1);
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn not_found_fails_with_the_status() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let err = env.fails(
+        1,
+        ["create", &srv.url("/no-such-image.tar.gz"), "--name", "nf"],
+    );
+    assert!(err.contains("404"), "{err}");
+    assert!(
+        err.contains("/no-such-image.tar.gz"),
+        "the URL should be named:\n{err}"
+    );
+    assert_eq!(srv.hits("/no-such-image.tar.gz"), 1);
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn truncated_download_fails_and_keeps_nothing() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let err = env.fails(1, ["create", &srv.url("/truncated.tar"), "--name", "tr"]);
+    assert!(
+        err.contains("/truncated.tar"),
+        "the URL should be named:\n{err}"
+    );
+    assert!(
+        err.contains("truncated") || err.contains("broke off"),
+        "the error should say the download is incomplete:\n{err}"
+    );
+    assert!(srv.hits("/truncated.tar") >= 1);
+    assert_nothing_kept(&env);
+}
+
+#[test]
+fn box_name_defaults_to_the_url_file_stem() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let out = env.ok(["create", &srv.url("/busybox-rootfs.tar")]);
+    assert!(out.contains("busybox-rootfs"), "{out}");
+    assert_eq!(names(&env.data().join("boxes-v1")), ["busybox-rootfs"]);
+    env.ok(["run", "busybox-rootfs", "--", "/bin/busybox", "true"]);
+
+    // The query string is not part of the name.
+    let env = TestEnv::new();
+    env.ok(["create", &srv.url("/dl/busybox-rootfs.tar?token=abc&x=1")]);
+    assert_eq!(names(&env.data().join("boxes-v1")), ["busybox-rootfs"]);
+}
+
+#[test]
+fn known_sha256_reuses_the_store_without_downloading() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let sha = fixture_sha256();
+    let url = srv.url("/busybox-rootfs.tar");
+    env.ok(["create", &url, "--name", "one", "--sha256", &sha]);
+    assert_eq!(srv.hits("/busybox-rootfs.tar"), 1);
+
+    let out = env.run(["create", &url, "--name", "two", "--sha256", &sha]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "stdout: {o}\nstderr: {e}");
+    assert!(
+        format!("{o}{e}").contains("store"),
+        "the reuse should be reported:\nstdout: {o}\nstderr: {e}"
+    );
+    assert_eq!(
+        srv.hits("/busybox-rootfs.tar"),
+        1,
+        "the second create downloaded again"
+    );
+    assert_eq!(images(&env), [sha]);
+    env.ok(["run", "two", "--", "/bin/busybox", "true"]);
+}

@@ -1,0 +1,8 @@
+//! devbox's integration tests: the real binary, real namespaces, real newuidmap, real images.
+//! One test binary, a module per area.
+
+mod archives;
+mod download;
+mod harness;
+mod runtime;
+mod terminal;
