@@ -90,8 +90,10 @@ shared by every box made from it; each box keeps its own changes in an overlay l
         all: bool,
     },
     /// Remove boxes and their changes (the image stays in the store)
-    #[command(long_about = "Remove boxes with their own layer of changes. A running box is refused \
-unless --force is given, which stops it first. Your home directory is never touched.")]
+    #[command(
+        long_about = "Remove boxes with their own layer of changes. A running box is refused \
+unless --force is given, which stops it first. Your home directory is never touched."
+    )]
     Rm {
         #[arg(required = true)]
         names: Vec<String>,

@@ -20,17 +20,23 @@ pub fn is_url(s: &str) -> bool {
 }
 
 /// Downloads `url` into `dir` as `<sha256>.archive`.
-pub fn download(url: &str, dir: &Path, expected: Option<&str>, r: &dyn Reporter) -> Result<Fetched> {
+pub fn download(
+    url: &str,
+    dir: &Path,
+    expected: Option<&str>,
+    r: &dyn Reporter,
+) -> Result<Fetched> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let client = reqwest::blocking::Client::builder()
         .user_agent(concat!("devbox/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
         .timeout(None)
         .build()?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .with_context(|| format!("cannot download {url}\n  hint: check the address and your network or proxy settings"))?;
+    let mut resp = client.get(url).send().with_context(|| {
+        format!(
+            "cannot download {url}\n  hint: check the address and your network or proxy settings"
+        )
+    })?;
     let status = resp.status();
     if !status.is_success() {
         bail!("cannot download {url}: the server answered {status}\n  hint: check the address");
@@ -79,12 +85,15 @@ pub fn download(url: &str, dir: &Path, expected: Option<&str>, r: &dyn Reporter)
 
 /// Hashes a local file.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -97,7 +106,10 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
 /// Compares a computed digest with the one the user gave (any case, optional `sha256:` prefix).
 pub fn check_sha256(what: &str, expected: Option<&str>, actual: &str) -> Result<()> {
     if let Some(exp) = expected {
-        let exp = exp.trim().trim_start_matches("sha256:").to_ascii_lowercase();
+        let exp = exp
+            .trim()
+            .trim_start_matches("sha256:")
+            .to_ascii_lowercase();
         if exp != actual {
             bail!("sha256 mismatch for {what}\n  expected: {exp}\n  actual:   {actual}\n  nothing was kept; check the checksum you were given and the source");
         }

@@ -110,7 +110,12 @@ pub fn parse_ranges(text: &str, user: &str, id: u32) -> Vec<SubIdRange> {
 }
 
 /// Reads and checks the user's range from one file. `kind` is "subuid" or "subgid".
-pub fn lookup(path: &Path, kind: &'static str, user: &str, id: u32) -> Result<SubIdRange, IdMapError> {
+pub fn lookup(
+    path: &Path,
+    kind: &'static str,
+    user: &str,
+    id: u32,
+) -> Result<SubIdRange, IdMapError> {
     let text = std::fs::read_to_string(path).map_err(|source| IdMapError::Unreadable {
         path: path.to_path_buf(),
         user: user.to_string(),
@@ -154,16 +159,36 @@ pub fn keep_id(id: u32, range: SubIdRange) -> Vec<IdMap> {
     let s = range.start;
     if id >= c {
         return vec![
-            IdMap { inner: 0, outer: s, count: c },
-            IdMap { inner: id, outer: id, count: 1 },
+            IdMap {
+                inner: 0,
+                outer: s,
+                count: c,
+            },
+            IdMap {
+                inner: id,
+                outer: id,
+                count: 1,
+            },
         ];
     }
     let mut maps = Vec::with_capacity(3);
     if id > 0 {
-        maps.push(IdMap { inner: 0, outer: s, count: id });
+        maps.push(IdMap {
+            inner: 0,
+            outer: s,
+            count: id,
+        });
     }
-    maps.push(IdMap { inner: id, outer: id, count: 1 });
-    maps.push(IdMap { inner: id + 1, outer: s + id, count: c - id });
+    maps.push(IdMap {
+        inner: id,
+        outer: id,
+        count: 1,
+    });
+    maps.push(IdMap {
+        inner: id + 1,
+        outer: s + id,
+        count: c - id,
+    });
     maps
 }
 
@@ -183,7 +208,12 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn for_user(files: &SubIdFiles, user: &str, uid: u32, gid: u32) -> Result<Mapping, IdMapError> {
+    pub fn for_user(
+        files: &SubIdFiles,
+        user: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Mapping, IdMapError> {
         if uid == 0 {
             return Err(IdMapError::IsRoot);
         }
@@ -229,7 +259,11 @@ fn run_helper(tool: &'static str, pid: u32, maps: &[IdMap]) -> Result<(), IdMapE
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for m in maps {
-        cmd.args([m.inner.to_string(), m.outer.to_string(), m.count.to_string()]);
+        cmd.args([
+            m.inner.to_string(),
+            m.outer.to_string(),
+            m.count.to_string(),
+        ]);
     }
     let out = match cmd.output() {
         Ok(out) => out,
@@ -248,9 +282,10 @@ fn run_helper(tool: &'static str, pid: u32, maps: &[IdMap]) -> Result<(), IdMapE
     if out.status.success() {
         return Ok(());
     }
-    let apparmor = std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
-        .map(|v| v.trim() == "1")
-        .unwrap_or(false);
+    let apparmor =
+        std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+            .map(|v| v.trim() == "1")
+            .unwrap_or(false);
     Err(IdMapError::HelperFailed {
         tool,
         status: out.status.to_string(),
@@ -269,14 +304,29 @@ mod tests {
 
     #[test]
     fn keep_id_splits_the_range_around_the_user() {
-        let r = SubIdRange { start: 100000, count: 65536 };
+        let r = SubIdRange {
+            start: 100000,
+            count: 65536,
+        };
         let m = keep_id(1000, r);
         assert_eq!(
             m,
             vec![
-                IdMap { inner: 0, outer: 100000, count: 1000 },
-                IdMap { inner: 1000, outer: 1000, count: 1 },
-                IdMap { inner: 1001, outer: 101000, count: 64536 },
+                IdMap {
+                    inner: 0,
+                    outer: 100000,
+                    count: 1000
+                },
+                IdMap {
+                    inner: 1000,
+                    outer: 1000,
+                    count: 1
+                },
+                IdMap {
+                    inner: 1001,
+                    outer: 101000,
+                    count: 64536
+                },
             ]
         );
         assert_eq!(to_host(&m, 0), Some(100000));
@@ -289,13 +339,24 @@ mod tests {
 
     #[test]
     fn keep_id_for_a_uid_above_the_range_size() {
-        let r = SubIdRange { start: 200000, count: 65536 };
+        let r = SubIdRange {
+            start: 200000,
+            count: 65536,
+        };
         let m = keep_id(70000, r);
         assert_eq!(
             m,
             vec![
-                IdMap { inner: 0, outer: 200000, count: 65536 },
-                IdMap { inner: 70000, outer: 70000, count: 1 },
+                IdMap {
+                    inner: 0,
+                    outer: 200000,
+                    count: 65536
+                },
+                IdMap {
+                    inner: 70000,
+                    outer: 70000,
+                    count: 1
+                },
             ]
         );
     }
@@ -303,8 +364,20 @@ mod tests {
     #[test]
     fn parses_by_name_or_id_and_skips_junk() {
         let text = "# comment\nalice:100000:65536\nbob:165536:65536\n1003:300000:70000\nbroken\n";
-        assert_eq!(parse_ranges(text, "bob", 1002), vec![SubIdRange { start: 165536, count: 65536 }]);
-        assert_eq!(parse_ranges(text, "carol", 1003), vec![SubIdRange { start: 300000, count: 70000 }]);
+        assert_eq!(
+            parse_ranges(text, "bob", 1002),
+            vec![SubIdRange {
+                start: 165536,
+                count: 65536
+            }]
+        );
+        assert_eq!(
+            parse_ranges(text, "carol", 1003),
+            vec![SubIdRange {
+                start: 300000,
+                count: 70000
+            }]
+        );
         assert!(parse_ranges(text, "dave", 1004).is_empty());
     }
 
@@ -322,19 +395,34 @@ mod tests {
     #[test]
     fn errors_name_the_fix() {
         let (_d, f) = files("alice:100000:65536\n", "");
-        let e = Mapping::for_user(&f, "alice", 1000, 1000).unwrap_err().to_string();
-        assert!(e.contains("no entry in") && e.contains("usermod --add-subgids"), "{e}");
+        let e = Mapping::for_user(&f, "alice", 1000, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no entry in") && e.contains("usermod --add-subgids"),
+            "{e}"
+        );
 
         let (_d, f) = files("alice:100000:1000\n", "alice:100000:65536\n");
-        let e = Mapping::for_user(&f, "alice", 1000, 1000).unwrap_err().to_string();
-        assert!(e.contains("has 1000 ids") && e.contains("at least 65536"), "{e}");
+        let e = Mapping::for_user(&f, "alice", 1000, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has 1000 ids") && e.contains("at least 65536"),
+            "{e}"
+        );
 
         let (_d, f) = files("alice:0:65536\n", "alice:100000:65536\n");
-        let e = Mapping::for_user(&f, "alice", 1000, 1000).unwrap_err().to_string();
+        let e = Mapping::for_user(&f, "alice", 1000, 1000)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("contains the user's own id 1000"), "{e}");
 
         let (_d, f) = files("alice:100000:65536\n", "alice:100000:65536\n");
         assert!(Mapping::for_user(&f, "alice", 1000, 1000).is_ok());
-        assert!(matches!(Mapping::for_user(&f, "root", 0, 0), Err(IdMapError::IsRoot)));
+        assert!(matches!(
+            Mapping::for_user(&f, "root", 0, 0),
+            Err(IdMapError::IsRoot)
+        ));
     }
 }

@@ -32,7 +32,9 @@ impl Dirs {
         let cache = base.cache_dir().join("devbox");
         let uid = nix::unistd::getuid().as_raw();
         let runtime = match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => PathBuf::from(d).join("devbox"),
+            Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => {
+                PathBuf::from(d).join("devbox")
+            }
             _ => PathBuf::from(format!("/tmp/devbox-{uid}")),
         };
         Ok(Dirs {
@@ -100,13 +102,16 @@ pub fn private_dir(dir: &Path) -> Result<()> {
             match fs::DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", dir.display()))
+                }
             }
         }
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
         Ok(_) => {}
     }
-    let meta = fs::symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
     let uid = nix::unistd::getuid().as_raw();
     if !meta.is_dir() {
         bail!(

@@ -14,7 +14,10 @@ pub const NAME_RULE: &str =
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -33,7 +36,17 @@ pub fn name_from_image(image: &str) -> String {
         .unwrap_or(image);
     let last = last.split(['?', '#']).next().unwrap_or(last);
     let mut stem = last.to_string();
-    for ext in [".tar.gz", ".tar.xz", ".tar.zst", ".tar.zstd", ".tar.bz2", ".tgz", ".txz", ".tzst", ".tar"] {
+    for ext in [
+        ".tar.gz",
+        ".tar.xz",
+        ".tar.zst",
+        ".tar.zstd",
+        ".tar.bz2",
+        ".tgz",
+        ".txz",
+        ".tzst",
+        ".tar",
+    ] {
         if let Some(s) = stem.strip_suffix(ext) {
             stem = s.to_string();
             break;
@@ -41,7 +54,13 @@ pub fn name_from_image(image: &str) -> String {
     }
     let mut out: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     while out.starts_with(['.', '-', '_']) {
         out.remove(0);
@@ -193,7 +212,17 @@ mod tests {
         for ok in ["a", "Debian-12", "x.y_z", &"a".repeat(64)] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "-a", ".a", "a/b", "a b", "ä", &"a".repeat(65), "..", "a:b"] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "a/b",
+            "a b",
+            "ä",
+            &"a".repeat(65),
+            "..",
+            "a:b",
+        ] {
             let e = validate_name(bad).unwrap_err().to_string();
             assert!(e.contains("starts with a letter or digit"), "{e}");
         }
@@ -201,9 +230,15 @@ mod tests {
 
     #[test]
     fn names_derive_from_images() {
-        assert_eq!(name_from_image("/x/debian-bookworm-minbase.tar.gz"), "debian-bookworm-minbase");
+        assert_eq!(
+            name_from_image("/x/debian-bookworm-minbase.tar.gz"),
+            "debian-bookworm-minbase"
+        );
         assert_eq!(name_from_image("busybox-rootfs.tar"), "busybox-rootfs");
-        assert_eq!(name_from_image("http://h/p/arch root.tar.zst?x=1"), "arch-root");
+        assert_eq!(
+            name_from_image("http://h/p/arch root.tar.zst?x=1"),
+            "arch-root"
+        );
         assert_eq!(name_from_image("rootfs.tgz"), "rootfs");
         assert_eq!(name_from_image("/.hidden.tar"), "hidden");
         assert_eq!(name_from_image("/???.tar"), "box");

@@ -15,7 +15,12 @@ use crate::progress::{human_bytes, Reporter};
 use crate::state::ImageRecord;
 
 /// Makes sure the image `source` (a local tarball or an http(s) URL) is in the store.
-pub fn import(dirs: &Dirs, source: &str, sha256: Option<&str>, r: &dyn Reporter) -> Result<ImageRecord> {
+pub fn import(
+    dirs: &Dirs,
+    source: &str,
+    sha256: Option<&str>,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
     dirs.ensure_store()?;
     if let Some(h) = sha256 {
         fetch::validate_sha256_arg(h)?;
@@ -50,7 +55,14 @@ pub fn import(dirs: &Dirs, source: &str, sha256: Option<&str>, r: &dyn Reporter)
     result
 }
 
-fn unpack_into_store(dirs: &Dirs, archive: &Path, id: &str, size: u64, source: &str, r: &dyn Reporter) -> Result<ImageRecord> {
+fn unpack_into_store(
+    dirs: &Dirs,
+    archive: &Path,
+    id: &str,
+    size: u64,
+    source: &str,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
     if let Some(rec) = load(dirs, id) {
         r.step(&format!("Using image {} from the store", short(id)));
         return Ok(rec);
@@ -80,7 +92,8 @@ fn unpack_into_store(dirs: &Dirs, archive: &Path, id: &str, size: u64, source: &
         archive_bytes: size,
     };
     write_atomic(&tmp.join("image.toml"), toml::to_string(&rec)?.as_bytes())?;
-    std::fs::rename(&tmp, dirs.image_dir(id)).context("cannot move the unpacked image into the store")?;
+    std::fs::rename(&tmp, dirs.image_dir(id))
+        .context("cannot move the unpacked image into the store")?;
     Ok(rec)
 }
 
@@ -139,12 +152,15 @@ pub fn short(id: &str) -> &str {
 /// `devbox __unpack ARCHIVE DEST`: unpacks into DEST/rootfs as root of devbox's user namespace.
 pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     let dirs = Dirs::from_env()?;
-    let file = std::fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
     crate::runtime::userns::as_namespace_root(&dirs)?;
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let reader = crate::unpack::decompressed(file)?;
-    let opts = crate::unpack::Options { preserve_owner: true };
+    let opts = crate::unpack::Options {
+        preserve_owner: true,
+    };
     let stats = match crate::unpack::unpack(reader, &root, &opts, &mut |_| {}) {
         Ok(s) => s,
         Err(e) => {
@@ -154,7 +170,10 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     };
     if stats.entries == 0 {
         let _ = std::fs::remove_dir_all(&root);
-        anyhow::bail!("{} contains no files: it is not a root filesystem archive", archive.display());
+        anyhow::bail!(
+            "{} contains no files: it is not a root filesystem archive",
+            archive.display()
+        );
     }
     if stats.devices_skipped > 0 {
         eprintln!(
@@ -173,7 +192,10 @@ pub fn rmtree_helper(path: &Path) -> Result<()> {
     let dirs = Dirs::from_env()?;
     let abs = std::path::absolute(path)?;
     if !(abs.starts_with(&dirs.data) || abs.starts_with(&dirs.cache)) || abs == dirs.data {
-        bail!("refusing to remove {}: not inside devbox's store", abs.display());
+        bail!(
+            "refusing to remove {}: not inside devbox's store",
+            abs.display()
+        );
     }
     crate::runtime::userns::as_namespace_root(&dirs)?;
     match std::fs::remove_dir_all(&abs) {
@@ -191,7 +213,9 @@ pub fn disk_usage(path: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
             continue;
         }

@@ -135,7 +135,11 @@ pub fn loopback_up() -> io::Result<()> {
 /// Points stdin, stdout and stderr at /dev/null (for processes that outlive the command that
 /// started them, so they don't hold its terminal or pipes open).
 pub fn stdio_to_null() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);

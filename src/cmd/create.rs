@@ -6,7 +6,14 @@ use crate::progress::Term;
 use crate::state::{self, BoxConfig, Isolate};
 use crate::store;
 
-pub fn run(dirs: &Dirs, image: &str, name: Option<String>, sha256: Option<&str>, unshare: &[UnshareArg], quiet: bool) -> Result<i32> {
+pub fn run(
+    dirs: &Dirs,
+    image: &str,
+    name: Option<String>,
+    sha256: Option<&str>,
+    unshare: &[UnshareArg],
+    quiet: bool,
+) -> Result<i32> {
     // Parse and check everything before doing anything.
     let name = name.unwrap_or_else(|| state::name_from_image(image));
     state::validate_name(&name)?;
@@ -35,7 +42,9 @@ pub fn run(dirs: &Dirs, image: &str, name: Option<String>, sha256: Option<&str>,
     let rec = store::import(dirs, image, sha256, &term)?;
 
     // The box appears under its name only when complete.
-    let tmp = dirs.boxes.join(format!(".tmp-{name}-{}", std::process::id()));
+    let tmp = dirs
+        .boxes
+        .join(format!(".tmp-{name}-{}", std::process::id()));
     private_dir(&tmp)?;
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;
@@ -48,9 +57,8 @@ pub fn run(dirs: &Dirs, image: &str, name: Option<String>, sha256: Option<&str>,
             backend: None,
         };
         cfg.save_in(&tmp)?;
-        std::fs::rename(&tmp, &final_dir).with_context(|| {
-            format!("a box named '{name}' appeared while this one was being made")
-        })
+        std::fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("a box named '{name}' appeared while this one was being made"))
     })();
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&tmp);

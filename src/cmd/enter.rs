@@ -16,5 +16,13 @@ pub fn run(dirs: &Dirs, name: Option<String>, root: bool, cmd: Option<&[OsString
         None => state::only_box(dirs)?,
     };
     let cfg = BoxConfig::load(dirs, &name)?;
-    join::run(dirs, &cfg, &Session { name: &name, root, argv: cmd })
+    join::run(
+        dirs,
+        &cfg,
+        &Session {
+            name: &name,
+            root,
+            argv: cmd,
+        },
+    )
 }

@@ -25,7 +25,9 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
     let holder = Holder::current(dirs)?;
     let mut rows = Vec::new();
     for name in state::list_names(dirs)? {
-        let Ok(cfg) = BoxConfig::load(dirs, &name) else { continue };
+        let Ok(cfg) = BoxConfig::load(dirs, &name) else {
+            continue;
+        };
         let running = holder.is_some_and(|h| {
             let f = PathBuf::from(format!("/proc/{}/root", h.pid))
                 .join(dirs.ns_dir().strip_prefix("/").unwrap_or(&dirs.ns_dir()))
@@ -58,9 +60,21 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
         writeln!(out, "No boxes. Create one with: devbox create IMAGE")?;
         return Ok(0);
     }
-    writeln!(out, "{:<20} {:<8} {:>10}  {:<20}  IMAGE", "NAME", "STATUS", "DISK", "CREATED")?;
+    writeln!(
+        out,
+        "{:<20} {:<8} {:>10}  {:<20}  IMAGE",
+        "NAME", "STATUS", "DISK", "CREATED"
+    )?;
     for r in rows {
-        writeln!(out, "{:<20} {:<8} {:>10}  {:<20}  {}", r.name, r.status, human_bytes(r.disk_bytes), r.created, r.image)?;
+        writeln!(
+            out,
+            "{:<20} {:<8} {:>10}  {:<20}  {}",
+            r.name,
+            r.status,
+            human_bytes(r.disk_bytes),
+            r.created,
+            r.image
+        )?;
     }
     Ok(0)
 }

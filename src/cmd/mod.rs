@@ -20,9 +20,19 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
         Cmd::Unpack { archive, dest } => crate::store::unpack_helper(&archive, &dest).map(|()| 0),
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
-        Cmd::Create { image, name, sha256, unshare } => {
-            create::run(&Dirs::from_env()?, &image, name, sha256.as_deref(), &unshare, cli.quiet)
-        }
+        Cmd::Create {
+            image,
+            name,
+            sha256,
+            unshare,
+        } => create::run(
+            &Dirs::from_env()?,
+            &image,
+            name,
+            sha256.as_deref(),
+            &unshare,
+            cli.quiet,
+        ),
         Cmd::Enter { name, root } => enter::run(&Dirs::from_env()?, name, root, None),
         Cmd::Run { name, root, cmd } => enter::run(&Dirs::from_env()?, name, root, Some(&cmd)),
         Cmd::List { json } => list::run(&Dirs::from_env()?, json),

@@ -17,7 +17,9 @@ pub fn run(dirs: &Dirs, names: &[String], force: bool, quiet: bool) -> Result<i3
             stop_box(dirs, n)?;
         }
         // Rename first so a half-removed box never looks like a box.
-        let trash = dirs.boxes.join(format!(".trash-{n}-{}", std::process::id()));
+        let trash = dirs
+            .boxes
+            .join(format!(".trash-{n}-{}", std::process::id()));
         std::fs::rename(dirs.box_dir(n), &trash)?;
         crate::store::remove_tree(&trash)?;
         if !quiet {

@@ -6,7 +6,11 @@ use crate::runtime::stop::stop_box;
 use crate::state::{self, BoxConfig};
 
 pub fn run(dirs: &Dirs, names: &[String], all: bool, quiet: bool) -> Result<i32> {
-    let names = if all { state::list_names(dirs)? } else { names.to_vec() };
+    let names = if all {
+        state::list_names(dirs)?
+    } else {
+        names.to_vec()
+    };
     for n in &names {
         state::validate_name(n)?;
         BoxConfig::load(dirs, n)?;

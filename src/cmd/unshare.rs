@@ -22,8 +22,14 @@ pub fn run(dirs: &Dirs, cmd: &[OsString]) -> Result<i32> {
         cmd.to_vec()
     };
     crate::sys::default_signal(nix::sys::signal::Signal::SIGPIPE);
-    let err = std::os::unix::process::CommandExt::exec(std::process::Command::new(&argv[0]).args(&argv[1..]));
-    let code = if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    let err = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new(&argv[0]).args(&argv[1..]),
+    );
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
     eprintln!("devbox: cannot run {}: {err}", argv[0].to_string_lossy());
     Ok(code)
 }

@@ -52,7 +52,10 @@ impl Holder {
         let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
         if let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) {
             if alive(pid as i32, start) {
-                return Ok(Some(Holder { pid: pid as i32, start_time: start }));
+                return Ok(Some(Holder {
+                    pid: pid as i32,
+                    start_time: start,
+                }));
             }
         }
         Self::clean_stale(dirs);
@@ -89,7 +92,9 @@ impl Holder {
             .stderr(Stdio::null())
             .current_dir("/");
         sys::spawn_in_new_session(&mut cmd);
-        let mut child = cmd.spawn().context("cannot start devbox's holder process")?;
+        let mut child = cmd
+            .spawn()
+            .context("cannot start devbox's holder process")?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             BufReader::new(out).read_line(&mut line)?;
@@ -105,13 +110,22 @@ impl Holder {
         }
         let pid = child.id() as i32;
         let start = start_time(pid).context("the holder process vanished right after starting")?;
-        write_atomic(&dirs.holder_pid_file(), format!("{pid} {start}\n").as_bytes())?;
-        Ok(Holder { pid, start_time: start })
+        write_atomic(
+            &dirs.holder_pid_file(),
+            format!("{pid} {start}\n").as_bytes(),
+        )?;
+        Ok(Holder {
+            pid,
+            start_time: start,
+        })
     }
 
     /// Stops the holder; every box's namespaces go with it.
     pub fn kill(&self, dirs: &Dirs) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         Self::clean_stale(dirs);
     }
 }
@@ -134,7 +148,11 @@ pub fn run(ns_dir: &std::path::Path) -> ! {
     drop(out);
     sys::stdio_to_null();
     let _ = nix::sys::prctl::set_name(c"devbox-holder");
-    for sig in [nix::sys::signal::Signal::SIGHUP, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGPIPE] {
+    for sig in [
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGPIPE,
+    ] {
         sys::ignore_signal(sig);
     }
     loop {
@@ -148,10 +166,17 @@ fn setup(ns_dir: &std::path::Path) -> Result<()> {
     userns::unshare_mapped(&Mapping::current()?)?;
     // The holder stays the user (with full capabilities in the namespace): it creates no files,
     // and the user's own devbox commands must be able to open its /proc/PID/ns files.
-    userns::unshare_ordered(CloneFlags::CLONE_NEWNS).context("cannot create the holder's mount namespace")?;
+    userns::unshare_ordered(CloneFlags::CLONE_NEWNS)
+        .context("cannot create the holder's mount namespace")?;
     // Slave, not private: host mounts made later (a USB disk, a new home mount) still show up.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-        .context("cannot make / a slave mount in the holder")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("cannot make / a slave mount in the holder")?;
     let opts = format!("mode=0700,uid={uid},gid={gid},size=1m");
     mount(
         Some("tmpfs"),

@@ -25,12 +25,43 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// Variables passed from the host into the box; everything else is dropped, PATH is the box's.
 const PASS_ENV: &[&str] = &[
-    "TERM", "COLORTERM", "LANG", "LANGUAGE", "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
-    "XDG_SESSION_TYPE", "XDG_CURRENT_DESKTOP", "XDG_SESSION_DESKTOP", "DBUS_SESSION_BUS_ADDRESS",
-    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "XAUTHORITY", "PULSE_SERVER", "TZ", "EDITOR", "VISUAL",
-    "PAGER", "HISTFILE", "NO_COLOR", "TERMINFO", "TERMINFO_DIRS", "COLORFGBG", "TERM_PROGRAM",
-    "TERM_PROGRAM_VERSION", "VTE_VERSION", "KONSOLE_VERSION", "GPG_AGENT_INFO", "http_proxy",
-    "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy",
+    "TERM",
+    "COLORTERM",
+    "LANG",
+    "LANGUAGE",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "XDG_SESSION_TYPE",
+    "XDG_CURRENT_DESKTOP",
+    "XDG_SESSION_DESKTOP",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "XAUTHORITY",
+    "PULSE_SERVER",
+    "TZ",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "HISTFILE",
+    "NO_COLOR",
+    "TERMINFO",
+    "TERMINFO_DIRS",
+    "COLORFGBG",
+    "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION",
+    "VTE_VERSION",
+    "KONSOLE_VERSION",
+    "GPG_AGENT_INFO",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 pub struct Session<'a> {
@@ -76,7 +107,8 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
             }
             _ => CloneFlags::empty(),
         };
-        setns(f, flag).with_context(|| format!("cannot join the {ns} namespace of box '{}'", s.name))?;
+        setns(f, flag)
+            .with_context(|| format!("cannot join the {ns} namespace of box '{}'", s.name))?;
     }
     drop(fds);
     enter_cwd(cwd.as_deref(), &user.home);
@@ -157,7 +189,11 @@ fn running(dirs: &Dirs, box_ns: &Path, name: &str) -> bool {
 }
 
 fn start(dirs: &Dirs, name: &str, box_ns: &Path) -> Result<()> {
-    let _lock = Lock::acquire(&dirs.lock_file(&format!("box-{name}")), &format!("box '{name}'"), 60)?;
+    let _lock = Lock::acquire(
+        &dirs.lock_file(&format!("box-{name}")),
+        &format!("box '{name}'"),
+        60,
+    )?;
     if running(dirs, box_ns, name) {
         return Ok(());
     }
@@ -195,12 +231,15 @@ fn enter_cwd(cwd: Option<&Path>, home: &Path) {
 
 /// The user's shell from the box's passwd, else bash, else sh.
 fn box_shell(uid: u32, name: &str) -> PathBuf {
-    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 7 && (f[0] == name || f[2] == uid.to_string())).then(|| PathBuf::from(f[6]))
-        })
-    });
+    let from_passwd = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 7 && (f[0] == name || f[2] == uid.to_string()))
+                    .then(|| PathBuf::from(f[6]))
+            })
+        });
     from_passwd
         .into_iter()
         .chain(["/bin/bash", "/bin/sh"].map(PathBuf::from))

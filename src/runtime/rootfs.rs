@@ -46,28 +46,51 @@ fn host(p: &Path) -> PathBuf {
 pub fn plan(isolate: &[Isolate], h: &HostView) -> Vec<Op> {
     let mut ops = Vec::new();
     if isolate.contains(&Isolate::Pid) {
-        ops.push(Op::Proc { dst: "/proc".into() });
+        ops.push(Op::Proc {
+            dst: "/proc".into(),
+        });
     } else {
-        ops.push(Op::Rbind { src: host(Path::new("/proc")), dst: "/proc".into() });
+        ops.push(Op::Rbind {
+            src: host(Path::new("/proc")),
+            dst: "/proc".into(),
+        });
     }
     if isolate.contains(&Isolate::Net) {
         ops.push(Op::Sysfs { dst: "/sys".into() });
     } else {
-        ops.push(Op::Rbind { src: host(Path::new("/sys")), dst: "/sys".into() });
+        ops.push(Op::Rbind {
+            src: host(Path::new("/sys")),
+            dst: "/sys".into(),
+        });
     }
     // The host's /dev: the caller's terminal keeps its name inside and new ptys work.
-    ops.push(Op::Rbind { src: host(Path::new("/dev")), dst: "/dev".into() });
+    ops.push(Op::Rbind {
+        src: host(Path::new("/dev")),
+        dst: "/dev".into(),
+    });
     // Shared /tmp, as Toolbx and Distrobox do (X11 sockets live there).
-    ops.push(Op::Rbind { src: host(Path::new("/tmp")), dst: "/tmp".into() });
+    ops.push(Op::Rbind {
+        src: host(Path::new("/tmp")),
+        dst: "/tmp".into(),
+    });
     // Home, then the runtime dir: a home under /tmp is covered by the /tmp bind already but is
     // bound again so submounts of the home come along.
-    ops.push(Op::Rbind { src: host(&h.home), dst: h.home.clone() });
+    ops.push(Op::Rbind {
+        src: host(&h.home),
+        dst: h.home.clone(),
+    });
     if let Some(rt) = &h.runtime_dir {
-        ops.push(Op::Rbind { src: host(rt), dst: rt.clone() });
+        ops.push(Op::Rbind {
+            src: host(rt),
+            dst: rt.clone(),
+        });
     }
     for (present, file) in [(h.resolv_conf, "/etc/resolv.conf"), (h.hosts, "/etc/hosts")] {
         if present {
-            ops.push(Op::BindFile { src: host(Path::new(file)), dst: file.into() });
+            ops.push(Op::BindFile {
+                src: host(Path::new(file)),
+                dst: file.into(),
+            });
         }
     }
     ops
@@ -78,8 +101,13 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(Some(src), dst, None::<&str>, flags, None::<&str>)
-        .with_context(|| format!("cannot bind {} onto {} in the box", src.display(), dst.display()))
+    mount(Some(src), dst, None::<&str>, flags, None::<&str>).with_context(|| {
+        format!(
+            "cannot bind {} onto {} in the box",
+            src.display(),
+            dst.display()
+        )
+    })
 }
 
 fn ensure_dir(p: &Path) -> Result<()> {
@@ -123,7 +151,15 @@ pub fn apply(ops: &[Op]) -> Result<()> {
             }
             Op::Sysfs { dst } => {
                 ensure_dir(dst)?;
-                if mount(Some("sysfs"), dst, Some("sysfs"), nodev | MsFlags::MS_RDONLY, None::<&str>).is_err() {
+                if mount(
+                    Some("sysfs"),
+                    dst,
+                    Some("sysfs"),
+                    nodev | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .is_err()
+                {
                     bind(&host(Path::new("/sys")), dst, true)?;
                 }
             }
@@ -170,7 +206,9 @@ pub fn ensure_user(etc: &Path, u: &HostUser) -> Result<()> {
     }
     let group = etc.join("group");
     let text = fs::read_to_string(&group).unwrap_or_default();
-    let has_gid = text.lines().any(|l| l.split(':').nth(2) == Some(u.gid.to_string().as_str()));
+    let has_gid = text
+        .lines()
+        .any(|l| l.split(':').nth(2) == Some(u.gid.to_string().as_str()));
     if !has_gid {
         append_line(&group, &text, &format!("{}:x:{}:", u.group, u.gid))?;
     }
@@ -274,13 +312,34 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Rbind { src: "/run/host/proc".into(), dst: "/proc".into() },
-                Op::Rbind { src: "/run/host/sys".into(), dst: "/sys".into() },
-                Op::Rbind { src: "/run/host/dev".into(), dst: "/dev".into() },
-                Op::Rbind { src: "/run/host/tmp".into(), dst: "/tmp".into() },
-                Op::Rbind { src: "/run/host/home/alice".into(), dst: "/home/alice".into() },
-                Op::Rbind { src: "/run/host/run/user/1000".into(), dst: "/run/user/1000".into() },
-                Op::BindFile { src: "/run/host/etc/resolv.conf".into(), dst: "/etc/resolv.conf".into() },
+                Op::Rbind {
+                    src: "/run/host/proc".into(),
+                    dst: "/proc".into()
+                },
+                Op::Rbind {
+                    src: "/run/host/sys".into(),
+                    dst: "/sys".into()
+                },
+                Op::Rbind {
+                    src: "/run/host/dev".into(),
+                    dst: "/dev".into()
+                },
+                Op::Rbind {
+                    src: "/run/host/tmp".into(),
+                    dst: "/tmp".into()
+                },
+                Op::Rbind {
+                    src: "/run/host/home/alice".into(),
+                    dst: "/home/alice".into()
+                },
+                Op::Rbind {
+                    src: "/run/host/run/user/1000".into(),
+                    dst: "/run/user/1000".into()
+                },
+                Op::BindFile {
+                    src: "/run/host/etc/resolv.conf".into(),
+                    dst: "/etc/resolv.conf".into()
+                },
             ]
         );
     }
@@ -288,7 +347,12 @@ mod tests {
     #[test]
     fn isolated_pid_and_net_get_fresh_proc_and_sys() {
         let ops = plan(&[Isolate::Pid, Isolate::Net], &view());
-        assert_eq!(ops[0], Op::Proc { dst: "/proc".into() });
+        assert_eq!(
+            ops[0],
+            Op::Proc {
+                dst: "/proc".into()
+            }
+        );
         assert_eq!(ops[1], Op::Sysfs { dst: "/sys".into() });
     }
 
@@ -312,7 +376,10 @@ mod tests {
             shell: "/bin/bash".into(),
         };
         let base = "root:x:0:0:root:/root:/bin/sh\n";
-        assert_eq!(passwd_line(base, &u).unwrap(), "alice:x:1000:1000:Alice:/home/alice:/bin/bash");
+        assert_eq!(
+            passwd_line(base, &u).unwrap(),
+            "alice:x:1000:1000:Alice:/home/alice:/bin/bash"
+        );
         assert!(passwd_line("alice:x:1001:1001::/h:/bin/sh\n", &u).is_none());
         assert!(passwd_line("bob:x:1000:1000::/h:/bin/sh\n", &u).is_none());
     }

@@ -125,8 +125,18 @@ pub fn run(name: &str) -> Result<()> {
         Forked::Child => {
             drop(report_rx);
             drop(go_tx);
-            let mut ch = Channel { tx: File::from(report_tx) };
-            let setup = BoxSetup { name, cfg: &cfg, paths: &paths, lower: &lower, ns_dir: &ns_dir, user: &user, ops: &ops };
+            let mut ch = Channel {
+                tx: File::from(report_tx),
+            };
+            let setup = BoxSetup {
+                name,
+                cfg: &cfg,
+                paths: &paths,
+                lower: &lower,
+                ns_dir: &ns_dir,
+                user: &user,
+                ops: &ops,
+            };
             let code = match setup.first_process(&mut ch, go_rx) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -170,17 +180,30 @@ pub fn run(name: &str) -> Result<()> {
         File::create(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
         let src = format!("/proc/{target}/ns/{ns}");
         if std::env::var_os("DEVBOX_DEBUG").is_some() {
-            eprintln!("debug: bind {src} ({:?}) from {:?}", std::fs::read_link(&src), std::fs::read_link("/proc/self/ns/mnt"));
+            eprintln!(
+                "debug: bind {src} ({:?}) from {:?}",
+                std::fs::read_link(&src),
+                std::fs::read_link("/proc/self/ns/mnt")
+            );
         }
-        mount(Some(src.as_str()), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .with_context(|| format!("cannot persist the {ns} namespace of box '{name}'"))?;
+        mount(
+            Some(src.as_str()),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot persist the {ns} namespace of box '{name}'"))?;
     }
     let init = if cfg.has(Isolate::Pid) {
         (target, holder::start_time(target).unwrap_or(0))
     } else {
         (0, 0)
     };
-    write_atomic(&dirs.box_run_file(name), format!("{} {}\n", init.0, init.1).as_bytes())?;
+    write_atomic(
+        &dirs.box_run_file(name),
+        format!("{} {}\n", init.0, init.1).as_bytes(),
+    )?;
     if cfg.backend != Some(backend) {
         let mut cfg = cfg.clone();
         cfg.backend = Some(backend);
@@ -198,7 +221,8 @@ pub fn clear_ns_dir(box_ns: &Path) -> Result<()> {
     };
     for e in rd.flatten() {
         let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
-        std::fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+        std::fs::remove_file(e.path())
+            .with_context(|| format!("cannot remove {}", e.path().display()))?;
     }
     std::fs::remove_dir(box_ns).with_context(|| format!("cannot remove {}", box_ns.display()))
 }
@@ -258,8 +282,14 @@ impl BoxSetup<'_> {
         if self.cfg.has(Isolate::Net) {
             sys::loopback_up().context("cannot bring up the loopback interface of the box")?;
         }
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-            .context("cannot make / a slave mount")?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .context("cannot make / a slave mount")?;
         // The holder's tmpfs of namespace files must not be pinned by this box.
         let _ = umount2(self.ns_dir, MntFlags::MNT_DETACH);
         let backend = self.mount_overlay()?;
@@ -270,7 +300,10 @@ impl BoxSetup<'_> {
         rootfs::apply(self.ops)?;
         std::fs::write(
             "/run/.containerenv",
-            format!("engine=\"devbox\"\nname=\"{}\"\nimage=\"{}\"\nid=\"{}\"\nrootless=1\n", self.name, self.cfg.image, self.cfg.image_id),
+            format!(
+                "engine=\"devbox\"\nname=\"{}\"\nimage=\"{}\"\nid=\"{}\"\nrootless=1\n",
+                self.name, self.cfg.image, self.cfg.image_id
+            ),
         )
         .context("cannot write /run/.containerenv")?;
         let mut user = self.user.clone();
@@ -297,13 +330,26 @@ impl BoxSetup<'_> {
         if let Ok(m) = std::fs::metadata(self.lower) {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let _ = nix::unistd::chown(&p.upper, Some(m.uid().into()), Some(m.gid().into()));
-            let _ = std::fs::set_permissions(&p.upper, std::fs::Permissions::from_mode(m.mode() & 0o7777));
+            let _ = std::fs::set_permissions(
+                &p.upper,
+                std::fs::Permissions::from_mode(m.mode() & 0o7777),
+            );
         }
         let opts = rootfs::overlay_options(self.lower, &p.upper, &p.work);
         let forced_fuse = std::env::var("DEVBOX_OVERLAY").is_ok_and(|v| v == "fuse-overlayfs");
-        let want = self.cfg.backend.unwrap_or(if forced_fuse { Backend::FuseOverlayfs } else { Backend::Kernel });
+        let want = self.cfg.backend.unwrap_or(if forced_fuse {
+            Backend::FuseOverlayfs
+        } else {
+            Backend::Kernel
+        });
         let kernel_err = if want == Backend::Kernel {
-            match mount(Some("overlay"), &p.merged, Some("overlay"), MsFlags::empty(), Some(opts.as_str())) {
+            match mount(
+                Some("overlay"),
+                &p.merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts.as_str()),
+            ) {
                 Ok(()) => return Ok(Backend::Kernel),
                 Err(e) if self.cfg.backend == Some(Backend::Kernel) => {
                     bail!("cannot mount the box's overlay ({e}); this box was made with the kernel's overlayfs\n  hint: see `devbox doctor`")
@@ -322,7 +368,11 @@ fn fuse_overlay(lower: &Path, p: &BoxPaths, kernel_err: Option<nix::Error>) -> R
     let why = kernel_err
         .map(|e| format!("the kernel refused overlayfs in a user namespace ({e}) and "))
         .unwrap_or_default();
-    let fuse_ok = nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
+    let fuse_ok = nix::unistd::access(
+        "/dev/fuse",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok();
     if !fuse_ok {
         bail!("{why}the fuse-overlayfs fallback cannot open /dev/fuse\n  hint: `sudo chmod 0666 /dev/fuse` (or add your user to the group owning it); see `devbox doctor`");
     }
@@ -365,7 +415,12 @@ fn init_loop() -> ! {
     let _ = nix::sys::prctl::set_name(c"devbox-init");
     let _ = nix::unistd::setsid();
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     let _ = set.thread_block();

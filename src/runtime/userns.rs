@@ -63,9 +63,13 @@ pub fn unshare_mapped(mapping: &Mapping) -> Result<()> {
 /// Explains why the kernel refused a user namespace.
 pub fn userns_refused(e: nix::Error) -> String {
     let mut hint = String::from("see `devbox doctor`");
-    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() == "0") {
-        hint = "user namespaces are switched off: `sudo sysctl -w user.max_user_namespaces=15000`".into();
-    } else if std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone").is_ok_and(|v| v.trim() == "0") {
+    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() == "0")
+    {
+        hint = "user namespaces are switched off: `sudo sysctl -w user.max_user_namespaces=15000`"
+            .into();
+    } else if std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .is_ok_and(|v| v.trim() == "0")
+    {
         hint = "unprivileged user namespaces are switched off: `sudo sysctl -w kernel.unprivileged_userns_clone=1`".into();
     } else if std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
         .is_ok_and(|v| v.trim() == "1")

@@ -220,7 +220,7 @@ fn create_from_url_with_right_sha256() {
         &sha,
     ]);
     env.ok(["run", "web", "--", "/bin/busybox", "true"]);
-    assert_eq!(images(&env), [sha.clone()]);
+    assert_eq!(images(&env), std::slice::from_ref(&sha));
 
     // Upper case and a sha256: prefix are accepted too.
     let shouty = format!("sha256:{}", sha.to_ascii_uppercase());

@@ -53,7 +53,8 @@ pub fn test_user() -> Option<&'static User> {
 }
 
 pub fn other_user(name: &str) -> User {
-    lookup_user(name).unwrap_or_else(|| panic!("test user '{name}' does not exist: run `sudo tests/setup.sh`"))
+    lookup_user(name)
+        .unwrap_or_else(|| panic!("test user '{name}' does not exist: run `sudo tests/setup.sh`"))
 }
 
 /// First subordinate uid of the user devbox runs as.
@@ -65,13 +66,17 @@ pub fn subuid_start() -> u32 {
             nix::unistd::getuid().as_raw(),
         ),
     };
-    let text = std::fs::read_to_string("/etc/subuid").expect("/etc/subuid: run `sudo tests/setup.sh`");
+    let text =
+        std::fs::read_to_string("/etc/subuid").expect("/etc/subuid: run `sudo tests/setup.sh`");
     text.lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.len() == 3 && (f[0] == name || f[0] == uid.to_string())).then(|| f[1].parse().unwrap())
+            (f.len() == 3 && (f[0] == name || f[0] == uid.to_string()))
+                .then(|| f[1].parse().unwrap())
         })
-        .unwrap_or_else(|| panic!("user {name} has no /etc/subuid entry: run `sudo tests/setup.sh`"))
+        .unwrap_or_else(|| {
+            panic!("user {name} has no /etc/subuid entry: run `sudo tests/setup.sh`")
+        })
 }
 
 fn repo() -> PathBuf {
@@ -93,7 +98,10 @@ pub fn fixture(kind: &str) -> PathBuf {
             .stderr(Stdio::inherit())
             .output()
             .expect("bash");
-        assert!(out.status.success(), "{script} failed: run `sudo tests/setup.sh` to build the fixtures");
+        assert!(
+            out.status.success(),
+            "{script} failed: run `sudo tests/setup.sh` to build the fixtures"
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         PathBuf::from(stdout.lines().last().expect("fixture path").trim())
     })
@@ -140,7 +148,11 @@ impl TestEnv {
             }
         }
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-        TestEnv { root, home, runtime }
+        TestEnv {
+            root,
+            home,
+            runtime,
+        }
     }
 
     /// A `devbox` command as the test user, in HOME.
@@ -197,7 +209,10 @@ impl TestEnv {
         S: AsRef<OsStr>,
     {
         let args: Vec<S> = args.into_iter().collect();
-        let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -218,7 +233,12 @@ impl TestEnv {
     {
         let out = self.run(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {err}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stdout: {}\nstderr: {err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         err
     }
 
@@ -230,7 +250,12 @@ impl TestEnv {
     /// Creates a box from the busybox fixture.
     pub fn busybox(&self, name: &str, extra: &[&str]) {
         let img = fixture("busybox");
-        let mut args = vec!["create".to_string(), img.display().to_string(), "--name".into(), name.into()];
+        let mut args = vec![
+            "create".to_string(),
+            img.display().to_string(),
+            "--name".into(),
+            name.into(),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         self.ok(&args);
     }
@@ -262,7 +287,11 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let _ = self.cmd(["stop", "--all"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .cmd(["stop", "--all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         // Files owned by subordinate ids can only be removed inside the namespace.
         let _ = self
             .cmd(["unshare", "--", "rm", "-rf"])
@@ -270,7 +299,11 @@ impl Drop for TestEnv {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = self.cmd(["stop", "--all"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .cmd(["stop", "--all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -6,11 +6,15 @@ use std::process::Stdio;
 use crate::harness::*;
 
 fn host_uid() -> u32 {
-    test_user().map(|u| u.uid).unwrap_or_else(|| nix::unistd::getuid().as_raw())
+    test_user()
+        .map(|u| u.uid)
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw())
 }
 
 fn host_name() -> String {
-    test_user().map(|u| u.name.clone()).unwrap_or_else(|| std::env::var("USER").unwrap_or_default())
+    test_user()
+        .map(|u| u.name.clone())
+        .unwrap_or_else(|| std::env::var("USER").unwrap_or_default())
 }
 
 #[test]
@@ -24,7 +28,15 @@ fn ids_map_keep_id_and_root_is_a_subordinate_id() {
     assert_eq!(env.sh("bb", "id -u").trim(), host_uid().to_string());
 
     // --root: uid 0 inside; a chown to 42 lands as subuid+42 on the host.
-    let out = env.ok(["run", "bb", "--root", "--", "sh", "-c", "id -u; touch /owned42; chown 42:42 /owned42"]);
+    let out = env.ok([
+        "run",
+        "bb",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "id -u; touch /owned42; chown 42:42 /owned42",
+    ]);
     assert_eq!(out.trim(), "0");
     let f = env.data().join("boxes-v1/bb/upper/owned42");
     let m = std::fs::metadata(&f).unwrap();
@@ -50,7 +62,10 @@ fn home_cwd_hostname_and_container_markers() {
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines[0], proj.display().to_string());
     assert_eq!(lines[1], "hb");
-    assert!(s.contains("engine=\"devbox\"") && s.contains("name=\"hb\""), "{s}");
+    assert!(
+        s.contains("engine=\"devbox\"") && s.contains("name=\"hb\""),
+        "{s}"
+    );
     assert!(s.contains("\nhb\n"));
     assert!(s.contains("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
     // The home is the host's: the file is there, owned by the user.
@@ -58,20 +73,39 @@ fn home_cwd_hostname_and_container_markers() {
     assert_eq!(m.uid(), host_uid());
 
     // A working directory that does not exist in the box: $HOME, with a one-line warning.
-    let out = env.cmd(["run", "hb", "--", "pwd"]).current_dir("/var/cache").output().unwrap();
+    let out = env
+        .cmd(["run", "hb", "--", "pwd"])
+        .current_dir("/var/cache")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), env.home.display().to_string());
     let err = stderr(&out);
-    assert!(err.contains("/var/cache") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("/var/cache") && err.lines().count() == 1,
+        "{err}"
+    );
 
     // resolv.conf and hosts follow the host.
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    assert_eq!(env.ok(["run", "hb", "--", "cat", "/etc/resolv.conf"]), host_resolv);
+    assert_eq!(
+        env.ok(["run", "hb", "--", "cat", "/etc/resolv.conf"]),
+        host_resolv
+    );
     // The host root is at /run/host; the host /tmp is shared.
-    assert!(env.sh("hb", "ls /run/host/etc/hostname && ls -d /tmp").contains("/run/host/etc/hostname"));
+    assert!(env
+        .sh("hb", "ls /run/host/etc/hostname && ls -d /tmp")
+        .contains("/run/host/etc/hostname"));
     let marker = env.root.join("tmp-marker");
     std::fs::write(&marker, "x").unwrap();
-    env.ok(["run", "hb", "--", "test", "-f", &marker.display().to_string()]);
+    env.ok([
+        "run",
+        "hb",
+        "--",
+        "test",
+        "-f",
+        &marker.display().to_string(),
+    ]);
 }
 
 #[test]
@@ -79,7 +113,14 @@ fn environment_passes_through_selected_variables_only() {
     let env = TestEnv::new();
     env.busybox("ev", &[]);
     let out = env
-        .cmd(["run", "ev", "--", "sh", "-c", "echo T=$TERM L=$LANG S=$SECRET_THING D=$DISPLAY"])
+        .cmd([
+            "run",
+            "ev",
+            "--",
+            "sh",
+            "-c",
+            "echo T=$TERM L=$LANG S=$SECRET_THING D=$DISPLAY",
+        ])
         .env("SECRET_THING", "leak")
         .env("DISPLAY", ":7")
         .output()
@@ -96,7 +137,15 @@ fn exit_codes_pass_through() {
     assert_eq!(code(&["run", "ex", "--", "sh", "-c", "exit 2"]), Some(2));
     assert_eq!(code(&["run", "ex", "--", "sh", "-c", "exit 77"]), Some(77));
     assert_eq!(code(&["run", "ex", "--", "no-such-command"]), Some(127));
-    env.ok(["run", "ex", "--root", "--", "sh", "-c", "echo 'echo hi' > /noexec; chmod 644 /noexec"]);
+    env.ok([
+        "run",
+        "ex",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo 'echo hi' > /noexec; chmod 644 /noexec",
+    ]);
     assert_eq!(code(&["run", "ex", "--", "/noexec"]), Some(126));
     let err = env.fails(127, ["run", "ex", "--", "no-such-command"]);
     assert!(err.contains("not found in box 'ex'"), "{err}");
@@ -107,10 +156,18 @@ fn exit_codes_pass_through() {
     let out = env
         .raw("sh")
         .arg("-c")
-        .arg(format!("{} run ex -- sh -c 'kill -TERM $$'; echo status=$?", env.bin().display()))
+        .arg(format!(
+            "{} run ex -- sh -c 'kill -TERM $$'; echo status=$?",
+            env.bin().display()
+        ))
         .output()
         .unwrap();
-    assert!(stdout(&out).contains("status=143"), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("status=143"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     // SIGPIPE is default inside (devbox itself ignores it, the box must not inherit that).
     assert_eq!(env.sh("ex", "yes | head -n 1").trim(), "y");
     // Usage errors exit 2.
@@ -122,12 +179,25 @@ fn exit_codes_pass_through() {
 fn pipes_pass_straight_through() {
     let env = TestEnv::new();
     env.busybox("pp", &[]);
-    let mut child = env.cmd(["run", "pp", "--", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .cmd(["run", "pp", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"hi through the box\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hi through the box\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "hi through the box\n");
-    let out = env.cmd(["run", "pp", "--", "sh", "-c", "echo err >&2; echo out"]).output().unwrap();
+    let out = env
+        .cmd(["run", "pp", "--", "sh", "-c", "echo err >&2; echo out"])
+        .output()
+        .unwrap();
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
 }
@@ -145,7 +215,10 @@ fn namespaces_persist_until_stop_and_the_upper_layer_persists_after() {
     let list = env.ok(["list"]);
     assert!(list.contains("stopped"), "{list}");
     // After stop: new namespaces (no mount, the name again), same upper layer.
-    assert_eq!(env.sh("ps", "ls /mnt/t; hostname; cat /etc/kept"), "ps\nkept\n");
+    assert_eq!(
+        env.sh("ps", "ls /mnt/t; hostname; cat /etc/kept"),
+        "ps\nkept\n"
+    );
 }
 
 #[test]
@@ -153,17 +226,31 @@ fn isolation_flags_give_own_namespaces() {
     let env = TestEnv::new();
     env.busybox("shared", &[]);
     env.busybox("iso", &["--unshare", "net,pid", "--unshare", "ipc"]);
-    let host_ns = |ns: &str| std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap().display().to_string();
-    let ns = |bx: &str, ns: &str| env.ok(["run", bx, "--", "readlink", &format!("/proc/self/ns/{ns}")]).trim().to_string();
+    let host_ns = |ns: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let ns = |bx: &str, ns: &str| {
+        env.ok(["run", bx, "--", "readlink", &format!("/proc/self/ns/{ns}")])
+            .trim()
+            .to_string()
+    };
     for n in ["net", "pid", "ipc"] {
         assert_eq!(ns("shared", n), host_ns(n), "{n} is shared by default");
         assert_ne!(ns("iso", n), host_ns(n), "{n} is isolated");
     }
     // Own network: loopback only, and up.
     let dev = env.sh("iso", "cat /proc/net/dev");
-    let ifaces: Vec<&str> = dev.lines().skip(2).map(|l| l.split(':').next().unwrap().trim()).collect();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
     assert_eq!(ifaces, vec!["lo"]);
-    assert!(env.sh("iso", "ip link show lo 2>/dev/null || cat /sys/class/net/lo/operstate").len() > 0);
+    let lo = env.sh("iso", "ip link show lo");
+    assert!(lo.contains("UP"), "loopback is up: {lo}");
     // Own pid namespace: an init as pid 1 that is not the command, and which stays up.
     let out = env.sh("iso", "echo $$; cat /proc/1/comm");
     let lines: Vec<&str> = out.lines().collect();
@@ -183,7 +270,11 @@ fn stale_holder_and_dead_init_are_detected_and_cleaned_up() {
     env.ok(["run", "st", "--", "true"]);
     env.ok(["run", "sp", "--", "true"]);
     let pid = env.holder_pid().expect("holder pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let list = env.ok(["list"]);
     assert!(!list.contains("running"), "{list}");
@@ -195,7 +286,11 @@ fn stale_holder_and_dead_init_are_detected_and_cleaned_up() {
     let rec = std::fs::read_to_string(env.runtime.join("devbox/box-sp.run")).unwrap();
     let init: i32 = rec.split_whitespace().next().unwrap().parse().unwrap();
     assert!(init > 0);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(env.sh("sp", "cat /proc/1/comm"), "devbox-init\n");
 }
@@ -211,8 +306,14 @@ fn two_boxes_from_one_image_share_its_files() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(images.len(), 1, "one store entry");
-    let ino = |b: &str| env.ok(["run", b, "--", "stat", "-c", "%i", "/bin/busybox"]).trim().to_string();
-    let host = std::fs::metadata(images[0].path().join("rootfs/bin/busybox")).unwrap().ino();
+    let ino = |b: &str| {
+        env.ok(["run", b, "--", "stat", "-c", "%i", "/bin/busybox"])
+            .trim()
+            .to_string()
+    };
+    let host = std::fs::metadata(images[0].path().join("rootfs/bin/busybox"))
+        .unwrap()
+        .ino();
     assert_eq!(ino("one"), host.to_string());
     assert_eq!(ino("two"), host.to_string());
     // Changes stay in each box's own layer.
@@ -233,7 +334,10 @@ fn names_are_checked_and_default_from_the_image() {
     let env = TestEnv::new();
     let img = fixture("busybox");
     for bad in ["-x", "a/b", "has space", &"x".repeat(65)] {
-        let err = env.fails(1, ["create", img.to_str().unwrap(), &format!("--name={bad}")]);
+        let err = env.fails(
+            1,
+            ["create", img.to_str().unwrap(), &format!("--name={bad}")],
+        );
         assert!(err.contains("starts with a letter or digit"), "{err}");
     }
     env.ok(["create", img.to_str().unwrap()]);
@@ -244,7 +348,10 @@ fn names_are_checked_and_default_from_the_image() {
     assert!(err.contains("already exists"), "{err}");
     env.busybox("second", &[]);
     let err = env.fails(125, ["run", "--", "true"]);
-    assert!(err.contains("busybox-rootfs") && err.contains("second"), "{err}");
+    assert!(
+        err.contains("busybox-rootfs") && err.contains("second"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -252,14 +359,27 @@ fn rm_refuses_running_boxes_without_force_and_leaves_home_alone() {
     let env = TestEnv::new();
     env.busybox("gone", &[]);
     env.write_as_user(&env.home.join("precious"), b"keep me");
-    env.ok(["run", "gone", "--root", "--", "sh", "-c", "mkdir -p /root/deep && touch /root/deep/f && chmod 000 /root/deep"]);
+    env.ok([
+        "run",
+        "gone",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /root/deep && touch /root/deep/f && chmod 000 /root/deep",
+    ]);
     let err = env.fails(1, ["rm", "gone"]);
     assert!(err.contains("running") && err.contains("--force"), "{err}");
     env.ok(["rm", "--force", "gone"]);
     assert!(!env.data().join("boxes-v1/gone").exists());
-    let left: Vec<_> = std::fs::read_dir(env.data().join("boxes-v1")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(env.data().join("boxes-v1"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "nothing left in boxes-v1");
-    assert_eq!(std::fs::read(env.home.join("precious")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(env.home.join("precious")).unwrap(),
+        b"keep me"
+    );
     env.busybox("stopped", &[]);
     env.ok(["rm", "stopped"]);
     env.fails(1, ["rm", "stopped"]);
@@ -269,7 +389,15 @@ fn rm_refuses_running_boxes_without_force_and_leaves_home_alone() {
 fn unshare_runs_host_commands_as_namespace_root() {
     let env = TestEnv::new();
     env.busybox("us", &[]);
-    env.ok(["run", "us", "--root", "--", "sh", "-c", "touch /f42 && chown 42 /f42"]);
+    env.ok([
+        "run",
+        "us",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "touch /f42 && chown 42 /f42",
+    ]);
     let upper = env.data().join("boxes-v1/us/upper/f42");
     let out = env.ok(["unshare", "--", "stat", "-c", "%u", upper.to_str().unwrap()]);
     assert_eq!(out.trim(), "42");
@@ -292,15 +420,33 @@ fn runtime_dir_is_private_and_other_users_cannot_enter() {
     }
     // Another user pointing devbox at this user's directories gets nowhere.
     let other = other_user("devbox-test2");
-    let out = env.cmd(["run", "mine", "--", "true"]).uid(other.uid).gid(other.gid).env("USER", &other.name).output().unwrap();
+    let out = env
+        .cmd(["run", "mine", "--", "true"])
+        .uid(other.uid)
+        .gid(other.gid)
+        .env("USER", &other.name)
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);
-    assert!(err.contains("Permission denied") || err.contains("not to you") || err.contains("belongs to"), "{err}");
+    assert!(
+        err.contains("Permission denied")
+            || err.contains("not to you")
+            || err.contains("belongs to"),
+        "{err}"
+    );
     // Not even the kernel interfaces: the holder's namespaces are closed to them.
     let pid = env.holder_pid().unwrap();
     let out = env
         .raw("nsenter")
-        .args(["-t", &pid.to_string(), "-U", "-m", "--preserve-credentials", "true"])
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-U",
+            "-m",
+            "--preserve-credentials",
+            "true",
+        ])
         .uid(other.uid)
         .gid(other.gid)
         .output()
@@ -327,7 +473,10 @@ fn missing_subordinate_ids_are_explained() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("no entry in /etc/subuid") && err.contains("usermod --add-subuids"), "{err}");
+    assert!(
+        err.contains("no entry in /etc/subuid") && err.contains("usermod --add-subuids"),
+        "{err}"
+    );
 }
 
 use std::os::unix::process::CommandExt;

@@ -18,11 +18,20 @@ impl Pty {
     /// `devbox ARGS` as the session leader of a new pty (util-linux `setsid -c` makes it the
     /// controlling terminal; `-w` passes the exit status through).
     fn spawn(env: &TestEnv, args: &[&str]) -> Pty {
-        let ws = nix::pty::Winsize { ws_row: 40, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let pty = nix::pty::openpty(Some(&ws), None).unwrap();
         // openpty(3) does not set close-on-exec: without it the session would inherit the
         // master and never see its terminal close.
-        nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).unwrap();
+        nix::fcntl::fcntl(
+            &pty.master,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
         let slave: OwnedFd = pty.slave;
         let mut cmd = env.raw("setsid");
         cmd.args(["-w", "-c"]).arg(env.bin()).args(args);
@@ -36,7 +45,11 @@ impl Pty {
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
         let master = std::fs::File::from(pty.master);
-        Pty { master, seen: String::new(), child }
+        Pty {
+            master,
+            seen: String::new(),
+            child,
+        }
     }
 
     fn pump(&mut self) {
@@ -64,7 +77,11 @@ impl Pty {
                 self.seen.replace_range(..upto, "");
                 return out;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {needle:?}; output so far:\n{}", self.seen);
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; output so far:\n{}",
+                self.seen
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -76,7 +93,11 @@ impl Pty {
                 return st;
             }
             self.pump();
-            assert!(Instant::now() < deadline, "session did not end: {}", self.seen);
+            assert!(
+                Instant::now() < deadline,
+                "session did not end: {}",
+                self.seen
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,11 +159,19 @@ fn interactive_session_on_a_pty() {
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(10);
     let running = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|st| !st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
     };
     while running(pid) {
-        assert!(Instant::now() < deadline, "shell {pid} outlived its terminal");
+        assert!(
+            Instant::now() < deadline,
+            "shell {pid} outlived its terminal"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.wait();

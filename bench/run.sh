@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# devbox performance benchmark: each devbox number is measured side by side with a baseline in
+# the same run (interleaved), and printed with its target. See bench/README.md.
+#
+#   bash bench/run.sh            (as root: devbox runs as the unprivileged user devbox-test,
+#                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
+#
+# Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
+# DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the existing
+# target/release/devbox).
+#
+# Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
+# when something broke.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+WARM_RUNS=${WARM_RUNS:-200}
+WARM_WARMUP=${WARM_WARMUP:-20}
+COLD_RUNS=${COLD_RUNS:-20}
+COLD_WARMUP=${COLD_WARMUP:-2}
+CREATE_RUNS=${CREATE_RUNS:-10}
+UNPACK_RUNS=${UNPACK_RUNS:-3}
+BOX=bench
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'bench: error: %s\n' "$*" >&2
+    exit 1
+}
+
+for tool in setpriv nsenter unshare tar du awk; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (run: sudo bash tests/setup.sh)"
+done
+
+# ---- who runs devbox ----------------------------------------------------------------------
+if [[ $EUID -eq 0 ]]; then
+    BENCH_USER=${DEVBOX_BENCH_USER:-devbox-test}
+    id -u "$BENCH_USER" >/dev/null 2>&1 ||
+        die "user $BENCH_USER does not exist: run \`sudo bash tests/setup.sh\` first"
+    # Root's python3 may be a shim the unprivileged user cannot run.
+    if [[ -x /usr/bin/python3 ]]; then PY=/usr/bin/python3; else PY=$(command -v python3 || true); fi
+else
+    BENCH_USER=$(id -un)
+    PY=$(command -v python3 || true)
+fi
+[[ -n "$PY" ]] || die "python3 is not installed (run: sudo bash tests/setup.sh)"
+BENCH_UID=$(id -u "$BENCH_USER")
+BENCH_GID=$(id -g "$BENCH_USER")
+
+# ---- binary and fixtures ------------------------------------------------------------------
+if [[ -z "${DEVBOX_BENCH_NO_BUILD:-}" ]]; then
+    log "cargo build --release"
+    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+[[ -x "$REPO/target/release/devbox" ]] || die "$REPO/target/release/devbox is missing: run cargo build --release"
+
+log "fixtures"
+BUSYBOX_TAR=$(bash "$REPO/tests/fixtures/busybox-rootfs.sh" | tail -n1)
+DEBIAN_TAR=$(bash "$REPO/tests/fixtures/debian-rootfs.sh" | tail -n1)
+[[ -f "$BUSYBOX_TAR" && -f "$DEBIAN_TAR" ]] || die "fixture tarballs missing (run: sudo bash tests/setup.sh)"
+
+# ---- private world: binary copy, HOME, XDG_RUNTIME_DIR, scratch ---------------------------
+ROOT=$(mktemp -d /tmp/devbox-bench.XXXXXX)
+chmod 0755 "$ROOT"
+BIN_DIR="$ROOT/bin"
+BENCH_HOME="$ROOT/home"
+RUN_DIR="$ROOT/run"
+WORK="$ROOT/work"
+DEVBOX="$BIN_DIR/devbox"
+HARNESS="$BIN_DIR/harness.py"
+ENV_PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+
+# Runs a command as the benchmark user in the benchmark's environment.
+as_user() {
+    local envs=(env -i "HOME=$BENCH_HOME" "XDG_RUNTIME_DIR=$RUN_DIR" "PATH=$ENV_PATH"
+        "USER=$BENCH_USER" "LANG=C.UTF-8")
+    if [[ $EUID -eq 0 ]]; then
+        setpriv --reuid="$BENCH_UID" --regid="$BENCH_GID" --init-groups "${envs[@]}" "$@"
+    else
+        "${envs[@]}" "$@"
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [[ -n "${ROOT:-}" && -d "$ROOT" ]]; then
+        log "cleaning up $ROOT"
+        cd /
+        if [[ -x "$DEVBOX" ]]; then
+            as_user "$DEVBOX" stop --all >/dev/null 2>&1 || true
+            # Unpacked trees belong to subordinate ids: delete them as root of the namespace.
+            as_user "$DEVBOX" unshare -- find "$BENCH_HOME" "$WORK" -mindepth 1 -maxdepth 1 \
+                -exec rm -rf {} + >/dev/null 2>&1 || true
+            as_user "$DEVBOX" stop --all >/dev/null 2>&1 || true
+        fi
+        rm -rf "$ROOT" 2>/dev/null || log "could not remove all of $ROOT"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+mkdir "$BIN_DIR" "$BENCH_HOME" "$RUN_DIR" "$WORK"
+install -m 0755 "$REPO/target/release/devbox" "$DEVBOX"
+if [[ $EUID -eq 0 ]]; then
+    chown "$BENCH_UID:$BENCH_GID" "$BENCH_HOME" "$RUN_DIR" "$WORK"
+fi
+chmod 0700 "$RUN_DIR"
+chmod 0755 "$BIN_DIR"
+
+# The timing harness: spawns commands with posix_spawn as the benchmark user (no shell, no
+# wrapper inside the timed region), interleaves devbox and baseline, prints medians in ms.
+cat >"$HARNESS" <<'PY'
+import os, shutil, statistics, sys, time
+
+LOG = os.path.join(os.environ["BENCH_WORK"], "harness.log")
+
+def resolve(argv):
+    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    if exe is None:
+        sys.exit(f"bench: {argv[0]} not found in PATH")
+    return [exe] + argv[1:]
+
+def spawn(argv, env=None):
+    """Runs argv to completion; returns its wall time in ms. Fails loudly on a non-zero exit."""
+    argv = resolve(argv)
+    null = os.open(os.devnull, os.O_RDWR)
+    log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    acts = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2)]
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawn(argv[0], argv, env or os.environ, file_actions=acts)
+    _, status = os.waitpid(pid, 0)
+    t1 = time.perf_counter_ns()
+    os.close(null)
+    os.close(log)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        with open(LOG, errors="replace") as f:
+            err = f.read().strip()
+        sys.exit(f"bench: `{' '.join(argv)}` failed (exit {code}):\n{err}")
+    return (t1 - t0) / 1e6
+
+def split(args, marks):
+    """Splits args at the marker tokens: {'@A': [...], '@B': [...], ...}."""
+    out, cur = {}, None
+    for a in args:
+        if a in marks:
+            cur = out.setdefault(a, [])
+        elif cur is None:
+            sys.exit(f"bench: harness: unexpected {a}")
+        else:
+            cur.append(a)
+    return out
+
+def med(xs):
+    return f"{statistics.median(xs):.3f}"
+
+def pair(runs, warmup, args):
+    """Interleaved A/B (order alternating ABBA); @BEFORE runs, untimed, before each A."""
+    p = split(args, {"@A", "@B", "@BEFORE"})
+    a, b, before = p["@A"], p["@B"], p.get("@BEFORE")
+    ta, tb = [], []
+    def one_a():
+        if before:
+            spawn(before)
+        return spawn(a)
+    for _ in range(warmup):
+        one_a()
+        spawn(b)
+    for i in range(runs):
+        if i % 2 == 0:
+            ta.append(one_a())
+            tb.append(spawn(b))
+        else:
+            tb.append(spawn(b))
+            ta.append(one_a())
+    print(med(ta), med(tb))
+
+def create(runs, args):
+    """Times `devbox create IMAGE --name PREFIX<i>`; prints the median time in ms."""
+    devbox, image, prefix = args
+    ts = [spawn([devbox, "create", image, "--name", f"{prefix}{i}"]) for i in range(runs)]
+    print(med(ts))
+
+def unpack(runs, args):
+    """devbox create into a fresh HOME vs tar through `devbox unshare`, interleaved."""
+    devbox, image, work = args
+    ta, tb = [], []
+    for i in range(runs):
+        home = os.path.join(work, f"unpack-home-{i}")
+        dest = os.path.join(work, f"unpack-tar-{i}")
+        os.mkdir(home, 0o700)
+        os.mkdir(dest, 0o755)
+        env = dict(os.environ, HOME=home)
+        def dv():
+            os.sync()
+            ta.append(spawn([devbox, "create", image, "--name", "unpack"], env))
+        def gt():
+            os.sync()
+            tb.append(spawn([devbox, "unshare", "--", "tar", "--numeric-owner",
+                             "-xzf", image, "-C", dest]))
+        if i % 2 == 0:
+            dv(); gt()
+        else:
+            gt(); dv()
+        spawn([devbox, "unshare", "--", "rm", "-rf", home, dest])
+    print(med(ta), med(tb))
+
+mode, rest = sys.argv[1], sys.argv[2:]
+if mode == "pair":
+    pair(int(rest[0]), int(rest[1]), rest[2:])
+elif mode == "create":
+    create(int(rest[0]), rest[1:])
+elif mode == "unpack":
+    unpack(int(rest[0]), rest[1:])
+else:
+    sys.exit(f"bench: harness: unknown mode {mode}")
+PY
+chmod 0644 "$HARNESS"
+
+harness() { (cd "$BENCH_HOME" && as_user env "BENCH_WORK=$WORK" "$PY" "$HARNESS" "$@"); }
+dvx() { (cd "$BENCH_HOME" && as_user "$DEVBOX" "$@"); }
+
+# ---- results table --------------------------------------------------------------------------
+ROWS=()
+# row WHAT DEVBOX BASELINE UNIT RATIO_TARGET|"" ABS_TARGET|""
+#   RATIO_TARGET / ABS_TARGET: "<=1.25", "<1.0", "<25"...; the verdict uses whichever is given.
+row() { ROWS+=("$1|$2|$3|$4|$5|$6"); }
+
+print_table() {
+    printf '\n'
+    printf '%-46s %12s %12s %7s %11s  %s\n' what devbox baseline ratio target result
+    printf '%-46s %12s %12s %7s %11s  %s\n' "$(printf '%.0s-' {1..46})" ------------ \
+        ------------ ------- ----------- ------
+    local r what dv bl unit rt at
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r what dv bl unit rt at <<<"$r"
+        awk -v what="$what" -v dv="$dv" -v bl="$bl" -v unit="$unit" -v rt="$rt" -v at="$at" '
+            function ok(v, t,   op, lim) {
+                op = t; sub(/[0-9.].*/, "", op); lim = substr(t, length(op) + 1) + 0
+                return op == "<=" ? v <= lim : v < lim
+            }
+            BEGIN {
+                ratio = (bl != "" && bl + 0 > 0) ? dv / bl : ""
+                if (rt != "") { pass = ok(ratio, rt); target = "ratio" rt }
+                else { pass = ok(dv, at); target = at " " unit }
+                printf "%-46s %12s %12s %7s %11s  %s\n", what,
+                    sprintf("%.2f %s", dv, unit),
+                    bl == "" ? "-" : sprintf("%.2f %s", bl, unit),
+                    ratio == "" ? "-" : sprintf("%.2f", ratio),
+                    target, pass ? "PASS" : "MISS"
+            }'
+    done
+}
+
+# ---- the box used by the run benchmarks --------------------------------------------------------
+log "creating box '$BOX' from the busybox fixture"
+dvx create "$BUSYBOX_TAR" --name "$BOX" >/dev/null
+dvx run "$BOX" -- /bin/true
+
+read -r HOLDER _ <"$RUN_DIR/devbox/holder.pid"
+NS="/proc/$HOLDER/root$RUN_DIR/devbox/ns/$BOX"
+NSENTER=(nsenter "--user=/proc/$HOLDER/ns/user" "--uts=$NS/uts" "--mount=$NS/mnt"
+    --preserve-credentials -- /bin/true)
+
+# nsenter must land exactly where `devbox run` does: same user/uts/mnt namespaces, same ids.
+probe='printf "%s %s:%s %s " "$(hostname)" "$(id -u)" "$(id -g)" "$(id -G)";
+       for n in user uts mnt; do readlink /proc/self/ns/$n; done | tr "\n" " "'
+via_devbox=$(dvx run "$BOX" -- /bin/sh -c "$probe")
+via_nsenter=$(cd "$BENCH_HOME" && as_user "${NSENTER[@]:0:5}" -- /bin/sh -c "$probe") ||
+    die "nsenter cannot join box '$BOX' as $BENCH_USER"
+[[ "$via_devbox" == "$via_nsenter" && "$via_devbox" == "$BOX $BENCH_UID:"* ]] ||
+    die "nsenter does not join the same namespaces as devbox run:
+  devbox run: $via_devbox
+  nsenter:    $via_nsenter"
+log "nsenter joins the same namespaces: $via_nsenter"
+
+# ---- 1. warm run -----------------------------------------------------------------------------
+log "1/4 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
+read -r dv bl < <(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
+    @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
+row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
+
+# ---- 2. cold start ---------------------------------------------------------------------------
+log "2/4 cold start ($COLD_RUNS runs, each after stop --all)"
+read -r dv bl < <(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
+    @BEFORE "$DEVBOX" stop --all \
+    @A "$DEVBOX" run "$BOX" -- /bin/true \
+    @B unshare --user --map-root-user --mount /bin/true)
+row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
+
+# ---- 3. second box from an image in the store -------------------------------------------------
+log "3/4 create with the image already in the store ($CREATE_RUNS runs per image)"
+dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
+for img in busybox debian; do
+    if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
+    size=$(du -m --apparent-size "$tarball" | cut -f1)
+    read -r dv < <(harness create "$CREATE_RUNS" "$DEVBOX" "$tarball" "$img-")
+    row "create 2nd box: $img (${size} MiB archive)" "$dv" "" ms "" "<100"
+    kib=$(for ((i = 0; i < CREATE_RUNS; i++)); do
+        as_user du -sk "$BENCH_HOME/.local/share/devbox/boxes-v1/$img-$i" | cut -f1
+    done | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    row "  disk used by the new box: $img" "$kib" "" KiB "" "<1024"
+done
+
+# ---- 4. unpack ------------------------------------------------------------------------------
+log "4/4 unpack the Debian fixture: devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
+read -r dv bl < <(harness unpack "$UNPACK_RUNS" "$DEVBOX" "$DEBIAN_TAR" "$WORK")
+row "unpack+hash debian (vs devbox unshare tar -xzf)" "$dv" "$bl" ms "<1.0" ""
+
+# ---- report ----------------------------------------------------------------------------------
+rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+printf '\ndevbox benchmark  (devbox %s, as %s)\n' "$rev" "$BENCH_USER"
+printf 'machine: nproc %s, kernel %s, %s\n' "$(nproc)" "$(uname -r)" "$(uname -m)"
+print_table
+cat <<EOF
+
+medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS (devbox and baseline interleaved)
+baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for a default box);
+           cold = unshare --user --map-root-user --mount /bin/true (context only);
+           unpack = GNU tar -xzf run as root of devbox's user namespace (devbox also hashes).
+EOF
