@@ -189,7 +189,7 @@ def create(runs, args):
 
 def unpack(runs, args):
     """devbox create into a fresh HOME vs tar through `devbox unshare`, interleaved."""
-    devbox, image, work = args
+    devbox, image, work, excludes = args
     ta, tb = [], []
     for i in range(runs):
         home = os.path.join(work, f"unpack-home-{i}")
@@ -203,7 +203,7 @@ def unpack(runs, args):
         def gt():
             os.sync()
             tb.append(spawn([devbox, "unshare", "--", "tar", "--numeric-owner",
-                             "-xzf", image, "-C", dest]))
+                             "--exclude-from", excludes, "-xzf", image, "-C", dest]))
         if i % 2 == 0:
             dv(); gt()
         else:
@@ -269,6 +269,7 @@ NSENTER=(nsenter "--user=/proc/$HOLDER/ns/user" "--uts=$NS/uts" "--mount=$NS/mnt
     --preserve-credentials -- /bin/true)
 
 # nsenter must land exactly where `devbox run` does: same user/uts/mnt namespaces, same ids.
+# shellcheck disable=SC2016 # expanded by the box's shell
 probe='printf "%s %s:%s %s " "$(hostname)" "$(id -u)" "$(id -g)" "$(id -G)";
        for n in user uts mnt; do readlink /proc/self/ns/$n; done | tr "\n" " "'
 via_devbox=$(dvx run "$BOX" -- /bin/sh -c "$probe")
@@ -282,16 +283,24 @@ log "nsenter joins the same namespaces: $via_nsenter"
 
 # ---- 1. warm run -----------------------------------------------------------------------------
 log "1/4 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
-read -r dv bl < <(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
+out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
+read -r dv bl <<<"$out"
 row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
 
 # ---- 2. cold start ---------------------------------------------------------------------------
+# `stop --all` must really end the holder, or the "cold" runs would be warm.
+dvx stop --all >/dev/null
+holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 || true)
+if [[ -e "$RUN_DIR/devbox/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
+    die "devbox stop --all left the holder (pid $HOLDER) running"
+fi
 log "2/4 cold start ($COLD_RUNS runs, each after stop --all)"
-read -r dv bl < <(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
+out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
     @A "$DEVBOX" run "$BOX" -- /bin/true \
     @B unshare --user --map-root-user --mount /bin/true)
+read -r dv bl <<<"$out"
 row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
 
 # ---- 3. second box from an image in the store -------------------------------------------------
@@ -299,8 +308,8 @@ log "3/4 create with the image already in the store ($CREATE_RUNS runs per image
 dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
 for img in busybox debian; do
     if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
-    size=$(du -m --apparent-size "$tarball" | cut -f1)
-    read -r dv < <(harness create "$CREATE_RUNS" "$DEVBOX" "$tarball" "$img-")
+    size=$(stat -c %s "$tarball" | awk '{ printf "%.1f", $1 / 1048576 }')
+    dv=$(harness create "$CREATE_RUNS" "$DEVBOX" "$tarball" "$img-")
     row "create 2nd box: $img (${size} MiB archive)" "$dv" "" ms "" "<100"
     kib=$(for ((i = 0; i < CREATE_RUNS; i++)); do
         as_user du -sk "$BENCH_HOME/.local/share/devbox/boxes-v1/$img-$i" | cut -f1
@@ -310,7 +319,12 @@ done
 
 # ---- 4. unpack ------------------------------------------------------------------------------
 log "4/4 unpack the Debian fixture: devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
-read -r dv bl < <(harness unpack "$UNPACK_RUNS" "$DEVBOX" "$DEBIAN_TAR" "$WORK")
+# Device nodes cannot be made in a user namespace: devbox skips them, so tar leaves them out too.
+DEV_LIST="$WORK/devices.exclude"
+tar -tvzf "$DEBIAN_TAR" | awk '$1 ~ /^[bc]/ { print $6 }' >"$DEV_LIST"
+[[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$DEV_LIST"
+out=$(harness unpack "$UNPACK_RUNS" "$DEVBOX" "$DEBIAN_TAR" "$WORK" "$DEV_LIST")
+read -r dv bl <<<"$out"
 row "unpack+hash debian (vs devbox unshare tar -xzf)" "$dv" "$bl" ms "<1.0" ""
 
 # ---- report ----------------------------------------------------------------------------------

@@ -69,6 +69,19 @@ impl Holder {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
                 if n.starts_with("box-") && n.ends_with(".run") {
+                    // A box with its own pid namespace keeps its init alive on its own: end it
+                    // with the holder. (The owner of a user namespace may signal any process in
+                    // it, so no setns is needed.)
+                    let rec = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let mut it = rec.split_whitespace().map(|v| v.parse::<u64>().ok());
+                    if let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) {
+                        if pid > 0 && alive(pid as i32, start) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
                     let _ = std::fs::remove_file(e.path());
                 }
             }

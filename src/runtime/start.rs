@@ -382,20 +382,26 @@ fn fuse_overlay(lower: &Path, p: &BoxPaths, kernel_err: Option<nix::Error>) -> R
         rootfs::escape_overlay(&p.upper),
         rootfs::escape_overlay(&p.work)
     );
-    let out = Command::new("fuse-overlayfs")
+    // fuse-overlayfs stays behind as the file system's daemon, holding its stderr: collect
+    // errors in an anonymous file rather than a pipe that would never reach end of file.
+    let mut errors = tempfile::tempfile().context("cannot create a temp file")?;
+    let status = Command::new("fuse-overlayfs")
         .arg("-o")
         .arg(&opts)
         .arg(&p.merged)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => bail!(
-            "{why}fuse-overlayfs failed: {}\n  hint: see `devbox doctor`",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
+        .stderr(errors.try_clone()?)
+        .status();
+    match status {
+        Ok(st) if st.success() => Ok(()),
+        Ok(_) => {
+            use std::io::{Read, Seek};
+            let mut text = String::new();
+            let _ = errors.rewind();
+            let _ = errors.read_to_string(&mut text);
+            bail!("{why}fuse-overlayfs failed: {}\n  hint: see `devbox doctor`", text.trim())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{why}fuse-overlayfs is not installed\n  hint: `sudo apt install fuse-overlayfs` (or your distribution's package); see `devbox doctor`"
         ),
