@@ -110,8 +110,17 @@ pub fn private_dir(dir: &Path) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
         Ok(_) => {}
     }
-    let meta =
-        fs::symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    check_private(dir)
+}
+
+/// Checks that an existing `dir` is a directory owned by us, closed to others (fixing the mode
+/// if it is not). A missing `dir` passes: `private_dir` makes it.
+pub fn check_private(dir: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    };
     let uid = nix::unistd::getuid().as_raw();
     if !meta.is_dir() {
         bail!(

@@ -90,10 +90,14 @@ impl Holder {
 
     /// The running holder, started if needed.
     pub fn ensure(dirs: &Dirs) -> Result<Holder> {
-        dirs.ensure_runtime()?;
+        // The hot path: one check of the runtime dir, then the pid record. (A record planted by
+        // someone else could not be used anyway: another user's /proc/PID/ns files are closed
+        // to us.)
+        crate::paths::check_private(&dirs.runtime)?;
         if let Some(h) = Self::current(dirs)? {
             return Ok(h);
         }
+        dirs.ensure_runtime()?;
         let _lock = Lock::acquire(&dirs.lock_file("holder"), "the holder", 30)?;
         if let Some(h) = Self::current(dirs)? {
             return Ok(h);

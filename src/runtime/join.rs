@@ -1,7 +1,6 @@
 //! `enter` and `run`: join a running box's namespaces and exec the command. This is the hot
 //! path: a few opens, a few setns calls and one exec; the box is started first only if needed.
 
-use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -84,8 +83,8 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
             .strip_prefix("/")
             .unwrap_or(Path::new("")),
     );
-    if !running(dirs, &box_ns, s.name) {
-        start(dirs, s.name, &box_ns)?;
+    if !running(dirs, cfg, &box_ns) {
+        start(dirs, cfg, &box_ns)?;
     }
     let mut fds = Vec::new();
     for ns in start::namespaces(cfg) {
@@ -94,7 +93,7 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
         fds.push((ns, f));
     }
     let cwd = std::env::current_dir().ok();
-    let user = crate::runtime::rootfs::HostUser::current();
+    let user = crate::runtime::rootfs::HostUser::for_session();
 
     userns::join_user(holder.pid)?;
     let mut has_pid = false;
@@ -113,17 +112,16 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     drop(fds);
     enter_cwd(cwd.as_deref(), &user.home);
 
-    let (home, uname, shell_default) = if s.root {
+    let (home, uname) = if s.root {
         nix::unistd::setgroups(&[Gid::from_raw(0)])?;
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))?;
-        (PathBuf::from("/root"), "root".to_string(), None)
+        (PathBuf::from("/root"), "root".to_string())
     } else {
         let gid = nix::unistd::getgid();
         nix::unistd::setgroups(&[gid])?;
-        (user.home.clone(), user.name.clone(), None::<PathBuf>)
+        (user.home.clone(), user.name.clone())
     };
-    let _ = shell_default;
     let uid = if s.root { 0 } else { user.uid };
     let shell = box_shell(uid, &uname);
     let env = box_env(s.name, &home, &uname, &shell);
@@ -181,20 +179,23 @@ fn wait_exit(child: nix::unistd::Pid) -> i32 {
 }
 
 /// True when the box's namespaces are persisted and (with a pid namespace) its init lives.
-fn running(dirs: &Dirs, box_ns: &Path, name: &str) -> bool {
+fn running(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> bool {
     if !userns::is_ns_file(&box_ns.join("mnt")) {
         return false;
     }
-    RunRecord::load(dirs, name).is_some_and(|r| r.init_alive())
+    // Only a box with its own pid namespace has an init that can die under it.
+    !cfg.has(crate::state::Isolate::Pid)
+        || RunRecord::load(dirs, &cfg.name).is_some_and(|r| r.init_alive())
 }
 
-fn start(dirs: &Dirs, name: &str, box_ns: &Path) -> Result<()> {
+fn start(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> Result<()> {
+    let name = cfg.name.as_str();
     let _lock = Lock::acquire(
         &dirs.lock_file(&format!("box-{name}")),
         &format!("box '{name}'"),
         60,
     )?;
-    if running(dirs, box_ns, name) {
+    if running(dirs, cfg, box_ns) {
         return Ok(());
     }
     if box_ns.join("mnt").exists() {
@@ -309,9 +310,4 @@ fn exec_one(path: &CString, argv: &[CString], env: &[CString]) -> Errno {
         Ok(never) => match never {},
         Err(e) => e,
     }
-}
-
-#[allow(dead_code)]
-fn _never(x: Infallible) -> ! {
-    match x {}
 }

@@ -264,6 +264,28 @@ pub struct HostUser {
 }
 
 impl HostUser {
+    /// What joining a box needs (ids, name, home), from the process and its environment
+    /// without a passwd lookup when $USER and $HOME are set: the hot path stays a few syscalls.
+    pub fn for_session() -> HostUser {
+        let uid = nix::unistd::getuid().as_raw();
+        let name = std::env::var("USER").ok().filter(|n| !n.is_empty());
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        match (name, home) {
+            (Some(name), Some(home)) => HostUser {
+                uid,
+                gid: nix::unistd::getgid().as_raw(),
+                group: name.clone(),
+                name,
+                gecos: String::new(),
+                home,
+                shell: PathBuf::from("/bin/sh"),
+            },
+            _ => HostUser::current(),
+        }
+    }
+
     pub fn current() -> HostUser {
         let uid = nix::unistd::getuid();
         let gid = nix::unistd::getgid();
