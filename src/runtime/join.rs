@@ -202,12 +202,18 @@ fn start(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> Result<()> {
         // Stale: its init died. Release what is left before building it again.
         crate::runtime::stop::stop_box(dirs, name)?;
     }
-    let status = crate::runtime::helper("__start")
-        .arg(name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .context("cannot run devbox's box starter")?;
+    let run_starter = |fuse: bool| {
+        let mut cmd = crate::runtime::helper("__start");
+        cmd.arg(name).stdin(Stdio::null()).stdout(Stdio::null());
+        if fuse {
+            cmd.env("DEVBOX_OVERLAY", "fuse-overlayfs");
+        }
+        cmd.status().context("cannot run devbox's box starter")
+    };
+    let mut status = run_starter(false)?;
+    if status.code() == Some(start::EXIT_WANTS_FUSE) {
+        status = run_starter(true)?;
+    }
     if !status.success() {
         bail!("box '{name}' did not start (see the message above)");
     }

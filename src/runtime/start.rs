@@ -119,6 +119,18 @@ pub fn run(name: &str) -> Result<()> {
     clear_ns_dir(&box_ns)?;
     std::fs::create_dir(&box_ns).with_context(|| format!("cannot create {}", box_ns.display()))?;
 
+    // fuse-overlayfs is mounted here, in the holder's mount namespace, so that its daemon stays
+    // outside the box: after pivot_root inside the box, a daemon living in the box's mount
+    // namespace would have the file system it serves as its own root and deadlock on itself.
+    // The box's namespace inherits the mount when it is created below.
+    let forced_fuse = std::env::var("DEVBOX_OVERLAY").is_ok_and(|v| v == "fuse-overlayfs");
+    let premounted =
+        cfg.backend == Some(Backend::FuseOverlayfs) || (cfg.backend.is_none() && forced_fuse);
+    if premounted {
+        let _ = umount2(&paths.merged, MntFlags::MNT_DETACH);
+        prepare_layers(&lower, &paths)?;
+        fuse_overlay(&lower, &paths)?;
+    }
     let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (go_rx, go_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let first = match sys::fork()? {
@@ -136,6 +148,7 @@ pub fn run(name: &str) -> Result<()> {
                 ns_dir: &ns_dir,
                 user: &user,
                 ops: &ops,
+                premounted,
             };
             let code = match setup.first_process(&mut ch, go_rx) {
                 Ok(()) => 0,
@@ -165,6 +178,11 @@ pub fn run(name: &str) -> Result<()> {
             Ok(Report::Failed(msg)) => {
                 let _ = waitpid(first, None);
                 let _ = std::fs::remove_dir(&box_ns);
+                if let Some(why) = msg.strip_prefix(KERNEL_REFUSED) {
+                    // Fall back to fuse-overlayfs: the caller runs the start again.
+                    eprintln!("devbox: the kernel refused overlayfs in a user namespace ({why}); using fuse-overlayfs");
+                    std::process::exit(EXIT_WANTS_FUSE);
+                }
                 bail!("cannot start box '{name}': {msg}");
             }
             Err(_) => {}
@@ -235,6 +253,8 @@ struct BoxSetup<'a> {
     ns_dir: &'a Path,
     user: &'a HostUser,
     ops: &'a [rootfs::Op],
+    /// fuse-overlayfs is already mounted on `merged` in the holder's mount namespace.
+    premounted: bool,
 }
 
 impl BoxSetup<'_> {
@@ -320,54 +340,50 @@ impl BoxSetup<'_> {
     }
 
     fn mount_overlay(&self) -> Result<Backend> {
+        if self.premounted {
+            return Ok(Backend::FuseOverlayfs);
+        }
         let p = self.paths;
-        for d in [&p.upper, &p.work] {
-            if !d.exists() {
-                std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
-            }
-        }
-        // The overlay's root takes its owner and mode from the upper dir: match the image's root.
-        if let Ok(m) = std::fs::metadata(self.lower) {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            let _ = nix::unistd::chown(&p.upper, Some(m.uid().into()), Some(m.gid().into()));
-            let _ = std::fs::set_permissions(
-                &p.upper,
-                std::fs::Permissions::from_mode(m.mode() & 0o7777),
-            );
-        }
+        prepare_layers(self.lower, p)?;
         let opts = rootfs::overlay_options(self.lower, &p.upper, &p.work);
-        let forced_fuse = std::env::var("DEVBOX_OVERLAY").is_ok_and(|v| v == "fuse-overlayfs");
-        let want = self.cfg.backend.unwrap_or(if forced_fuse {
-            Backend::FuseOverlayfs
-        } else {
-            Backend::Kernel
-        });
-        let kernel_err = if want == Backend::Kernel {
-            match mount(
-                Some("overlay"),
-                &p.merged,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(opts.as_str()),
-            ) {
-                Ok(()) => return Ok(Backend::Kernel),
-                Err(e) if self.cfg.backend == Some(Backend::Kernel) => {
-                    bail!("cannot mount the box's overlay ({e}); this box was made with the kernel's overlayfs\n  hint: see `devbox doctor`")
-                }
-                Err(e) => Some(e),
-            }
-        } else {
-            None
-        };
-        fuse_overlay(self.lower, p, kernel_err)?;
-        Ok(Backend::FuseOverlayfs)
+        match mount(Some("overlay"), &p.merged, Some("overlay"), MsFlags::empty(), Some(opts.as_str())) {
+            Ok(()) => Ok(Backend::Kernel),
+            Err(e) if self.cfg.backend == Some(Backend::Kernel) => bail!(
+                "cannot mount the box's overlay ({e}); this box was made with the kernel's overlayfs\n  hint: see `devbox doctor`"
+            ),
+            Err(e) => bail!("{KERNEL_REFUSED}{e}"),
+        }
     }
 }
 
-fn fuse_overlay(lower: &Path, p: &BoxPaths, kernel_err: Option<nix::Error>) -> Result<()> {
-    let why = kernel_err
-        .map(|e| format!("the kernel refused overlayfs in a user namespace ({e}) and "))
-        .unwrap_or_default();
+/// Prefix of the failure report that makes the caller retry the start with fuse-overlayfs.
+const KERNEL_REFUSED: &str = "kernel refused overlayfs: ";
+
+/// Exit status of `__start` asking to be run again with fuse-overlayfs.
+pub const EXIT_WANTS_FUSE: i32 = 3;
+
+/// Creates the box's upper and work dirs; the overlay's root takes its owner and mode from the
+/// upper dir, so it matches the image's root.
+fn prepare_layers(lower: &Path, p: &BoxPaths) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for d in [&p.upper, &p.work] {
+        if !d.exists() {
+            std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+    }
+    if let Ok(m) = std::fs::metadata(lower) {
+        let _ = nix::unistd::chown(&p.upper, Some(m.uid().into()), Some(m.gid().into()));
+        let _ =
+            std::fs::set_permissions(&p.upper, std::fs::Permissions::from_mode(m.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+fn fuse_overlay(lower: &Path, p: &BoxPaths) -> Result<()> {
+    let why = match std::env::var("DEVBOX_KERNEL_REFUSED") {
+        Ok(e) => format!("the kernel refused overlayfs in a user namespace ({e}) and "),
+        Err(_) => String::new(),
+    };
     let fuse_ok = nix::unistd::access(
         "/dev/fuse",
         nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
@@ -385,7 +401,11 @@ fn fuse_overlay(lower: &Path, p: &BoxPaths, kernel_err: Option<nix::Error>) -> R
     // fuse-overlayfs stays behind as the file system's daemon, holding its stderr: collect
     // errors in an anonymous file rather than a pipe that would never reach end of file.
     let mut errors = tempfile::tempfile().context("cannot create a temp file")?;
+    // As root of the namespace, so the daemon may create files of any in-box owner.
+    use std::os::unix::process::CommandExt;
     let status = Command::new("fuse-overlayfs")
+        .uid(0)
+        .gid(0)
         .arg("-o")
         .arg(&opts)
         .arg(&p.merged)

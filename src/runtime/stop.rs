@@ -40,7 +40,16 @@ pub fn run(name: &str) -> Result<()> {
         let ino = std::fs::metadata(&mnt)?.ino();
         end_processes(ino);
     }
-    start::clear_ns_dir(&box_ns)
+    start::clear_ns_dir(&box_ns)?;
+    // A fuse-overlayfs box's file system is mounted in the holder's mount namespace: unmounting
+    // it there ends its daemon.
+    if let Ok(cfg) = crate::state::BoxConfig::load(&dirs, name) {
+        if cfg.backend == Some(crate::state::Backend::FuseOverlayfs) {
+            let merged = crate::state::BoxPaths::new(&dirs, name).merged;
+            let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    Ok(())
 }
 
 /// Host pids of the processes whose mount namespace has inode `ino`.

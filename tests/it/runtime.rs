@@ -480,3 +480,49 @@ fn missing_subordinate_ids_are_explained() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn fuse_overlayfs_backend_is_recorded_and_kept() {
+    // The kernel here allows overlayfs in a user namespace, so the fallback is forced; the
+    // fallback needs a usable /dev/fuse (tests/setup.sh makes it world-writable).
+    assert!(
+        nix::unistd::access(
+            "/dev/fuse",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK
+        )
+        .is_ok()
+            || is_root(),
+        "/dev/fuse is not usable: run `sudo chmod 0666 /dev/fuse` (tests/setup.sh does)"
+    );
+    let env = TestEnv::new();
+    env.busybox("fz", &[]);
+    let out = env
+        .cmd([
+            "run",
+            "fz",
+            "--root",
+            "--",
+            "sh",
+            "-c",
+            "grep ' / ' /proc/mounts; echo x > /etc/f; chown 42 /etc/f; rm /bin/vi",
+        ])
+        .env("DEVBOX_OVERLAY", "fuse-overlayfs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("fuse-overlayfs"), "{}", stdout(&out));
+    let cfg = std::fs::read_to_string(env.data().join("boxes-v1/fz/box.toml")).unwrap();
+    assert!(cfg.contains("backend = \"fuse-overlayfs\""), "{cfg}");
+    env.ok(["stop", "fz"]);
+    // Started again without the override: the recorded backend is used, the changes are there.
+    let out = env.sh(
+        "fz",
+        "grep ' / ' /proc/mounts; cat /etc/f; test -e /bin/vi || echo vi-gone",
+    );
+    assert!(
+        out.contains("fuse-overlayfs") && out.contains("x\n") && out.contains("vi-gone"),
+        "{out}"
+    );
+    let m = std::fs::metadata(env.data().join("boxes-v1/fz/upper/etc/f")).unwrap();
+    assert_eq!(m.uid(), subuid_start() + 42);
+}
