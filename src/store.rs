@@ -154,7 +154,14 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     let dirs = Dirs::from_env()?;
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot open {}", archive.display()))?;
+    let parent = nix::unistd::getppid();
     crate::runtime::userns::as_namespace_root(&dirs)?;
+    // If the create that started us dies (Ctrl-C, kill), stop too: the half-unpacked temp dir
+    // is then removed by the next import. (Set after the credential change, which clears it.)
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        anyhow::bail!("the devbox command that started this unpack has ended");
+    }
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let reader = crate::unpack::decompressed(file)?;

@@ -106,6 +106,16 @@ fn home_cwd_hostname_and_container_markers() {
         "-f",
         &marker.display().to_string(),
     ]);
+    // So is $XDG_RUNTIME_DIR (Wayland, audio and D-Bus sockets live there).
+    env.write_as_user(&env.runtime.join("socket-stand-in"), b"");
+    env.ok([
+        "run",
+        "hb",
+        "--",
+        "sh",
+        "-c",
+        "test -f \"$XDG_RUNTIME_DIR/socket-stand-in\"",
+    ]);
 }
 
 #[test]
@@ -525,4 +535,101 @@ fn fuse_overlayfs_backend_is_recorded_and_kept() {
     );
     let m = std::fs::metadata(env.data().join("boxes-v1/fz/upper/etc/f")).unwrap();
     assert_eq!(m.uid(), subuid_start() + 42);
+}
+
+#[test]
+fn an_interrupted_create_leaves_nothing_that_looks_real() {
+    let env = TestEnv::new();
+    let img = fixture("debian");
+    let mut child = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "cut"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let images = env.data().join("images-v1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let unpacking = || {
+        std::fs::read_dir(&images)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            })
+            .unwrap_or(false)
+    };
+    while !unpacking() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unpack never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!env.data().join("boxes-v1/cut").exists());
+    let complete: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        complete.is_empty(),
+        "no image entry after an interrupted unpack"
+    );
+    assert!(env.ok(["list"]).contains("No boxes"));
+    // The next create cleans up and succeeds.
+    env.ok(["create", img.to_str().unwrap(), "--name", "cut"]);
+    let temps = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count();
+    assert_eq!(temps, 0);
+    assert_eq!(
+        env.sh("cut", "cat /etc/debian_version")
+            .trim()
+            .split('.')
+            .next(),
+        Some("12")
+    );
+}
+
+#[test]
+fn a_missing_newuidmap_is_explained() {
+    let env = TestEnv::new();
+    let img = fixture("busybox");
+    let out = env
+        .cmd(["create", img.to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("newuidmap not found") && err.contains("apt install uidmap"),
+        "{err}"
+    );
+    assert!(!env.data().join("boxes-v1/busybox-rootfs").exists());
+}
+
+#[test]
+fn pid_namespace_init_reaps_orphans() {
+    let env = TestEnv::new();
+    env.busybox("reap", &["--unshare", "pid"]);
+    // A grandchild orphaned by its parent is reparented to the box's init, which must reap it.
+    env.sh("reap", "(sleep 0.2 &) ; true");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let states = env.sh("reap", "cat /proc/[0-9]*/stat");
+    let zombies: Vec<&str> = states
+        .lines()
+        .filter(|l| {
+            l.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .collect();
+    assert!(zombies.is_empty(), "zombies: {zombies:?}");
 }

@@ -10,6 +10,8 @@ use crate::harness::*;
 
 struct Pty {
     master: std::fs::File,
+    /// Kept to resize the terminal from outside, as a terminal emulator does.
+    slave: OwnedFd,
     seen: String,
     child: Child,
 }
@@ -37,7 +39,7 @@ impl Pty {
         cmd.args(["-w", "-c"]).arg(env.bin()).args(args);
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
         let child = cmd.spawn().unwrap();
         // Non-blocking reads from this thread only, so dropping `master` really closes the
         // terminal (a reader thread would keep a descriptor open).
@@ -47,6 +49,7 @@ impl Pty {
         let master = std::fs::File::from(pty.master);
         Pty {
             master,
+            slave,
             seen: String::new(),
             child,
         }
@@ -122,6 +125,16 @@ fn interactive_session_on_a_pty() {
     let out = t.expect("SIZE=40 100");
     assert!(out.contains("TTY=/dev/pts/"), "{out}");
 
+    // The window size follows the terminal: resize it from outside while the shell runs.
+    let resized = std::process::Command::new("stty")
+        .args(["rows", "50", "cols", "120"])
+        .stdin(Stdio::from(t.slave.try_clone().unwrap()))
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    t.send("echo NEWSIZE=$(stty size)\n");
+    t.expect("NEWSIZE=50 120");
+
     // Ctrl-C reaches the foreground job inside, not devbox.
     t.send("sleep 30\n");
     std::thread::sleep(Duration::from_millis(500));
@@ -154,7 +167,13 @@ fn interactive_session_on_a_pty() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {out:?}"));
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let Pty { master, child, .. } = t;
+    let Pty {
+        master,
+        slave,
+        child,
+        ..
+    } = t;
+    drop(slave);
     drop(master);
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(10);
