@@ -107,6 +107,9 @@ unless --force is given, which stops it first. Your home directory is never touc
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Manage the store of unpacked images
+    #[command(subcommand)]
+    Image(ImageCmd),
     #[command(name = "__holder", hide = true)]
     Holder { ns_dir: PathBuf },
     #[command(name = "__start", hide = true)]
@@ -117,4 +120,26 @@ unless --force is given, which stops it first. Your home directory is never touc
     Unpack { archive: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]
     RmTree { path: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// List unpacked images with the boxes that use them
+    #[command(visible_alias = "ls")]
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images from the store (refused while a box uses them, unless --force)
+    Rm {
+        /// Image id (at least 4 hex digits) or source, as `devbox image list` shows
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Also remove the boxes made from the image (says which)
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Remove images no box uses, and the download cache
+    Prune,
 }

@@ -97,6 +97,44 @@ fn unpack_into_store(
     Ok(rec)
 }
 
+/// Every complete image in the store.
+pub fn list(dirs: &Dirs) -> Result<Vec<ImageRecord>> {
+    let rd = match std::fs::read_dir(&dirs.images) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dirs.images.display())),
+    };
+    Ok(rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                return None;
+            }
+            load(dirs, &name)
+        })
+        .collect())
+}
+
+/// Removes an image from the store (renamed away first, so it never looks half there).
+pub fn remove_image(dirs: &Dirs, id: &str) -> Result<()> {
+    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    let trash = dirs.images.join(format!(".tmp-rm-{id}"));
+    std::fs::rename(dirs.image_dir(id), &trash)
+        .with_context(|| format!("cannot remove image {}", short(id)))?;
+    remove_tree(&trash)
+}
+
+/// Empties the download cache; returns the bytes freed.
+pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
+    let d = dirs.cache.join("downloads-v1");
+    let freed = disk_usage(&d);
+    if d.exists() {
+        std::fs::remove_dir_all(&d).with_context(|| format!("cannot empty {}", d.display()))?;
+    }
+    Ok(freed)
+}
+
 pub fn load(dirs: &Dirs, id: &str) -> Option<ImageRecord> {
     let text = std::fs::read_to_string(dirs.image_dir(id).join("image.toml")).ok()?;
     toml::from_str(&text).ok()

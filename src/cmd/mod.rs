@@ -2,6 +2,7 @@
 
 mod create;
 mod enter;
+mod image;
 mod list;
 mod rm;
 mod stop;
@@ -9,7 +10,7 @@ mod unshare;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Cmd};
+use crate::cli::{Cli, Cmd, ImageCmd};
 use crate::paths::Dirs;
 
 /// Runs the command and returns the process exit status.
@@ -39,5 +40,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
         Cmd::Rm { names, force } => rm::run(&Dirs::from_env()?, &names, force, cli.quiet),
         Cmd::Unshare { cmd } => unshare::run(&Dirs::from_env()?, &cmd),
+        Cmd::Image(ImageCmd::List { json }) => image::list(&Dirs::from_env()?, json),
+        Cmd::Image(ImageCmd::Rm { images, force }) => {
+            image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
+        }
+        Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }
 }

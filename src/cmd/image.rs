@@ -1,0 +1,158 @@
+//! `devbox image list|rm|prune`: the store of unpacked images.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::paths::Dirs;
+use crate::state::{self, BoxConfig};
+use crate::store;
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    source: String,
+    unpacked: String,
+    archive_bytes: u64,
+    boxes: Vec<String>,
+}
+
+fn rows(dirs: &Dirs) -> Result<Vec<Row>> {
+    let boxes: Vec<BoxConfig> = state::list_names(dirs)?
+        .iter()
+        .filter_map(|n| BoxConfig::load(dirs, n).ok())
+        .collect();
+    let mut rows: Vec<Row> = store::list(dirs)?
+        .into_iter()
+        .map(|rec| Row {
+            boxes: boxes
+                .iter()
+                .filter(|b| b.image_id == rec.id)
+                .map(|b| b.name.clone())
+                .collect(),
+            id: rec.id,
+            source: rec.source,
+            unpacked: rec.unpacked,
+            archive_bytes: rec.archive_bytes,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.source.cmp(&b.source));
+    Ok(rows)
+}
+
+pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
+    let rows = rows(dirs)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        writeln!(out, "No images. `devbox create IMAGE` unpacks one.")?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<12}  {:>10}  {:<20}  {:<16}  SOURCE",
+        "ID", "ARCHIVE", "UNPACKED", "BOXES"
+    )?;
+    for r in rows {
+        let boxes = if r.boxes.is_empty() {
+            "-".to_string()
+        } else {
+            r.boxes.join(",")
+        };
+        writeln!(
+            out,
+            "{:<12}  {:>10}  {:<20}  {:<16}  {}",
+            store::short(&r.id),
+            crate::progress::human_bytes(r.archive_bytes),
+            r.unpacked,
+            boxes,
+            r.source
+        )?;
+    }
+    Ok(0)
+}
+
+/// Finds the image a user names: an id prefix (at least 4 hex digits) or its exact source.
+fn find(rows: &[Row], what: &str) -> Result<usize> {
+    let by_source: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].source == what)
+        .collect();
+    if by_source.len() == 1 {
+        return Ok(by_source[0]);
+    }
+    let by_id: Vec<usize> = (0..rows.len())
+        .filter(|&i| what.len() >= 4 && rows[i].id.starts_with(what.trim_start_matches("sha256:")))
+        .collect();
+    match by_id.len() {
+        1 => Ok(by_id[0]),
+        0 => bail!(
+            "no image {what:?} in the store\n  hint: `devbox image list` shows the ids and sources"
+        ),
+        _ => bail!("{what:?} matches several images; give more digits of the id"),
+    }
+}
+
+pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32> {
+    let rows = rows(dirs)?;
+    let mut picked = Vec::new();
+    for w in what {
+        let i = find(&rows, w)?;
+        let r = &rows[i];
+        if !r.boxes.is_empty() && !force {
+            bail!(
+                "image {} is used by {}: {}\n  hint: remove those boxes first, or use `devbox image rm --force {w}` to remove them with it",
+                store::short(&r.id),
+                if r.boxes.len() == 1 { "a box" } else { "boxes" },
+                r.boxes.join(", ")
+            );
+        }
+        picked.push(i);
+    }
+    for i in picked {
+        let r = &rows[i];
+        if !r.boxes.is_empty() {
+            if !quiet {
+                eprintln!(
+                    "Removing boxes made from image {}: {}",
+                    store::short(&r.id),
+                    r.boxes.join(", ")
+                );
+            }
+            super::rm::run(dirs, &r.boxes, true, quiet)?;
+        }
+        store::remove_image(dirs, &r.id)?;
+        if !quiet {
+            println!("Removed image {} ({})", store::short(&r.id), r.source);
+        }
+    }
+    Ok(0)
+}
+
+pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
+    let mut removed = 0;
+    for r in rows(dirs)?.into_iter().filter(|r| r.boxes.is_empty()) {
+        store::remove_image(dirs, &r.id)?;
+        removed += 1;
+        if !quiet {
+            println!(
+                "Removed unused image {} ({})",
+                store::short(&r.id),
+                r.source
+            );
+        }
+    }
+    let freed = store::clear_cache(dirs)?;
+    if !quiet {
+        println!(
+            "Pruned {removed} image{} and {} of cached downloads",
+            if removed == 1 { "" } else { "s" },
+            crate::progress::human_bytes(freed)
+        );
+    }
+    Ok(0)
+}
