@@ -4,5 +4,6 @@
 mod archives;
 mod download;
 mod harness;
+mod images;
 mod runtime;
 mod terminal;
