@@ -107,6 +107,8 @@ unless --force is given, which stops it first. Your home directory is never touc
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Check this machine for what devbox needs, and say how to fix what is missing
+    Doctor,
     /// Manage the store of unpacked images
     #[command(subcommand)]
     Image(ImageCmd),

@@ -1,6 +1,7 @@
 //! One module per subcommand; each handler loads, acts and adds context naming the box or path.
 
 mod create;
+mod doctor;
 mod enter;
 mod image;
 mod list;
@@ -44,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Rm { images, force }) => {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
+        Cmd::Doctor => doctor::run(&Dirs::from_env()?),
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }
 }
