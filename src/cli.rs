@@ -107,6 +107,13 @@ unless --force is given, which stops it first. Your home directory is never touc
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Show a box's settings, image, layers and state
+    Inspect {
+        name: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Check this machine for what devbox needs, and say how to fix what is missing
     Doctor,
     /// Manage the store of unpacked images

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -7,7 +6,6 @@ use serde::Serialize;
 use crate::paths::Dirs;
 use crate::progress::human_bytes;
 use crate::runtime::holder::Holder;
-use crate::runtime::start::RunRecord;
 use crate::runtime::userns;
 use crate::state::{self, BoxConfig, BoxPaths};
 
@@ -29,11 +27,7 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
             continue;
         };
         let running = holder.is_some_and(|h| {
-            let f = PathBuf::from(format!("/proc/{}/root", h.pid))
-                .join(dirs.ns_dir().strip_prefix("/").unwrap_or(&dirs.ns_dir()))
-                .join(&name)
-                .join("mnt");
-            userns::is_ns_file(&f) && RunRecord::load(dirs, &name).is_some_and(|r| r.init_alive())
+            crate::runtime::is_running(dirs, &crate::runtime::box_ns_path(dirs, &h, &name), &cfg)
         });
         rows.push(Row {
             name,

@@ -4,6 +4,7 @@ mod create;
 mod doctor;
 mod enter;
 mod image;
+mod inspect;
 mod list;
 mod rm;
 mod stop;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Rm { images, force }) => {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
+        Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
         Cmd::Doctor => doctor::run(&Dirs::from_env()?),
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }

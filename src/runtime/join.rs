@@ -15,7 +15,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::paths::{Dirs, Lock};
 use crate::runtime::holder::Holder;
-use crate::runtime::start::{self, RunRecord};
+use crate::runtime::start;
 use crate::runtime::userns;
 use crate::state::BoxConfig;
 use crate::sys::{self, Forked};
@@ -77,12 +77,7 @@ pub const EXIT_DEVBOX: i32 = 125;
 /// a pid namespace, with the command's exit status.
 pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     let holder = Holder::ensure(dirs)?;
-    let box_ns = PathBuf::from(format!("/proc/{}/root", holder.pid)).join(
-        dirs.ns_dir()
-            .join(s.name)
-            .strip_prefix("/")
-            .unwrap_or(Path::new("")),
-    );
+    let box_ns = crate::runtime::box_ns_path(dirs, &holder, s.name);
     if !running(dirs, cfg, &box_ns) {
         start(dirs, cfg, &box_ns)?;
     }
@@ -180,12 +175,7 @@ fn wait_exit(child: nix::unistd::Pid) -> i32 {
 
 /// True when the box's namespaces are persisted and (with a pid namespace) its init lives.
 fn running(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> bool {
-    if !userns::is_ns_file(&box_ns.join("mnt")) {
-        return false;
-    }
-    // Only a box with its own pid namespace has an init that can die under it.
-    !cfg.has(crate::state::Isolate::Pid)
-        || RunRecord::load(dirs, &cfg.name).is_some_and(|r| r.init_alive())
+    crate::runtime::is_running(dirs, box_ns, cfg)
 }
 
 fn start(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> Result<()> {

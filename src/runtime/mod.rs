@@ -15,3 +15,28 @@ pub fn helper(mode: &str) -> std::process::Command {
     cmd.arg0("devbox").arg(mode);
     cmd
 }
+
+/// Where box `name`'s namespace files are, seen from outside the holder.
+pub fn box_ns_path(
+    dirs: &crate::paths::Dirs,
+    holder: &holder::Holder,
+    name: &str,
+) -> std::path::PathBuf {
+    let ns = dirs.ns_dir().join(name);
+    std::path::PathBuf::from(format!("/proc/{}/root", holder.pid))
+        .join(ns.strip_prefix("/").unwrap_or(&ns))
+}
+
+/// True when the box's namespaces are persisted and, with a pid namespace, its init lives.
+pub fn is_running(
+    dirs: &crate::paths::Dirs,
+    box_ns: &std::path::Path,
+    cfg: &crate::state::BoxConfig,
+) -> bool {
+    if !userns::is_ns_file(&box_ns.join("mnt")) {
+        return false;
+    }
+    // Only a box with its own pid namespace has an init that can die under it.
+    !cfg.has(crate::state::Isolate::Pid)
+        || start::RunRecord::load(dirs, &cfg.name).is_some_and(|r| r.init_alive())
+}

@@ -55,3 +55,30 @@ fn image_list_rm_and_prune() {
     assert!(out.contains("Pruned 1 image"), "{out}");
     env.fails(1, ["image", "rm", "0000"]);
 }
+
+#[test]
+fn inspect_shows_settings_layers_and_state() {
+    let env = TestEnv::new();
+    env.busybox("ins", &["--unshare", "net"]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(["inspect", "ins", "--json"])).unwrap();
+    assert_eq!(v["status"], "stopped");
+    assert_eq!(v["isolate"], serde_json::json!(["net"]));
+    assert!(v["backend"].is_null());
+    let lower = v["layers"]["lower"].as_str().unwrap().to_string();
+    assert!(
+        std::path::Path::new(&lower).join("bin/busybox").exists(),
+        "{lower}"
+    );
+    env.ok(["run", "ins", "--", "true"]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(["inspect", "ins", "--json"])).unwrap();
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["backend"], "kernel");
+    assert!(v["holder_pid"].as_i64().unwrap() > 0);
+    assert_eq!(v["image_id"].as_str().unwrap().len(), 64);
+    let text = env.ok(["inspect", "ins"]);
+    assert!(
+        text.contains("status:    running") && text.contains("kernel overlayfs"),
+        "{text}"
+    );
+    env.fails(1, ["inspect", "nope"]);
+}
