@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use clap_complete::engine::{ArgValueCandidates, ArgValueCompleter};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +43,7 @@ the content) or an http:// or https:// URL of one. The image is unpacked once in
 shared by every box made from it; each box keeps its own changes in an overlay layer.")]
     Create {
         /// Path or URL of a rootfs tarball
+        #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
         image: String,
         /// Name of the box [default: derived from the image file name]
         #[arg(long, short)]
@@ -56,6 +58,7 @@ shared by every box made from it; each box keeps its own changes in an overlay l
     /// Open an interactive login shell in a box
     Enter {
         /// Box to enter [default: the only box]
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Be root inside the box (a subordinate id on the host), e.g. to install packages
         #[arg(long)]
@@ -65,6 +68,7 @@ shared by every box made from it; each box keeps its own changes in an overlay l
     #[command(after_help = "Example: devbox run deb -- make -j4")]
     Run {
         /// Box to run in [default: the only box]
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Run as root inside the box
         #[arg(long)]
@@ -83,7 +87,7 @@ shared by every box made from it; each box keeps its own changes in an overlay l
     /// Stop boxes: end their processes and release their namespaces
     Stop {
         /// Boxes to stop
-        #[arg(required_unless_present = "all")]
+        #[arg(required_unless_present = "all", add = ArgValueCandidates::new(crate::completions::box_names))]
         names: Vec<String>,
         /// Stop every box (and devbox's holder process)
         #[arg(long, conflicts_with = "names")]
@@ -95,7 +99,7 @@ shared by every box made from it; each box keeps its own changes in an overlay l
 unless --force is given, which stops it first. Your home directory is never touched."
     )]
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(crate::completions::box_names))]
         names: Vec<String>,
         /// Stop running boxes first instead of refusing
         #[arg(long, short)]
@@ -107,8 +111,20 @@ unless --force is given, which stops it first. Your home directory is never touc
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        long_about = "Print the script that registers devbox's completions with a shell.\n\n\
+Install: bash: `devbox completions bash > ~/.local/share/bash-completion/completions/devbox`; \
+zsh: `devbox completions zsh > ~/.zfunc/_devbox` (with ~/.zfunc in $fpath); \
+fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
+    )]
+    Completions {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::completions::SHELLS))]
+        shell: String,
+    },
     /// Show a box's settings, image, layers and state
     Inspect {
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: String,
         /// Machine-readable output
         #[arg(long)]

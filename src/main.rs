@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd;
+mod completions;
 mod fetch;
 mod idmap;
 mod paths;
@@ -21,6 +22,7 @@ use clap::Parser;
 use cli::{Cli, Cmd};
 
 fn main() {
+    completions::answer_if_asked();
     let cli = Cli::parse();
     let fails_as = match cli.command {
         Cmd::Enter { .. } | Cmd::Run { .. } | Cmd::Unshare { .. } => runtime::join::EXIT_DEVBOX,

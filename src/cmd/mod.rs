@@ -47,6 +47,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
+        Cmd::Completions { shell } => {
+            use std::io::Write;
+            std::io::stdout().write_all(crate::completions::script(&shell)?.as_bytes())?;
+            Ok(0)
+        }
         Cmd::Doctor => doctor::run(&Dirs::from_env()?),
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }

@@ -2,6 +2,7 @@
 //! One test binary, a module per area.
 
 mod archives;
+mod completions;
 mod doctor;
 mod download;
 mod harness;
