@@ -11,6 +11,8 @@ mod fetch;
 mod idmap;
 mod paths;
 mod progress;
+#[allow(dead_code)]
+mod project;
 mod runtime;
 mod state;
 mod store;

@@ -3,7 +3,9 @@
 //! [`decompressed`] turns an archive file (plain, gzip, xz or zstd, detected by
 //! magic bytes) into a reader of the plain tar stream; decompression runs on a
 //! thread of its own so it overlaps with writing files. [`unpack`] then
-//! extracts that stream into an (empty) target directory.
+//! extracts that stream into an (empty) target directory, and
+//! [`unpack_layer`] applies one OCI image layer (whiteouts included) onto the
+//! layers below it.
 //!
 //! Containment is enforced by the kernel rather than by string checks alone:
 //! the target is opened once as an `O_PATH` directory fd, every parent
@@ -18,10 +20,11 @@
 //! sparse maps); its own `unpack` functions are not used.
 
 use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +35,10 @@ use std::thread::JoinHandle;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, renameat, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstat, fstatat, futimens, mkdirat, utimensat, FchmodatFlags, FileStat, Mode,
+    SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{
     fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
@@ -78,10 +84,7 @@ impl Compression {
     }
 }
 
-/// How to extract.
-///
-/// Only one knob for now; an OCI layer mode (whiteouts) will become another
-/// field, handled in `Extractor::entry` before an entry is dispatched by type.
+/// How to extract (with [`unpack`] or [`unpack_layer`]).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Set each entry's owner to the numeric uid/gid of its header (needs
@@ -93,7 +96,8 @@ pub struct Options {
 /// What an extraction did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// Archive members processed (files, directories, links, FIFOs, devices).
+    /// Archive members processed (files, directories, links, FIFOs, devices,
+    /// and in layer mode whiteouts).
     pub entries: u64,
     /// Bytes of regular-file data written.
     pub bytes: u64,
@@ -402,6 +406,51 @@ pub fn unpack(
     opts: &Options,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Stats, UnpackError> {
+    extract(tar, root, opts, false, progress)
+}
+
+/// Applies one OCI image layer, the plain tar stream `tar`, onto `root`,
+/// which holds the layers below it (empty for the first). Call it once per
+/// layer, in order, on the same directory, to flatten an image. The rules of
+/// [`unpack`] hold (containment, `..` refused, devices skipped and counted,
+/// directory metadata applied at the end of each call), plus:
+///
+/// - `.wh.NAME` removes NAME from the same directory: a file, a symlink (not
+///   what it points to) or a whole directory tree. `DIR/.wh..wh..opq` makes
+///   DIR opaque: everything in it from lower layers is removed. Both apply to
+///   lower layers only: what this layer creates, before or after the marker,
+///   stays. The markers are never created; a whiteout for a path that does
+///   not exist does nothing; other `.wh..wh.*` names (AUFS metadata) are
+///   skipped. Parent directories resolve inside `root` like any entry's.
+/// - An entry replaces whatever its path holds by unlinking it, never writing
+///   through it (so a hard link twin from a lower layer keeps its content). A
+///   directory is replaced with all its contents, unless the new entry is a
+///   directory too: then the two merge.
+/// - Hard links may point to files of lower layers.
+/// - No single top-level directory is stripped.
+/// - When not run as root, directories of lower layers that their owner (the
+///   caller) cannot write are made `u+rwx` while the layer is applied, and
+///   get their mode back at the end. (Root, also namespace root, does not
+///   need it.)
+// Not yet called outside the tests; the image store will apply layers with it.
+#[allow(dead_code)]
+pub fn unpack_layer(
+    tar: impl Read,
+    root: &Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Stats, UnpackError> {
+    extract(tar, root, opts, true, progress)
+}
+
+/// [`unpack`] (`layer` false) and [`unpack_layer`] (`layer` true).
+fn extract(
+    tar: impl Read,
+    root: &Path,
+    opts: &Options,
+    layer: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Stats, UnpackError> {
     let root_fd = nix::fcntl::open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -436,7 +485,18 @@ pub fn unpack(
         name: Vec::new(),
         link: Vec::new(),
         xattrs: Vec::new(),
+        layer,
+        created: HashMap::new(),
+        unlock: None,
     };
+    let euid = nix::unistd::geteuid();
+    if layer && !euid.is_root() {
+        ex.unlock = Some(Unlocker {
+            uid: euid.as_raw(),
+            seen: HashSet::new(),
+            restore: Vec::new(),
+        });
+    }
 
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|err| UnpackError::Corrupt {
@@ -596,27 +656,63 @@ fn resolve(root: BorrowedFd<'_>, path: &[u8], flags: OFlag) -> nix::Result<Owned
 impl Tree {
     /// The directory `parent` (normalized, relative to root; empty = root),
     /// created (0755, like `mkdir -p`) if missing.
-    fn dir(&mut self, parent: &[u8]) -> nix::Result<BorrowedFd<'_>> {
+    fn dir<'t>(
+        &'t mut self,
+        parent: &[u8],
+        unlock: &mut Option<Unlocker>,
+    ) -> nix::Result<BorrowedFd<'t>> {
+        self.lookup(parent, true, unlock)?.ok_or(Errno::ENOENT)
+    }
+
+    /// The directory `parent` if it exists (None if it or a directory on the
+    /// way is missing or not a directory); with `create`, like [`Tree::dir`].
+    /// With `unlock` (layer mode), directories on the way that their owner
+    /// cannot write are made writable (see [`Unlocker`]).
+    fn lookup<'t>(
+        &'t mut self,
+        parent: &[u8],
+        create: bool,
+        unlock: &mut Option<Unlocker>,
+    ) -> nix::Result<Option<BorrowedFd<'t>>> {
         if parent.is_empty() {
-            return Ok(self.root.as_fd());
+            if let Some(u) = unlock {
+                u.writable(self.root.as_fd(), b"");
+            }
+            return Ok(Some(self.root.as_fd()));
         }
         if self.cache_fd.is_none() || self.cache_key != parent {
-            let fd = match resolve(
-                self.root.as_fd(),
-                parent,
-                OFlag::O_PATH | OFlag::O_DIRECTORY,
-            ) {
+            let mut opened = self.open_dir(parent, create);
+            if let (Err(Errno::EACCES), Some(u)) = (&opened, unlock.as_mut()) {
+                // A directory on the way cannot be searched or written.
+                u.chain(self.root.as_fd(), parent);
+                opened = self.open_dir(parent, create);
+            }
+            let fd = match opened {
                 Ok(fd) => fd,
-                Err(Errno::ENOENT) => self.create_parents(parent)?,
+                Err(Errno::ENOENT | Errno::ENOTDIR) if !create => return Ok(None),
                 Err(e) => return Err(e),
             };
+            if let Some(u) = unlock {
+                u.writable(fd.as_fd(), parent);
+            }
             self.cache_key.clear();
             self.cache_key.extend_from_slice(parent);
             self.cache_fd = Some(fd);
         }
         match &self.cache_fd {
-            Some(fd) => Ok(fd.as_fd()),
+            Some(fd) => Ok(Some(fd.as_fd())),
             None => Err(Errno::EBADF),
+        }
+    }
+
+    fn open_dir(&self, parent: &[u8], create: bool) -> nix::Result<OwnedFd> {
+        match resolve(
+            self.root.as_fd(),
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        ) {
+            Err(Errno::ENOENT) if create => self.create_parents(parent),
+            r => r,
         }
     }
 
@@ -657,6 +753,258 @@ impl Tree {
     }
 }
 
+/// Layer mode when not run as root: a lower layer's directory that its
+/// owner (the caller) cannot write, search or list is made `u+rwx` before
+/// this layer adds to it or removes from it, and gets its mode back at the
+/// end (unless this layer gives it a mode of its own).
+struct Unlocker {
+    /// The caller's effective uid: only its own directories can be changed.
+    uid: u32,
+    /// Directories already made writable (device, inode).
+    seen: HashSet<(libc::dev_t, libc::ino_t)>,
+    /// What to put back at the end.
+    restore: Vec<Unlocked>,
+}
+
+/// A directory made writable, its original mode, and its path for messages.
+struct Unlocked {
+    fd: OwnedFd,
+    mode: u32,
+    path: Vec<u8>,
+}
+
+impl Unlocker {
+    /// Makes directory `dir` (any fd, O_PATH included) `u+rwx` if the caller
+    /// owns it and lacks one of those bits. Failures are left for the
+    /// operation that needed the access to report.
+    fn writable(&mut self, dir: BorrowedFd<'_>, path: &[u8]) {
+        let Ok(st) = fstat(dir) else { return };
+        let mode = st.st_mode & 0o7777;
+        if st.st_uid != self.uid
+            || mode & 0o700 == 0o700
+            || !self.seen.insert((st.st_dev, st.st_ino))
+        {
+            return;
+        }
+        let Ok(fd) = dir.try_clone_to_owned() else {
+            return;
+        };
+        if chmod_dir(fd.as_fd(), mode | 0o700).is_ok() {
+            self.restore.push(Unlocked {
+                fd,
+                mode,
+                path: path.to_vec(),
+            });
+        }
+    }
+
+    /// [`Unlocker::writable`] for root and every existing directory on the
+    /// way to `path` (normalized, relative to root), outermost first.
+    fn chain(&mut self, root: BorrowedFd<'_>, path: &[u8]) {
+        self.writable(root, b"");
+        let mut end = 0;
+        while end < path.len() {
+            end = path[end + 1..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(path.len(), |i| end + 1 + i);
+            let prefix = &path[..end];
+            match resolve(root, prefix, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                Ok(fd) => self.writable(fd.as_fd(), prefix),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Puts the original modes back, except on directories that were
+    /// removed since or that this layer gave a mode (`applied`).
+    fn restore(self, applied: &HashSet<(libc::dev_t, libc::ino_t)>) -> Result<(), UnpackError> {
+        for u in self.restore {
+            let st = fstat(&u.fd).map_err(|e| fs_err("restore permissions of", &u.path, e))?;
+            if st.st_nlink == 0 || applied.contains(&(st.st_dev, st.st_ino)) {
+                continue;
+            }
+            match chmod_dir(u.fd.as_fd(), u.mode) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(fs_err("restore permissions of", &u.path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// chmod of a directory given any fd of it (fchmod refuses O_PATH fds):
+/// through a real fd if the directory can be opened, else through /proc.
+fn chmod_dir(dir: BorrowedFd<'_>, mode: u32) -> nix::Result<()> {
+    let mode = Mode::from_bits_truncate(mode);
+    match openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fchmod(&fd, mode),
+        Err(Errno::EACCES) => {
+            let magic = format!("/proc/self/fd/{}", dir.as_raw_fd());
+            fchmodat(dir, magic.as_str(), mode, FchmodatFlags::FollowSymlink)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn is_dir_stat(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// What a layer created so far, by parent directory (device, inode) and
+/// name. Keyed by the real parent rather than the archive path, so an entry
+/// that reached its directory through a symlink is still recognised.
+type Created = HashMap<(libc::dev_t, libc::ino_t), HashSet<Vec<u8>>>;
+
+fn dir_id(dir: BorrowedFd<'_>) -> nix::Result<(libc::dev_t, libc::ino_t)> {
+    fstat(dir).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// A directory being emptied by [`remove_tree`].
+struct Frame {
+    /// O_PATH fd of the directory.
+    fd: OwnedFd,
+    id: (libc::dev_t, libc::ino_t),
+    /// Its name in its parent.
+    name: Vec<u8>,
+    /// Its path relative to root, for messages.
+    path: Vec<u8>,
+    /// Children not visited yet.
+    children: Vec<Vec<u8>>,
+    /// Whether the directory itself stays.
+    keep: bool,
+}
+
+impl Frame {
+    fn open(
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: Vec<u8>,
+        keep: bool,
+        unlock: &mut Option<Unlocker>,
+    ) -> Result<Frame, UnpackError> {
+        let fd = openat(
+            parent,
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fs_err("open directory", &path, e))?;
+        if let Some(u) = unlock {
+            u.writable(fd.as_fd(), &path);
+        }
+        let id = dir_id(fd.as_fd()).map_err(|e| fs_err("open directory", &path, e))?;
+        let children = list_dir(fd.as_fd(), b".", &path)?;
+        Ok(Frame {
+            fd,
+            id,
+            name: name.to_vec(),
+            path,
+            children,
+            keep,
+        })
+    }
+}
+
+/// Removes `base` in `dir` and, if it is a directory, everything in it,
+/// never following a symlink (iteratively: depth costs an fd per level, not
+/// stack). `shown` is its path relative to root, for messages.
+///
+/// With `created` (whiteouts), what this layer created is kept, and so is
+/// every directory on the way to something kept. With `keep_top` (opaque
+/// directories; `base` is then "."), `base` stays and only its contents go.
+fn remove_tree(
+    dir: BorrowedFd<'_>,
+    base: &[u8],
+    shown: &[u8],
+    created: Option<&Created>,
+    keep_top: bool,
+    unlock: &mut Option<Unlocker>,
+) -> Result<(), UnpackError> {
+    let is_created = |parent: (libc::dev_t, libc::ino_t), name: &[u8]| {
+        created.is_some_and(|c| c.get(&parent).is_some_and(|names| names.contains(name)))
+    };
+    let st = match fstatat(dir, base, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(fs_err("look up", shown, e)),
+    };
+    let keep = keep_top || {
+        let id = dir_id(dir).map_err(|e| fs_err("look up", shown, e))?;
+        is_created(id, base)
+    };
+    if !is_dir_stat(&st) {
+        if !keep {
+            unlink_quiet(dir, base, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| fs_err("remove", shown, e))?;
+        }
+        return Ok(());
+    }
+    let mut stack = vec![Frame::open(dir, base, shown.to_vec(), keep, unlock)?];
+    while let Some(top) = stack.last_mut() {
+        if let Some(child) = top.children.pop() {
+            let mut path = top.path.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&child);
+            let keep = is_created(top.id, &child);
+            let cst = match fstatat(
+                top.fd.as_fd(),
+                child.as_slice(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(fs_err("look up", &path, e)),
+            };
+            if is_dir_stat(&cst) {
+                let frame = Frame::open(top.fd.as_fd(), &child, path, keep, unlock)?;
+                stack.push(frame);
+            } else if keep {
+                top.keep = true;
+            } else {
+                unlink_quiet(top.fd.as_fd(), &child, UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| fs_err("remove", &path, e))?;
+            }
+        } else {
+            let Some(done) = stack.pop() else { break };
+            let parent = match stack.last_mut() {
+                Some(parent) if done.keep => {
+                    parent.keep = true;
+                    continue;
+                }
+                Some(parent) => parent.fd.as_fd(),
+                None if done.keep => break,
+                None => dir,
+            };
+            unlink_quiet(parent, &done.name, UnlinkatFlags::RemoveDir)
+                .map_err(|e| fs_err("remove directory", &done.path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// unlinkat that takes an already missing name as success.
+fn unlink_quiet(dir: BorrowedFd<'_>, name: &[u8], flags: UnlinkatFlags) -> nix::Result<()> {
+    match unlinkat(dir, name, flags) {
+        Err(Errno::ENOENT) => Ok(()),
+        r => r,
+    }
+}
+
+/// The `.wh.` prefix of whiteout names in OCI layers.
+const WH_PREFIX: &[u8] = b".wh.";
+/// The opaque directory marker.
+const WH_OPAQUE: &[u8] = b".wh..wh..opq";
+/// AUFS metadata names (hard link directories and the like), skipped.
+const WH_META: &[u8] = b".wh..wh.";
+
 struct Extractor<'o> {
     tree: Tree,
     opts: &'o Options,
@@ -670,6 +1018,12 @@ struct Extractor<'o> {
     link: Vec<u8>,
     /// `SCHILY.xattr.*` records of the current entry (reused).
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Applying an OCI layer ([`unpack_layer`]).
+    layer: bool,
+    /// Layer mode: what this layer created, which its whiteouts keep.
+    created: Created,
+    /// Layer mode, not root: read-only directories made writable.
+    unlock: Option<Unlocker>,
 }
 
 /// What kind of thing an entry creates.
@@ -730,13 +1084,16 @@ impl Extractor<'_> {
             return Ok(());
         }
         self.stats.entries += 1;
+        if self.layer && split(&self.name).1.starts_with(WH_PREFIX) {
+            // Whatever its type: only the name matters.
+            return self.whiteout();
+        }
         if kind == Kind::Device {
             self.stats.devices_skipped += 1;
             return Ok(());
         }
 
         let meta = self.read_meta(entry)?;
-        // An OCI layer mode would look at whiteout names (".wh.*") here.
 
         if self.name.is_empty() {
             // "./" or "/": the target directory itself.
@@ -763,17 +1120,32 @@ impl Extractor<'_> {
                 &self.name,
                 &raw_target,
                 &mut self.link,
+                &mut self.unlock,
             )?
         } else {
             None
         };
         let (parent, base) = split(&self.name);
         let mut removed = false;
+        let mut parent_id = None;
         let result = {
             let dir = self
                 .tree
-                .dir(parent)
+                .dir(parent, &mut self.unlock)
                 .map_err(|e| fs_err("create parent directory of", &self.name, e))?;
+            if self.layer {
+                parent_id = Some(
+                    dir_id(dir)
+                        .map_err(|e| fs_err("look up parent directory of", &self.name, e))?,
+                );
+                // A lower directory gives way to a non-directory with all its
+                // contents (a hard link to itself changes nothing).
+                let keeps_itself = kind == Kind::Hardlink && link_source.is_none();
+                if kind != Kind::Dir && !keeps_itself && is_dir_at(dir, base) {
+                    removed = true;
+                    remove_tree(dir, base, &self.name, None, false, &mut self.unlock)?;
+                }
+            }
             match kind {
                 Kind::Dir => make_dir(dir, base, &self.name, &mut removed).map(|()| {
                     self.deferred.push(DeferredDir {
@@ -854,6 +1226,57 @@ impl Extractor<'_> {
             // through it.
             self.tree.invalidate();
         }
+        if let (Ok(()), Some(id)) = (&result, parent_id) {
+            self.created.entry(id).or_default().insert(base.to_vec());
+        }
+        result
+    }
+
+    /// Layer mode: applies whiteout entry `self.name` (`.wh.NAME` or
+    /// `.wh..wh..opq`) to what the lower layers left.
+    fn whiteout(&mut self) -> Result<(), UnpackError> {
+        let (parent, base) = split(&self.name);
+        let opaque = base == WH_OPAQUE;
+        let target: &[u8] = if opaque {
+            b"."
+        } else if base.starts_with(WH_META) {
+            return Ok(());
+        } else {
+            &base[WH_PREFIX.len()..]
+        };
+        if !opaque && matches!(target, b"" | b"." | b"..") {
+            return Err(UnpackError::Refused {
+                entry: display_name(&self.name),
+                reason: format!(
+                    "whiteout for {:?}, which is not a name in its directory",
+                    lossy(target)
+                ),
+            });
+        }
+        let mut shown = parent.to_vec();
+        if !opaque {
+            if !shown.is_empty() {
+                shown.push(b'/');
+            }
+            shown.extend_from_slice(target);
+        }
+        let dir = self
+            .tree
+            .lookup(parent, false, &mut self.unlock)
+            .map_err(|e| fs_err("open parent directory of", &self.name, e))?;
+        let Some(dir) = dir else {
+            // Nothing there to remove.
+            return Ok(());
+        };
+        let result = remove_tree(
+            dir,
+            target,
+            &shown,
+            Some(&self.created),
+            opaque,
+            &mut self.unlock,
+        );
+        self.tree.invalidate();
         result
     }
 
@@ -903,12 +1326,18 @@ impl Extractor<'_> {
         })
     }
 
-    /// Moves a single top-level rootfs directory up, then applies deferred
-    /// directory metadata, deepest first.
+    /// Moves a single top-level rootfs directory up (not in layer mode),
+    /// then applies deferred directory metadata, deepest first, and puts
+    /// back the modes of directories that were made writable.
     fn finish(mut self) -> Result<Stats, UnpackError> {
         self.tree.invalidate();
         let root = self.tree.root.as_fd();
-        if let Some(prefix) = strip_toplevel_at(root)? {
+        let strip = if self.layer {
+            None
+        } else {
+            strip_toplevel_at(root)?
+        };
+        if let Some(prefix) = strip {
             // Re-home deferred paths: the top directory's own metadata now
             // belongs to the target directory.
             self.deferred.retain_mut(|d| {
@@ -930,27 +1359,41 @@ impl Extractor<'_> {
         self.deferred.sort_by_key(|d| {
             Reverse(d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()))
         });
+        // Directories given their mode here, whose mode is not restored.
+        let mut applied = HashSet::new();
         for d in &self.deferred {
-            let opened = if d.path.is_empty() {
-                openat(
-                    root,
-                    ".",
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-            } else {
-                resolve(
-                    root,
-                    &d.path,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-                )
+            let open = || {
+                if d.path.is_empty() {
+                    openat(
+                        root,
+                        ".",
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                } else {
+                    resolve(
+                        root,
+                        &d.path,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                    )
+                }
             };
+            let mut opened = open();
+            if let (Err(Errno::EACCES), Some(u)) = (&opened, self.unlock.as_mut()) {
+                // A lower layer's directory this layer did not write to.
+                u.chain(root, &d.path);
+                opened = open();
+            }
             let fd = match opened {
                 Ok(fd) => fd,
                 // Replaced or removed by a later entry: nothing to apply.
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(fs_err("open directory", &d.path, e)),
             };
+            if self.unlock.is_some() {
+                let id = dir_id(fd.as_fd()).map_err(|e| fs_err("open directory", &d.path, e))?;
+                applied.insert(id);
+            }
             apply_meta(
                 &File::from(fd),
                 &d.meta,
@@ -959,6 +1402,9 @@ impl Extractor<'_> {
                 &d.path,
                 &mut self.stats,
             )?;
+        }
+        if let Some(u) = self.unlock.take() {
+            u.restore(&applied)?;
         }
         Ok(self.stats)
     }
@@ -1253,6 +1699,7 @@ fn hardlink_source(
     name: &[u8],
     raw_target: &[u8],
     target: &mut Vec<u8>,
+    unlock: &mut Option<Unlocker>,
 ) -> Result<Option<OwnedFd>, UnpackError> {
     let refuse = |reason: String| UnpackError::Refused {
         entry: display_name(name),
@@ -1280,13 +1727,22 @@ fn hardlink_source(
     } else {
         tparent
     };
-    let tdir = match resolve(root, tparent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+    let mut opened = resolve(root, tparent, OFlag::O_PATH | OFlag::O_DIRECTORY);
+    if let (Err(Errno::EACCES), Some(u)) = (&opened, unlock.as_mut()) {
+        u.chain(root, tparent);
+        opened = resolve(root, tparent, OFlag::O_PATH | OFlag::O_DIRECTORY);
+    }
+    let tdir = match opened {
         Ok(fd) => fd,
         Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
             return Err(link_missing(name, target))
         }
         Err(e) => return Err(fs_err("look up hard link target", target, e)),
     };
+    if let Some(u) = unlock {
+        // linkat must search it.
+        u.writable(tdir.as_fd(), tparent);
+    }
     if is_dir_at(tdir.as_fd(), tbase) {
         return Err(refuse(format!(
             "hard link to {:?}: hard links to directories are refused",
@@ -2129,5 +2585,357 @@ mod tests {
             "cannot set owner of \"x\" to uid 70000: the id is outside the subordinate \
              id range mapped by /etc/subuid"
         );
+    }
+
+    // -- Layer mode ---------------------------------------------------------
+
+    fn layer(tar: &[u8], root: &Path) -> Result<Stats, UnpackError> {
+        unpack_layer(tar, root, &opts(), &mut |_| {})
+    }
+
+    /// Applies `tars` in order; each must succeed.
+    fn layers(root: &Path, tars: &[Vec<u8>]) -> Vec<Stats> {
+        tars.iter()
+            .enumerate()
+            .map(|(i, t)| layer(t, root).unwrap_or_else(|e| panic!("layer {}: {e}", i + 1)))
+            .collect()
+    }
+
+    /// Every path below `root`, relative and sorted; symlinks not followed.
+    fn tree_of(root: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                if e.file_type().unwrap().is_dir() {
+                    walk(base, &p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, root, &mut out);
+        out.sort();
+        out
+    }
+
+    fn no_whiteouts(root: &Path) {
+        let left: Vec<String> = tree_of(root)
+            .into_iter()
+            .filter(|p| p.contains(".wh."))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
+    }
+
+    #[test]
+    fn whiteouts_remove_files_trees_and_symlinks() {
+        let s = Scratch::new();
+        let victim = s.outside.join("file");
+        fs::write(&victim, b"original").unwrap();
+        let l1 = Tar::new()
+            .dir("etc/", 0o755)
+            .file("etc/keep", 0o644, b"k")
+            .file("etc/gone", 0o644, b"g")
+            .dir("t/", 0o755)
+            .dir("t/a/", 0o555)
+            .file("t/a/b", 0o444, b"b")
+            .symlink("t/c", "a")
+            .dir("target/", 0o755)
+            .file("target/f", 0o644, b"f")
+            .symlink("link", "target")
+            .symlink("abslink", "/target")
+            .symlink("outlink", &victim.to_string_lossy())
+            .build();
+        let l2 = Tar::new()
+            .file("etc/.wh.gone", 0o644, b"")
+            .file(".wh.t", 0o644, b"")
+            .file(".wh.link", 0o644, b"")
+            .file(".wh.abslink", 0o644, b"")
+            .file(".wh.outlink", 0o644, b"")
+            // Whiteouts for what is not there do nothing.
+            .file(".wh.nothing", 0o644, b"")
+            .file("etc/.wh.nothing", 0o644, b"")
+            .file("missing/.wh.x", 0o644, b"")
+            .file("etc/new", 0o644, b"n")
+            .special("etc/null", EntryType::Char)
+            .build();
+        let stats = layers(&s.root, &[l1, l2]);
+        assert_eq!(stats[1].entries, 10);
+        assert_eq!(stats[1].devices_skipped, 1);
+        assert_eq!(
+            tree_of(&s.root),
+            ["etc", "etc/keep", "etc/new", "target", "target/f"]
+        );
+        assert_eq!(fs::read(s.root.join("target/f")).unwrap(), b"f");
+        assert_eq!(fs::read(&victim).unwrap(), b"original");
+        no_whiteouts(&s.root);
+
+        // Outside layer mode, ".wh." names are plain files.
+        let s = Scratch::new();
+        run(&Tar::new().file(".wh.x", 0o644, b"").build(), &s.root).unwrap();
+        assert!(s.root.join(".wh.x").is_file());
+    }
+
+    #[test]
+    fn whiteouts_stay_inside_root() {
+        let s = Scratch::new();
+        let victim = s.outside.join("victim");
+        fs::write(&victim, b"outside").unwrap();
+        fs::create_dir(s.outside.join("victimdir")).unwrap();
+        fs::write(s.outside.join("victimdir/x"), b"outside").unwrap();
+        let l1 = Tar::new()
+            .file("victim", 0o644, b"inside")
+            .dir("victimdir/", 0o755)
+            .file("victimdir/x", 0o644, b"inside")
+            .file("third", 0o644, b"inside")
+            .symlink("up", "..")
+            .symlink("abs", "/")
+            .symlink("deep", "../../../..")
+            .symlink("out", &s.outside.to_string_lossy())
+            .build();
+        let l2 = Tar::new()
+            .file("up/.wh.victim", 0o644, b"")
+            .file("abs/.wh.victimdir", 0o644, b"")
+            .file("deep/.wh.third", 0o644, b"")
+            // Resolves to a path inside root that does not exist.
+            .file("out/.wh.victim", 0o644, b"")
+            .file("up/.wh..wh..opq", 0o644, b"")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        assert_eq!(fs::read(&victim).unwrap(), b"outside");
+        assert_eq!(fs::read(s.outside.join("victimdir/x")).unwrap(), b"outside");
+        // The opaque marker under "up" (root itself) emptied root: the
+        // symlinks are lower-layer entries too.
+        assert_eq!(tree_of(&s.root), Vec::<String>::new());
+        assert!(s.root.is_dir());
+
+        // Names that are not a name in the directory are refused.
+        for bad in [
+            ".wh..",
+            ".wh...",
+            "a/.wh...",
+            ".wh.",
+            "a/../.wh.x",
+            "../.wh.x",
+        ] {
+            let tar = Tar::new().file(bad, 0o644, b"").build();
+            let err = layer(&tar, &s.root).unwrap_err();
+            assert!(matches!(err, UnpackError::Refused { .. }), "{bad}: {err}");
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"outside");
+        assert!(s.outside.join("root").is_dir());
+    }
+
+    #[test]
+    fn opaque_directories_keep_this_layers_entries() {
+        let s = Scratch::new();
+        let l1 = Tar::new()
+            .dir("d/", 0o755)
+            .file("d/lower1", 0o644, b"1")
+            .dir("d/sub/", 0o555)
+            .file("d/sub/lower2", 0o644, b"2")
+            .dir("d/keepdir/", 0o755)
+            .file("d/keepdir/lowerchild", 0o644, b"c")
+            .dir("d/implicit/", 0o755)
+            .file("d/implicit/old", 0o644, b"o")
+            .dir("other/", 0o755)
+            .file("other/x", 0o644, b"x")
+            .symlink("d/link", "../other")
+            .dir("w/", 0o755)
+            .file("w/old", 0o644, b"o")
+            .build();
+        let l2 = Tar::new()
+            .dir("d/", 0o750)
+            .file("d/new_before", 0o644, b"b")
+            .dir("d/keepdir/", 0o755)
+            .file("d/keepdir/newchild", 0o644, b"n")
+            // Its parent "deep" is created implicitly.
+            .file("d/implicit/deep/f", 0o644, b"f")
+            .file("d/.wh..wh..opq", 0o644, b"")
+            .file("d/new_after", 0o644, b"a")
+            // A whiteout applies to lower layers only.
+            .file("w/fresh", 0o644, b"f")
+            .file("w/.wh.fresh", 0o644, b"")
+            .file("w/.wh.old", 0o644, b"")
+            // An opaque directory that does not exist stays absent.
+            .file("nodir/.wh..wh..opq", 0o644, b"")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        assert_eq!(
+            tree_of(&s.root),
+            [
+                "d",
+                "d/implicit",
+                "d/implicit/deep",
+                "d/implicit/deep/f",
+                "d/keepdir",
+                "d/keepdir/newchild",
+                "d/new_after",
+                "d/new_before",
+                "other",
+                "other/x",
+                "w",
+                "w/fresh",
+            ]
+        );
+        assert_eq!(mode_of(&s.root.join("d")), 0o750);
+        assert_eq!(fs::read(s.root.join("other/x")).unwrap(), b"x");
+        no_whiteouts(&s.root);
+
+        // Entries reached through a symlinked parent count as this layer's
+        // too (by where they really are).
+        let s = Scratch::new();
+        let l1 = Tar::new()
+            .dir("usr/", 0o755)
+            .dir("usr/lib/", 0o755)
+            .file("usr/lib/old", 0o644, b"o")
+            .symlink("lib", "usr/lib")
+            .build();
+        let l2 = Tar::new()
+            .file("lib/new", 0o644, b"n")
+            .file("usr/lib/.wh..wh..opq", 0o644, b"")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        assert_eq!(tree_of(&s.root), ["lib", "usr", "usr/lib", "usr/lib/new"]);
+    }
+
+    #[test]
+    fn hardlinks_across_layers() {
+        let s = Scratch::new();
+        let l1 = Tar::new()
+            .dir("etc/", 0o755)
+            .file("etc/passwd", 0o644, b"old")
+            .hardlink("etc/twin", "etc/passwd")
+            .build();
+        let l2 = Tar::new()
+            .hardlink("bin/link", "/etc/passwd")
+            .file("etc/passwd", 0o600, b"new")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        let r = &s.root;
+        assert_eq!(fs::read(r.join("etc/passwd")).unwrap(), b"new");
+        assert_eq!(mode_of(&r.join("etc/passwd")), 0o600);
+        // The replaced file was unlinked, not written through.
+        assert_eq!(fs::read(r.join("etc/twin")).unwrap(), b"old");
+        assert_eq!(mode_of(&r.join("etc/twin")), 0o644);
+        let twin = fs::metadata(r.join("etc/twin")).unwrap();
+        let link = fs::metadata(r.join("bin/link")).unwrap();
+        assert_eq!(twin.ino(), link.ino());
+        assert_eq!(twin.nlink(), 2);
+        assert_eq!(fs::metadata(r.join("etc/passwd")).unwrap().nlink(), 1);
+    }
+
+    #[test]
+    fn layers_replace_types() {
+        let s = Scratch::new();
+        let l1 = Tar::new()
+            .dir("x/", 0o755)
+            .dir("x/sub/", 0o555)
+            .file("x/sub/f", 0o444, b"f")
+            .file("x/g", 0o644, b"g")
+            .file("y", 0o644, b"file")
+            .dir("z-target/", 0o755)
+            .symlink("z", "z-target")
+            .dir("w/", 0o755)
+            .file("w/a", 0o644, b"a")
+            .dir("h/", 0o755)
+            .file("h/a", 0o644, b"a")
+            .file("keep", 0o644, b"k")
+            .build();
+        let l2 = Tar::new()
+            .file("x", 0o644, b"now a file")
+            .dir("y/", 0o700)
+            .file("y/inner", 0o644, b"i")
+            .dir("z/", 0o755)
+            .file("z/q", 0o644, b"q")
+            .symlink("w", "y")
+            .hardlink("h", "keep")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        let r = &s.root;
+        assert_eq!(fs::read(r.join("x")).unwrap(), b"now a file");
+        assert!(fs::symlink_metadata(r.join("y")).unwrap().is_dir());
+        assert_eq!(mode_of(&r.join("y")), 0o700);
+        assert_eq!(fs::read(r.join("y/inner")).unwrap(), b"i");
+        assert!(fs::symlink_metadata(r.join("z")).unwrap().is_dir());
+        assert_eq!(fs::read(r.join("z/q")).unwrap(), b"q");
+        assert_eq!(tree_of(&r.join("z-target")), Vec::<String>::new());
+        assert_eq!(fs::read_link(r.join("w")).unwrap(), Path::new("y"));
+        let h = fs::symlink_metadata(r.join("h")).unwrap();
+        assert_eq!(h.ino(), fs::metadata(r.join("keep")).unwrap().ino());
+    }
+
+    #[test]
+    fn read_only_directories_accept_later_layers() {
+        let s = Scratch::new();
+        let l1 = Tar::new()
+            .dir("./", 0o555)
+            .dir("ro/", 0o555)
+            .file("ro/a", 0o444, b"a")
+            .dir("ro/sub/", 0o500)
+            .file("ro/sub/f", 0o400, b"f")
+            .dir("locked/", 0o000)
+            .file("locked/f", 0o644, b"lf")
+            .dir("rewritten/", 0o555)
+            .dir("gone/", 0o555)
+            .dir("gone/inner/", 0o555)
+            .file("gone/inner/x", 0o444, b"x")
+            .build();
+        let l2 = Tar::new()
+            .hardlink("ro/hl", "locked/f")
+            .file("newtop", 0o644, b"t")
+            .file("ro/b", 0o644, b"b")
+            .file("ro/.wh.a", 0o644, b"")
+            .file("ro/sub/g", 0o644, b"g")
+            .file("locked/g", 0o644, b"lg")
+            .dir("rewritten/", 0o750)
+            .file("rewritten/h", 0o644, b"h")
+            .file(".wh.gone", 0o644, b"")
+            .build();
+        layers(&s.root, &[l1, l2]);
+        let r = &s.root;
+        assert_eq!(mode_of(r), 0o555);
+        assert_eq!(mode_of(&r.join("ro")), 0o555);
+        assert_eq!(mode_of(&r.join("ro/sub")), 0o500);
+        assert_eq!(mode_of(&r.join("locked")), 0o000);
+        assert_eq!(mode_of(&r.join("rewritten")), 0o750);
+        assert_eq!(fs::read(r.join("newtop")).unwrap(), b"t");
+        assert_eq!(fs::read(r.join("ro/b")).unwrap(), b"b");
+        assert!(!r.join("ro/a").exists());
+        assert!(!r.join("gone").exists());
+        assert_eq!(fs::read(r.join("ro/sub/g")).unwrap(), b"g");
+        assert_eq!(fs::read(r.join("ro/hl")).unwrap(), b"lf");
+        assert_eq!(fs::read(r.join("rewritten/h")).unwrap(), b"h");
+        fs::set_permissions(r.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(fs::read(r.join("locked/g")).unwrap(), b"lg");
+        fs::set_permissions(r.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+
+        // A third layer finds everything read-only again and still works.
+        let l3 = Tar::new()
+            .file("ro/sub/third", 0o644, b"3")
+            .file("locked/.wh.g", 0o644, b"")
+            .build();
+        layers(r, &[l3]);
+        assert_eq!(fs::read(r.join("ro/sub/third")).unwrap(), b"3");
+        assert_eq!(mode_of(&r.join("ro/sub")), 0o500);
+        assert_eq!(mode_of(&r.join("locked")), 0o000);
+        fs::set_permissions(r.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!r.join("locked/g").exists());
+        assert!(r.join("locked/f").exists());
+        no_whiteouts(r);
+    }
+
+    #[test]
+    fn layers_are_not_stripped() {
+        let s = Scratch::new();
+        let tar = Tar::new()
+            .dir("root.x86_64/", 0o755)
+            .dir("root.x86_64/etc/", 0o755)
+            .file("root.x86_64/etc/os-release", 0o644, b"ID=arch")
+            .dir("root.x86_64/usr/", 0o755)
+            .build();
+        let stats = layer(&tar, &s.root).unwrap();
+        assert_eq!(stats.stripped_prefix, None);
+        assert!(s.root.join("root.x86_64/etc/os-release").is_file());
     }
 }
