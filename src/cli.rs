@@ -122,6 +122,15 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::completions::SHELLS))]
         shell: String,
     },
+    /// Write a commented starter devbox.toml in the current directory
+    Init {
+        /// Image for the project's box [default: your default image, else debian:13]
+        #[arg(long)]
+        image: Option<String>,
+        /// Overwrite an existing devbox.toml
+        #[arg(long)]
+        force: bool,
+    },
     /// Show a box's settings, image, layers and state
     Inspect {
         #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]

@@ -4,6 +4,7 @@ mod create;
 mod doctor;
 mod enter;
 mod image;
+mod init;
 mod inspect;
 mod list;
 mod rm;
@@ -46,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Rm { images, force }) => {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
+        Cmd::Init { image, force } => init::run(&std::env::current_dir()?, image.as_deref(), force),
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
         Cmd::Completions { shell } => {
             use std::io::Write;

@@ -65,10 +65,6 @@ pub mod expand;
 mod schema;
 mod settings;
 
-/// `devbox init`, kept in `src/cmd/init.rs`. Compiled from here until `cmd/mod.rs` declares it
-/// (then this line goes); it uses only `crate::` paths so it builds in either place.
-#[path = "../cmd/init.rs"]
-pub mod init;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
