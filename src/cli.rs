@@ -36,13 +36,16 @@ pub enum UnshareArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Create a box from a rootfs tarball (local path or http(s) URL)
-    #[command(long_about = "Create a box from a rootfs tarball.\n\n\
-IMAGE is a path to a tarball (.tar, .tar.gz/.tgz, .tar.xz, .tar.zst; the compression is detected from \
-the content) or an http:// or https:// URL of one. The image is unpacked once into the store and \
-shared by every box made from it; each box keeps its own changes in an overlay layer.")]
+    /// Create a box from a catalog distro, an OCI image or a rootfs tarball
+    #[command(long_about = "Create a box.\n\n\
+IMAGE is, in this order: an http:// or https:// URL of a rootfs tarball; a local path (absolute, ./, \
+../, ~/ or an existing file) of one (.tar, .tar.gz/.tgz, .tar.xz, .tar.zst; the compression is \
+detected from the content); an OCI image reference HOST/PATH[:TAG|@sha256:DIGEST] (or a Docker Hub \
+name with a '/', e.g. library/debian); else a catalog name DISTRO[:RELEASE] such as debian, \
+debian:13, ubuntu:noble or arch (see `devbox image search`). The image is unpacked once into the \
+store and shared by every box made from it; each box keeps its own changes in an overlay layer.")]
     Create {
-        /// Path or URL of a rootfs tarball
+        /// DISTRO[:RELEASE] from the catalog, an OCI reference, or the path or URL of a rootfs tarball
         #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
         image: String,
         /// Name of the box [default: derived from the image file name]
@@ -152,6 +155,8 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
     StopHelper { name: String },
     #[command(name = "__unpack", hide = true)]
     Unpack { archive: PathBuf, dest: PathBuf },
+    #[command(name = "__unpack-layers", hide = true)]
+    UnpackLayers { spec: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]
     RmTree { path: PathBuf },
 }
@@ -176,4 +181,12 @@ pub enum ImageCmd {
     },
     /// Remove images no box uses, and the download cache
     Prune,
+    /// Search the catalog of distributions (names, releases, aliases, sources)
+    Search {
+        /// Text to look for in names, aliases, families and releases
+        text: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -52,10 +52,20 @@ pub fn box_names() -> Vec<CompletionCandidate> {
         .collect()
 }
 
-/// Image references for `create`: local tarballs (by path) are completed by the shell's file
-/// completion; this adds nothing beyond paths until the catalog is wired in.
+/// Image references for `create`: catalog names and releases (`deb` -> `debian`, `debian:` ->
+/// its releases), then local files. The catalog is compiled in (plus local override files), so
+/// this reads no network.
 pub fn image_names(current: &OsStr) -> Vec<CompletionCandidate> {
-    clap_complete::engine::PathCompleter::file().complete(current)
+    let text = current.to_string_lossy();
+    let mut out: Vec<CompletionCandidate> = crate::catalog::Catalog::load()
+        .map(|c| c.names())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(text.as_ref()) && (text.contains(':') || !n.contains(':')))
+        .map(CompletionCandidate::new)
+        .collect();
+    out.extend(clap_complete::engine::PathCompleter::file().complete(current));
+    out
 }
 
 use clap_complete::engine::ValueCompleter as _;

@@ -4,11 +4,14 @@
 //! command runs exit 125, other failures exit 1, and a closed stdout (`devbox list | head`) is
 //! not an error.
 
+mod catalog;
 mod cli;
 mod cmd;
 mod completions;
 mod fetch;
 mod idmap;
+#[allow(dead_code)]
+mod oci;
 mod paths;
 mod progress;
 #[allow(dead_code)]

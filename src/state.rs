@@ -104,6 +104,10 @@ pub struct BoxConfig {
     pub isolate: Vec<Isolate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
+    /// The image's environment (from its OCI config), copied at create so entering reads no
+    /// other file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 impl BoxConfig {
@@ -138,10 +142,17 @@ impl BoxConfig {
 /// `images-v1/<id>/image.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageRecord {
+    /// sha256 of the archive, or of the OCI image's config.
     pub id: String,
     pub source: String,
     pub unpacked: String,
     pub archive_bytes: u64,
+    /// The OCI manifest digest an image was pulled by (what it was made from, exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `KEY=value` environment of the image's config (PATH, LANG...), used in its boxes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 /// Names of all boxes, sorted.

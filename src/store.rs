@@ -14,7 +14,43 @@ use crate::paths::{private_dir, write_atomic, Dirs, Lock};
 use crate::progress::{human_bytes, Reporter};
 use crate::state::ImageRecord;
 
-/// Makes sure the image `source` (a local tarball or an http(s) URL) is in the store.
+/// What an IMAGE argument names. The grammar, tried in this order: an `http://`/`https://`
+/// URL; a local path (absolute, `./`, `../`, `~/`, or an existing file); an OCI reference
+/// (`HOST/PATH[:TAG|@sha256:...]`, or a Docker Hub name with a `/`); else a catalog name
+/// `DISTRO[:RELEASE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    Url(String),
+    File(PathBuf),
+    Oci(String),
+    Catalog(String),
+}
+
+impl ImageRef {
+    pub fn classify(s: &str) -> ImageRef {
+        if fetch::is_url(s) {
+            return ImageRef::Url(s.to_string());
+        }
+        let looks_like_path = s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || s.starts_with("~/")
+            || Path::new(s).exists();
+        if looks_like_path {
+            let expanded = match (s.strip_prefix("~/"), std::env::var_os("HOME")) {
+                (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+                _ => PathBuf::from(s),
+            };
+            return ImageRef::File(expanded);
+        }
+        if crate::oci::Reference::looks_like_oci(s) {
+            return ImageRef::Oci(s.to_string());
+        }
+        ImageRef::Catalog(s.to_string())
+    }
+}
+
+/// Makes sure the image `source` is in the store and returns its record.
 pub fn import(
     dirs: &Dirs,
     source: &str,
@@ -30,29 +66,199 @@ pub fn import(
             return Ok(rec);
         }
     }
-    let (archive, id, size, source_str, downloaded) = if fetch::is_url(source) {
-        let dl_dir = downloads_dir(dirs)?;
-        let f = fetch::download(source, &dl_dir, sha256, r)?;
-        (f.path, f.sha256, f.size, source.to_string(), true)
-    } else {
-        let path = Path::new(source);
-        let meta = std::fs::metadata(path).with_context(|| {
-            format!("cannot open image {source:?}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst) or an http(s):// URL")
-        })?;
-        if !meta.is_file() {
-            bail!("image {source:?} is not a file\n  hint: IMAGE is a path to a rootfs tarball or an http(s):// URL");
+    match ImageRef::classify(source) {
+        ImageRef::Url(url) => import_url(dirs, &url, sha256, r),
+        ImageRef::File(path) => import_file(dirs, &path, source, sha256, r),
+        ImageRef::Oci(reference) => {
+            if sha256.is_some() {
+                bail!("--sha256 is for archives; an OCI image is verified by its digest: name it as {reference}@sha256:HEX");
+            }
+            import_oci(dirs, &reference, r)
         }
-        let (id, size) = fetch::hash_file(path)?;
-        fetch::check_sha256(source, sha256, &id)?;
-        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        (abs.clone(), id, size, abs.display().to_string(), false)
-    };
-    let result = unpack_into_store(dirs, &archive, &id, size, &source_str, r);
-    if downloaded {
-        // The archive is only needed until it is unpacked.
-        let _ = std::fs::remove_file(&archive);
+        ImageRef::Catalog(name) => import_catalog(dirs, &name, sha256, r),
     }
+}
+
+fn import_url(
+    dirs: &Dirs,
+    url: &str,
+    sha256: Option<&str>,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let f = fetch::download(url, &downloads_dir(dirs)?, sha256, r)?;
+    let result = unpack_into_store(dirs, &f.path, &f.sha256, f.size, url, r);
+    // The archive is only needed until it is unpacked.
+    let _ = std::fs::remove_file(&f.path);
     result
+}
+
+fn import_file(
+    dirs: &Dirs,
+    path: &Path,
+    source: &str,
+    sha256: Option<&str>,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!("cannot open image {source:?}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an http(s):// URL, an OCI reference (HOST/PATH:TAG) or a catalog name (see `devbox image search`)")
+    })?;
+    if !meta.is_file() {
+        bail!("image {source:?} is not a file\n  hint: IMAGE is a path to a rootfs tarball or an http(s):// URL");
+    }
+    let (id, size) = fetch::hash_file(path)?;
+    fetch::check_sha256(source, sha256, &id)?;
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    unpack_into_store(dirs, &abs, &id, size, &abs.display().to_string(), r)
+}
+
+/// Pulls an OCI image (blobs cached under the cache dir) and applies its layers in order.
+fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRecord> {
+    let parsed = crate::oci::Reference::parse(reference)?;
+    private_dir(&dirs.cache)?;
+    let pulled = crate::oci::pull(&parsed, &dirs.cache, r)?;
+    let id = pulled
+        .config_digest
+        .trim_start_matches("sha256:")
+        .to_string();
+    if let Some(rec) = load(dirs, &id) {
+        r.step(&format!("Using image {} from the store", short(&id)));
+        return Ok(rec);
+    }
+    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    if let Some(rec) = load(dirs, &id) {
+        return Ok(rec);
+    }
+    clean_stale_temps(dirs)?;
+    let tmp = dirs.images.join(format!(".tmp-{id}"));
+    private_dir(&tmp)?;
+    let layers: Vec<LayerSpec> = pulled
+        .layers
+        .iter()
+        .map(|l| LayerSpec {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            path: l.path.clone(),
+            diff_id: l.diff_id.clone(),
+        })
+        .collect();
+    let size: u64 = layers.iter().map(|l| l.size).sum();
+    let spec = tmp.join("layers.json");
+    write_atomic(&spec, serde_json::to_string(&layers)?.as_bytes())?;
+    r.step(&format!(
+        "Unpacking {} layers ({})",
+        layers.len(),
+        human_bytes(size)
+    ));
+    let status = crate::runtime::helper("__unpack-layers")
+        .arg(&spec)
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run devbox's unpack helper")?;
+    let _ = std::fs::remove_file(&spec);
+    if !status.success() {
+        remove_tree(&tmp)?;
+        bail!("cannot unpack {reference} (see above); nothing was kept");
+    }
+    let rec = ImageRecord {
+        id: id.clone(),
+        source: parsed.to_string(),
+        unpacked: crate::state::now_rfc3339(),
+        archive_bytes: size,
+        digest: Some(pulled.manifest_digest.clone()),
+        env: pulled.config.env.clone(),
+    };
+    finish(dirs, &tmp, &rec)?;
+    Ok(rec)
+}
+
+/// A catalog name: resolved through the entry's sources in order; the resolution is recorded,
+/// so with no network the last one still works when its image is in the store.
+fn import_catalog(
+    dirs: &Dirs,
+    name: &str,
+    sha256: Option<&str>,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let catalog = crate::catalog::Catalog::load()?;
+    let choice = catalog.lookup(name)?;
+    let key = format!("{}:{}", choice.distro, choice.release);
+    r.step(&format!(
+        "Resolving {name} ({} {}, {})",
+        choice.name, choice.release, choice.arch
+    ));
+    let mut failures = Vec::new();
+    for source in &choice.sources {
+        let attempt = match crate::catalog::resolve(&choice, source) {
+            Ok(crate::catalog::Resolved::Archive {
+                url, sha256: sum, ..
+            }) => {
+                let want = sha256.map(str::to_string).or(sum);
+                import_url(dirs, &url, want.as_deref(), r)
+            }
+            Ok(crate::catalog::Resolved::Oci { reference }) => import_oci(dirs, &reference, r),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(rec) => {
+                let _ = record_resolution(dirs, &key, &rec.id);
+                return Ok(rec);
+            }
+            Err(e) => {
+                let msg = crate::catalog::one_line(&format!("{e:#}"));
+                r.step(&format!("  {source}: {msg}"));
+                failures.push(format!("  {} {source}: {msg}", source.kind_name()));
+            }
+        }
+    }
+    if let Some(rec) = last_resolution(dirs, &key).and_then(|id| load(dirs, &id)) {
+        r.step(&format!(
+            "No source of {key} answered; using the image last resolved for it ({})",
+            short(&rec.id)
+        ));
+        return Ok(rec);
+    }
+    bail!(
+        "cannot get {key}: every source failed\n{}\n  hint: check your network or proxy; `devbox image search {}` lists the sources",
+        failures.join("\n"),
+        choice.distro
+    )
+}
+
+fn resolutions_dir(dirs: &Dirs) -> PathBuf {
+    dirs.data.join("resolved-v1")
+}
+
+fn record_resolution(dirs: &Dirs, key: &str, id: &str) -> Result<()> {
+    let d = resolutions_dir(dirs);
+    private_dir(&d)?;
+    write_atomic(
+        &d.join(key.replace(['/', ':'], "_")),
+        format!("{id}\n").as_bytes(),
+    )
+}
+
+fn last_resolution(dirs: &Dirs, key: &str) -> Option<String> {
+    let text =
+        std::fs::read_to_string(resolutions_dir(dirs).join(key.replace(['/', ':'], "_"))).ok()?;
+    Some(text.trim().to_string())
+}
+
+/// One OCI layer as the `__unpack-layers` helper receives it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerSpec {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub path: PathBuf,
+    pub diff_id: String,
+}
+
+fn finish(dirs: &Dirs, tmp: &Path, rec: &ImageRecord) -> Result<()> {
+    write_atomic(&tmp.join("image.toml"), toml::to_string(rec)?.as_bytes())?;
+    std::fs::rename(tmp, dirs.image_dir(&rec.id))
+        .context("cannot move the unpacked image into the store")
 }
 
 fn unpack_into_store(
@@ -90,10 +296,10 @@ fn unpack_into_store(
         source: source.to_string(),
         unpacked: crate::state::now_rfc3339(),
         archive_bytes: size,
+        digest: None,
+        env: Vec::new(),
     };
-    write_atomic(&tmp.join("image.toml"), toml::to_string(&rec)?.as_bytes())?;
-    std::fs::rename(&tmp, dirs.image_dir(id))
-        .context("cannot move the unpacked image into the store")?;
+    finish(dirs, &tmp, &rec)?;
     Ok(rec)
 }
 
@@ -228,6 +434,54 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     }
     if let Some(p) = &stats.stripped_prefix {
         eprintln!("The archive keeps its root in {p}/: unpacked that directory as the root");
+    }
+    Ok(())
+}
+
+/// `devbox __unpack-layers SPEC DEST`: applies an OCI image's layers, lowest first, onto
+/// DEST/rootfs as root of devbox's user namespace; each layer's uncompressed digest is checked
+/// against the image config's diff_id as it streams.
+pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
+    let dirs = Dirs::from_env()?;
+    let layers: Vec<LayerSpec> = serde_json::from_str(
+        &std::fs::read_to_string(spec)
+            .with_context(|| format!("cannot read {}", spec.display()))?,
+    )?;
+    let mut readers = Vec::new();
+    for l in &layers {
+        let layer = crate::oci::Layer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            path: l.path.clone(),
+            diff_id: l.diff_id.clone(),
+        };
+        // Opened before entering the namespace: the cache is readable by the user only.
+        readers.push((l.digest.clone(), crate::oci::layer_reader(&layer)?));
+    }
+    let parent = nix::unistd::getppid();
+    crate::runtime::userns::as_namespace_root(&dirs)?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        anyhow::bail!("the devbox command that started this unpack has ended");
+    }
+    let root = dest.join("rootfs");
+    std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let opts = crate::unpack::Options {
+        preserve_owner: true,
+    };
+    let mut devices = 0;
+    for (digest, reader) in readers {
+        match crate::unpack::unpack_layer(reader, &root, &opts, &mut |_| {}) {
+            Ok(stats) => devices += stats.devices_skipped,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(anyhow::Error::from(e).context(format!("layer {digest}")));
+            }
+        }
+    }
+    if devices > 0 {
+        eprintln!("Skipped {devices} device nodes (boxes use the host's /dev)");
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ PACKAGES=(
     uidmap debootstrap busybox-static fuse-overlayfs util-linux
     tar gzip xz-utils zstd python3 procps iproute2
     bash zsh fish hyperfine
+    docker-registry skopeo umoci
 )
 SUB_COUNT=65536
 

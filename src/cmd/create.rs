@@ -55,6 +55,7 @@ pub fn run(
             created: state::now_rfc3339(),
             isolate,
             backend: None,
+            env: rec.env.clone(),
         };
         cfg.save_in(&tmp)?;
         std::fs::rename(&tmp, &final_dir)

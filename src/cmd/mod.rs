@@ -4,6 +4,7 @@ mod create;
 mod doctor;
 mod enter;
 mod image;
+mod image_search;
 mod init;
 mod inspect;
 mod list;
@@ -23,6 +24,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Start { name } => crate::runtime::start::run(&name).map(|()| 0),
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
         Cmd::Unpack { archive, dest } => crate::store::unpack_helper(&archive, &dest).map(|()| 0),
+        Cmd::UnpackLayers { spec, dest } => {
+            crate::store::unpack_layers_helper(&spec, &dest).map(|()| 0)
+        }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
         Cmd::Create {
             image,
@@ -55,6 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Doctor => doctor::run(&Dirs::from_env()?),
+        Cmd::Image(ImageCmd::Search { text, json }) => image_search::run(text.as_deref(), json),
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }
 }

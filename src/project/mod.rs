@@ -65,7 +65,6 @@ pub mod expand;
 mod schema;
 mod settings;
 
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ops::Range;

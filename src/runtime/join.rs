@@ -119,7 +119,7 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     };
     let uid = if s.root { 0 } else { user.uid };
     let shell = box_shell(uid, &uname);
-    let env = box_env(s.name, &home, &uname, &shell);
+    let env = box_env(s.name, &home, &uname, &shell, &cfg.env);
     let (prog, argv): (OsString, Vec<OsString>) = match s.argv {
         Some(argv) => (argv[0].clone(), argv.to_vec()),
         None => {
@@ -248,15 +248,32 @@ fn is_executable(p: &Path) -> bool {
     nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
-fn box_env(name: &str, home: &Path, user: &str, shell: &Path) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.to_string_lossy();
-            PASS_ENV.contains(&k.as_ref()) || k.starts_with("LC_")
-        })
+fn box_env(
+    name: &str,
+    home: &Path,
+    user: &str,
+    shell: &Path,
+    image_env: &[String],
+) -> Vec<(OsString, OsString)> {
+    // The image's own environment (its PATH above all), then what passes from the host.
+    let image: Vec<(OsString, OsString)> = image_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
+    let path = image
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let mut env: Vec<(OsString, OsString)> = image
+        .into_iter()
+        // A variable the host passes in (LANG, TERM...) is the host's.
+        .filter(|(k, _)| k != "PATH" && !(passes(k) && std::env::var_os(k).is_some()))
+        .collect();
+    env.extend(std::env::vars_os().filter(|(k, _)| passes(k)));
     for (k, v) in [
-        ("PATH", OsStr::new(DEFAULT_PATH)),
+        ("PATH", path.as_os_str()),
         ("HOME", home.as_os_str()),
         ("USER", OsStr::new(user)),
         ("LOGNAME", OsStr::new(user)),
@@ -270,6 +287,11 @@ fn box_env(name: &str, home: &Path, user: &str, shell: &Path) -> Vec<(OsString, 
         env.push(("TERM".into(), "xterm".into()));
     }
     env
+}
+
+fn passes(k: &OsStr) -> bool {
+    let k = k.to_string_lossy();
+    PASS_ENV.contains(&k.as_ref()) || k.starts_with("LC_")
 }
 
 /// execve with a PATH search in the box's PATH. Returns the error that best describes failure:
@@ -290,7 +312,12 @@ fn exec(prog: &OsStr, argv: &[OsString], env: &[(OsString, OsString)]) -> Errno 
         return exec_one(&to_c(prog), &cargv, &cenv);
     }
     let mut best = Errno::ENOENT;
-    for dir in DEFAULT_PATH.split(':') {
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.to_string_lossy().into_owned())
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
         let mut full = PathBuf::from(dir);
         full.push(prog);
         let e = exec_one(&to_c(full.as_os_str()), &cargv, &cenv);

@@ -338,3 +338,65 @@ fn known_sha256_reuses_the_store_without_downloading() {
     assert_eq!(images(&env), [sha]);
     env.ok(["run", "two", "--", "/bin/busybox", "true"]);
 }
+
+/// A catalog entry of the test's own (loaded through DEVBOX_CATALOG_DIR) whose source is the
+/// loopback server: names, aliases and releases resolve, misspellings get suggestions, and a
+/// name resolved once still works when its server is gone.
+#[test]
+fn catalog_names_resolve_and_work_offline() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let cat = env.root.join("catalog");
+    std::fs::create_dir(&cat).unwrap();
+    std::fs::write(
+        cat.join("testos.toml"),
+        format!(
+            r#"id = "testos"
+name = "Test OS"
+aliases = ["tos"]
+family = "apk"
+default_release = "1"
+
+[[release]]
+name = "1"
+aliases = ["stable"]
+
+[[source]]
+kind = "pinned"
+url = "{}"
+sha256 = "{}"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+"#,
+            server.url("/busybox-rootfs.tar"),
+            fixture_sha256()
+        ),
+    )
+    .unwrap();
+    let create = |args: &[&str]| {
+        env.cmd(args)
+            .env("DEVBOX_CATALOG_DIR", &cat)
+            .output()
+            .unwrap()
+    };
+    let out = create(&["create", "tos:stable", "--name", "t1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Resolving tos:stable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sh("t1", "/bin/busybox echo hi"), "hi\n");
+    let out = create(&["create", "testoz", "--name", "t9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("testos"),
+        "a close match is offered: {}",
+        stderr(&out)
+    );
+    // The server goes away: the recorded resolution and the store still make a box.
+    drop(server);
+    let out = create(&["create", "testos", "--name", "t2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("last resolved"), "{}", stderr(&out));
+    env.ok(["run", "t2", "--", "/bin/busybox", "true"]);
+}

@@ -2,10 +2,12 @@
 //! One test binary, a module per area.
 
 mod archives;
+mod catalog;
 mod completions;
 mod doctor;
 mod download;
 mod harness;
 mod images;
+mod registry;
 mod runtime;
 mod terminal;

@@ -1,0 +1,483 @@
+//! Registry authentication: `WWW-Authenticate` challenges, anonymous Bearer tokens, and Basic
+//! credentials from the files `podman login` and `docker login` write.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::reference::DOCKER_HUB;
+
+/// One challenge of a `WWW-Authenticate` header: a scheme (lower-cased) and its parameters
+/// (names lower-cased, values unquoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `WWW-Authenticate` (RFC 7235): `Bearer realm="https://a/token",service="s",
+/// scope="repository:a/b:pull,push"`. Quoted values may hold commas, colons, '=' and
+/// backslash escapes; several challenges may share one header.
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let b = header.as_bytes();
+    let mut out: Vec<Challenge> = Vec::new();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let is_tchar = |c: u8| !matches!(c, b' ' | b'\t' | b',' | b'=' | b'"');
+    while i < b.len() {
+        skip_ws(&mut i);
+        if i < b.len() && b[i] == b',' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && is_tchar(b[i]) {
+            i += 1;
+        }
+        if start == i {
+            // Stray character ('=' or '"' where a token belongs): skip it.
+            i += 1;
+            continue;
+        }
+        let token = &header[start..i];
+        let mut j = i;
+        skip_ws(&mut j);
+        if j < b.len() && b[j] == b'=' && j + 1 < b.len() && b[j + 1] != b'=' {
+            // name=value
+            i = j + 1;
+            skip_ws(&mut i);
+            let value = if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let mut v = Vec::new();
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    v.push(b[i]);
+                    i += 1;
+                }
+                i += 1; // closing quote
+                String::from_utf8_lossy(&v).into_owned()
+            } else {
+                let s = i;
+                while i < b.len() && b[i] != b',' && b[i] != b' ' && b[i] != b'\t' {
+                    i += 1;
+                }
+                header[s..i].to_string()
+            };
+            if let Some(c) = out.last_mut() {
+                c.params.push((token.to_ascii_lowercase(), value));
+            }
+        } else if j < b.len() && b[j] == b'=' {
+            // token68 ("abc==") after a scheme: not used by registries; skip it.
+            i = j;
+            while i < b.len() && b[i] == b'=' {
+                i += 1;
+            }
+        } else {
+            out.push(Challenge {
+                scheme: token.to_ascii_lowercase(),
+                params: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// A user name and password for a registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <password>)", self.username)
+    }
+}
+
+impl Credentials {
+    /// The value of an `Authorization: Basic ...` header.
+    pub fn basic_header(&self) -> String {
+        format!(
+            "Basic {}",
+            base64_encode(format!("{}:{}", self.username, self.password).as_bytes())
+        )
+    }
+}
+
+/// Where credentials are looked for, in order. `$REGISTRY_AUTH_FILE` alone when it is set
+/// (as podman does); else podman's `$XDG_RUNTIME_DIR/containers/auth.json` and
+/// `~/.config/containers/auth.json`, then Docker's `$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json`.
+pub fn default_auth_files() -> Vec<PathBuf> {
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
+        return vec![PathBuf::from(f)];
+    }
+    let mut files = Vec::new();
+    if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        files.push(Path::new(&rt).join("containers/auth.json"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        Some(c) => files.push(Path::new(&c).join("containers/auth.json")),
+        None => {
+            if let Some(h) = &home {
+                files.push(Path::new(h).join(".config/containers/auth.json"));
+            }
+        }
+    }
+    match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        Some(d) => files.push(Path::new(&d).join("config.json")),
+        None => {
+            if let Some(h) = &home {
+                files.push(Path::new(h).join(".docker/config.json"));
+            }
+        }
+    }
+    files
+}
+
+/// The credentials for `registry`/`repository` from the first of `files` that has any.
+/// Unreadable or malformed files are skipped (a note is returned for the caller to show).
+pub fn find_credentials(
+    registry: &str,
+    repository: &str,
+    files: &[PathBuf],
+) -> (Option<Credentials>, Vec<String>) {
+    let mut notes = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                notes.push(format!("cannot read {}: {e}", f.display()));
+                continue;
+            }
+        };
+        match credentials_from_json(&text, registry, repository) {
+            Ok(Some(c)) => return (Some(c), notes),
+            Ok(None) => {}
+            Err(e) => notes.push(format!("ignoring {}: {e}", f.display())),
+        }
+    }
+    (None, notes)
+}
+
+/// Looks `registry`/`repository` up in an auth file's `auths`: keys are a registry host
+/// (`quay.io`), optionally with a repository path (`quay.io/org`, the longest match wins) or
+/// an old-style URL (`https://index.docker.io/v1/`). An entry gives `auth` (base64 of
+/// `user:password`) or `username` and `password`. Credential helpers (`credsStore`,
+/// `credHelpers`) are not run.
+pub fn credentials_from_json(
+    text: &str,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Credentials>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
+    let mut best: Option<(usize, &serde_json::Value)> = None;
+    for (key, entry) in auths {
+        let (host, path) = normalize_key(key);
+        if !same_registry(&host, registry) {
+            continue;
+        }
+        let matches =
+            path.is_empty() || repository == path || repository.starts_with(&format!("{path}/"));
+        let longer = match best {
+            None => true,
+            Some((len, _)) => len < path.len(),
+        };
+        if matches && longer {
+            best = Some((path.len(), entry));
+        }
+    }
+    let Some((_, entry)) = best else {
+        return Ok(None);
+    };
+    if let Some(auth) = entry
+        .get("auth")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+    {
+        let raw = base64_decode(auth).ok_or("an \"auth\" value is not valid base64")?;
+        let raw = String::from_utf8(raw).map_err(|_| "an \"auth\" value is not UTF-8")?;
+        let (u, p) = raw
+            .split_once(':')
+            .ok_or("an \"auth\" value does not decode to USER:PASSWORD")?;
+        if u.is_empty() && p.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string(),
+        }));
+    }
+    let field = |k: &str| entry.get(k).and_then(|x| x.as_str()).unwrap_or("");
+    if !field("username").is_empty() || !field("password").is_empty() {
+        return Ok(Some(Credentials {
+            username: field("username").to_string(),
+            password: field("password").to_string(),
+        }));
+    }
+    Ok(None)
+}
+
+/// `https://index.docker.io/v1/` → (`index.docker.io`, ``); `quay.io/org/` → (`quay.io`, `org`).
+fn normalize_key(key: &str) -> (String, String) {
+    let k = key
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
+    match k.split_once('/') {
+        Some((h, p)) => (h.to_ascii_lowercase(), p.to_string()),
+        None => (k.to_ascii_lowercase(), String::new()),
+    }
+}
+
+fn same_registry(key_host: &str, registry: &str) -> bool {
+    let hub = |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    if registry == DOCKER_HUB {
+        hub(key_host)
+    } else {
+        key_host.eq_ignore_ascii_case(registry)
+    }
+}
+
+/// A Bearer token and when to stop using it.
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub value: String,
+    pub expires: Instant,
+}
+
+impl Token {
+    /// A token valid for `expires_in` seconds from `now` (60 when the server says nothing, as
+    /// the token specification prescribes), renewed a little early.
+    pub fn new(value: String, expires_in: Option<u64>, now: Instant) -> Token {
+        let secs = expires_in.filter(|&s| s > 0).unwrap_or(60);
+        let margin = (secs / 10).min(30);
+        Token {
+            value,
+            expires: now + Duration::from_secs(secs - margin),
+        }
+    }
+
+    pub fn fresh_at(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+}
+
+/// The JSON answer of a token endpoint.
+#[derive(serde::Deserialize)]
+pub struct TokenResponse {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk.len();
+        let v = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= n {
+                out.push(B64[((v >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard or URL-safe alphabet, padding optional, whitespace ignored.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b' ' | b'\n' | b'\r' | b'\t' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges_with_commas_in_quotes() {
+        let c = parse_challenges(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].param("realm"), Some("https://auth.example.com/token"));
+        assert_eq!(c[0].param("service"), Some("registry.example.com"));
+        assert_eq!(c[0].param("scope"), Some("repository:a/b:pull,push"));
+    }
+
+    #[test]
+    fn parses_odd_challenges() {
+        // Spaces, unquoted values, escapes, several challenges, upper-case names.
+        let c = parse_challenges(
+            r#"Basic realm="Registry \"Realm\"" , BEARER Realm = "http://h:1/t?x=1,y" ,service=svc, error="insufficient_scope",scope="repository:x:pull repository:y:pull""#,
+        );
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].param("realm"), Some(r#"Registry "Realm""#));
+        assert_eq!(c[1].scheme, "bearer");
+        assert_eq!(c[1].param("realm"), Some("http://h:1/t?x=1,y"));
+        assert_eq!(c[1].param("service"), Some("svc"));
+        assert_eq!(c[1].param("error"), Some("insufficient_scope"));
+        assert_eq!(
+            c[1].param("scope"),
+            Some("repository:x:pull repository:y:pull")
+        );
+        assert!(parse_challenges("").is_empty());
+        let c = parse_challenges("Negotiate abc==, Basic realm=x");
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[1].param("realm"), Some("x"));
+    }
+
+    #[test]
+    fn reads_credentials_from_auth_files() {
+        let auth = base64_encode(b"alice:s3cr:et");
+        let text = format!(
+            r#"{{
+              "auths": {{
+                "https://index.docker.io/v1/": {{ "auth": "{auth}" }},
+                "quay.io": {{ "username": "bob", "password": "pw" }},
+                "quay.io/team": {{ "auth": "{}" }},
+                "localhost:5000": {{ "auth": "" }},
+                "ghcr.io": {{ "identitytoken": "x" }}
+              }},
+              "credsStore": "desktop"
+            }}"#,
+            base64_encode(b"carol:pw2")
+        );
+        let get = |reg: &str, repo: &str| {
+            credentials_from_json(&text, reg, repo)
+                .unwrap()
+                .map(|c| (c.username, c.password))
+        };
+        assert_eq!(
+            get(DOCKER_HUB, "library/debian"),
+            Some(("alice".into(), "s3cr:et".into()))
+        );
+        assert_eq!(
+            get("quay.io", "toolbx/ubuntu-toolbox"),
+            Some(("bob".into(), "pw".into()))
+        );
+        assert_eq!(
+            get("quay.io", "team/app"),
+            Some(("carol".into(), "pw2".into()))
+        );
+        assert_eq!(
+            get("quay.io", "teamx/app"),
+            Some(("bob".into(), "pw".into()))
+        );
+        assert_eq!(get("localhost:5000", "a"), None);
+        assert_eq!(get("ghcr.io", "a/b"), None);
+        assert_eq!(get("example.com", "a/b"), None);
+        assert_eq!(credentials_from_json("{}", "quay.io", "a").unwrap(), None);
+        assert!(credentials_from_json("{", "quay.io", "a").is_err());
+        assert!(
+            credentials_from_json(r#"{"auths":{"quay.io":{"auth":"!!"}}}"#, "quay.io", "a")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn finds_credentials_in_the_first_file_that_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        std::fs::write(&a, r#"{"auths":{"other.io":{"auth":"dTpw"}}}"#).unwrap();
+        std::fs::write(
+            &b,
+            r#"{"auths":{"quay.io":{"auth":"dTpwdw=="}}}"#, // u:pw
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.json");
+        let (c, notes) = find_credentials("quay.io", "x/y", &[missing, a, b]);
+        assert_eq!(
+            c,
+            Some(Credentials {
+                username: "u".into(),
+                password: "pw".into()
+            })
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "a", "ab", "abc", "abcd", "user:pass", "ü:∂"] {
+            let e = base64_encode(s.as_bytes());
+            assert_eq!(base64_decode(&e).unwrap(), s.as_bytes(), "{s}");
+        }
+        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("dXNlcjpwYXNz\n").unwrap(), b"user:pass");
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let now = Instant::now();
+        let t = Token::new("x".into(), Some(300), now);
+        assert!(t.fresh_at(now + Duration::from_secs(200)));
+        assert!(!t.fresh_at(now + Duration::from_secs(300)));
+        let t = Token::new("x".into(), None, now);
+        assert!(t.fresh_at(now + Duration::from_secs(50)));
+        assert!(!t.fresh_at(now + Duration::from_secs(60)));
+        let t = Token::new("x".into(), Some(1), now);
+        assert!(!t.fresh_at(now + Duration::from_secs(1)));
+    }
+}

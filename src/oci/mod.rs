@@ -1,0 +1,539 @@
+//! Pulling images from OCI registries (the Distribution API v2) into a blob cache.
+//!
+//! [`pull`] resolves a [`Reference`] to one image manifest (choosing this host's platform from
+//! an index), then downloads its config and layers into `CACHE/blobs-v1/sha256/<hex>`,
+//! verified by digest and size, a few layers at a time. It does not unpack anything: the
+//! caller applies the layers in order, each read through [`layer_reader`], which decompresses
+//! it and checks it against its diff_id.
+//!
+//! What is reused without the network: blobs in the cache (layers and configs), and manifests
+//! fetched by digest (they are cached under their digest too). A tag always needs the
+//! registry, since tags move; pull by `@sha256:` to work offline from the cache.
+//!
+//! Transport: https, except plain http for registries on this machine (`localhost`,
+//! 127.0.0.0/8, `::1`) and those in [`Options::plain_http`] (the place for a future "insecure
+//! registries" setting of the user configuration). Proxies come from the usual environment
+//! variables (reqwest's defaults). Credentials: see [`auth::default_auth_files`].
+
+mod auth;
+mod blob;
+mod client;
+mod layer;
+mod manifest;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+// The public API; until `create` uses it, parts of it are used only by the tests.
+#[allow(unused_imports)]
+pub use layer::layer_reader;
+#[allow(unused_imports)]
+pub use manifest::{ImageConfig, Platform};
+#[allow(unused_imports)]
+pub use reference::Reference;
+
+use crate::progress::{human_bytes, Reporter};
+use blob::BlobStore;
+use client::Client;
+use manifest::{Descriptor, Manifest};
+
+/// Largest manifest or index accepted.
+const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest image config accepted.
+const MAX_CONFIG: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidReference { input: String, reason: String },
+
+    #[error("image {reference} not found ({})\n  hint: {}", if *repository_missing { "repository unknown" } else { "manifest unknown" }, if *repository_missing { "check the registry and repository name" } else { "check the tag; the registry has no manifest of that name" })]
+    NotFound {
+        reference: String,
+        repository_missing: bool,
+    },
+
+    #[error("blob {digest} of image {reference} is missing from the registry (blob unknown)\n  hint: the image is incomplete on the registry; try another tag, or ask its maintainers")]
+    BlobNotFound { reference: String, digest: String },
+
+    #[error("registry {registry} requires authentication: {detail}\n  hint: log in with `podman login {registry}` or `docker login {registry}` (devbox reads $REGISTRY_AUTH_FILE, ~/.config/containers/auth.json, $XDG_RUNTIME_DIR/containers/auth.json and ~/.docker/config.json)")]
+    Unauthorized { registry: String, detail: String },
+
+    #[error("registry {registry} denied access to {reference}: {detail}\n  hint: {}", if *logged_in { "the image may not exist, or your stored credentials do not give access to it: check the name and your login" } else { "the image may not exist, or be private: check the name, or log in (podman login / docker login) if it needs credentials" })]
+    Denied {
+        reference: String,
+        registry: String,
+        detail: String,
+        logged_in: bool,
+    },
+
+    #[error("image {reference} has no variant for this machine ({wanted}); it is available for: {}\n  hint: use an image built for {wanted}", if available.is_empty() { "no platform at all".to_string() } else { available.join(", ") })]
+    NoPlatform {
+        reference: String,
+        wanted: String,
+        available: Vec<String>,
+    },
+
+    #[error("{what} does not match its digest\n  expected: {expected}\n  actual:   {actual}\n  nothing was kept; try again, and if it persists the registry holds a damaged copy")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{what} has the wrong size\n  expected: {expected} bytes\n  actual:   {actual} bytes\n  nothing was kept; try again, and if it persists the registry holds a damaged copy")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("cannot reach registry {registry} ({url}): {detail}\n  hint: {}", if hint.is_empty() { "check the registry name, your network and your proxy settings (HTTPS_PROXY, NO_PROXY)" } else { hint.as_str() })]
+    Network {
+        registry: String,
+        url: String,
+        detail: String,
+        hint: String,
+    },
+
+    #[error("download of {what} from {registry} broke off at {got} of {total} bytes: {detail}\n  hint: run the command again: the download resumes where it stopped")]
+    Interrupted {
+        what: String,
+        registry: String,
+        got: u64,
+        total: u64,
+        detail: String,
+    },
+
+    #[error("registry {registry} is rate-limiting requests (429 Too Many Requests){}\n  hint: wait and try again; Docker Hub allows more pulls to logged-in users", match retry_after { Some(d) => format!("; it asks to wait {}s", d.as_secs()), None => String::new() })]
+    RateLimited {
+        registry: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("registry {registry} answered {status} for {url}{detail}")]
+    Http {
+        registry: String,
+        url: String,
+        status: u16,
+        detail: String,
+    },
+
+    #[error("{reference}: {what}")]
+    Unsupported { reference: String, what: String },
+
+    #[error("{reference}: invalid {what}: {detail}")]
+    Invalid {
+        reference: String,
+        what: String,
+        detail: String,
+    },
+
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cancelled because another download failed")]
+    Cancelled,
+}
+
+/// Knobs of a pull; `Options::default()` is what the CLI uses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The platform to choose from an index; None: this host's ([`Platform::host`]).
+    pub platform: Option<Platform>,
+    /// Registries (`host` or `host:port`) to speak plain http to besides loopback ones. Empty
+    /// for now; this is where a user-configured list of insecure registries goes.
+    pub plain_http: Vec<String>,
+    /// Credential files to read; None: [`auth::default_auth_files`].
+    pub auth_files: Option<Vec<PathBuf>>,
+    /// Layers downloaded at the same time (clamped to 1..=4).
+    pub parallel: usize,
+    /// Retries of a transient failure (connection errors, 5xx, 429) per request.
+    pub retries: u32,
+    /// The first backoff delay; it doubles with each retry (at most 30 s).
+    pub retry_base: Duration,
+    /// How long a request or a read may stall before it fails (and is retried).
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            platform: None,
+            plain_http: Vec::new(),
+            auth_files: None,
+            parallel: 3,
+            retries: 4,
+            retry_base: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A pulled image: everything is in the cache and verified (layers by their compressed
+/// digest; their diff_id is checked by [`layer_reader`]).
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The reference as given.
+    pub reference: Reference,
+    /// Digest of the image manifest (the platform's, when the reference named an index).
+    pub manifest_digest: String,
+    /// Digest of the index the manifest was chosen from, if any.
+    pub index_digest: Option<String>,
+    /// Digest of the config blob: the image id, the same for any compression of the layers.
+    pub config_digest: String,
+    pub config: ImageConfig,
+    /// In order, lowest first.
+    pub layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the blob as stored (compressed).
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The verified blob in the cache.
+    pub path: PathBuf,
+    /// sha256 of the uncompressed tar, from the config.
+    pub diff_id: String,
+}
+
+/// Pulls `r` into `cache_dir` (blobs under `cache_dir/blobs-v1/sha256/`) with default options.
+pub fn pull(r: &Reference, cache_dir: &Path, reporter: &dyn Reporter) -> Result<Pulled, OciError> {
+    pull_with(r, cache_dir, reporter, &Options::default())
+}
+
+pub fn pull_with(
+    r: &Reference,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+    opts: &Options,
+) -> Result<Pulled, OciError> {
+    let store = BlobStore::open(cache_dir)?;
+    let (client, notes) = Client::new(r, opts)?;
+    for n in notes {
+        reporter.step(&format!("warning: {n}"));
+    }
+    let note = |m: String| reporter.step(&m);
+    reporter.step(&format!("Pulling {r}"));
+
+    // The manifest the reference names: by digest from the cache if possible.
+    let (top, top_digest) = match &r.digest {
+        Some(d) => (
+            manifest_by_digest(&client, &store, d, None, &note)?,
+            d.clone(),
+        ),
+        None => {
+            let tag = r.tag.as_deref().unwrap_or("latest");
+            let (body, ct) = client.manifest(tag, MAX_MANIFEST, &note)?;
+            let d = blob::sha256_digest(&body);
+            let m = manifest::parse_manifest(ct.as_deref(), &body).map_err(|what| {
+                OciError::Unsupported {
+                    reference: r.to_string(),
+                    what,
+                }
+            })?;
+            store.put(&d, &body)?;
+            (m, d)
+        }
+    };
+    let (image, manifest_digest, index_digest, want) = match top {
+        Manifest::Image(m) => (m, top_digest, None, None),
+        Manifest::Index(index) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let chosen =
+                manifest::select_platform(&index.manifests, &want).map_err(|available| {
+                    OciError::NoPlatform {
+                        reference: r.to_string(),
+                        wanted: want.to_string(),
+                        available,
+                    }
+                })?;
+            check_digest(r, "manifest digest in the index", &chosen.digest)?;
+            match manifest_by_digest(&client, &store, &chosen.digest, Some(chosen), &note)? {
+                Manifest::Image(m) => (m, chosen.digest.clone(), Some(top_digest), Some(want)),
+                Manifest::Index(_) => {
+                    return Err(OciError::Unsupported {
+                        reference: r.to_string(),
+                        what: "an index inside an index is not supported".into(),
+                    })
+                }
+            }
+        }
+    };
+    if let Some(idx) = &index_digest {
+        reporter.step(&format!(
+            "Platform {}: manifest {} (from index {})",
+            want.as_ref().map(|w| w.to_string()).unwrap_or_default(),
+            short(&manifest_digest),
+            short(idx)
+        ));
+    }
+
+    // The config.
+    let config_media = image.config.media_type.as_str();
+    if !config_media.is_empty()
+        && config_media != manifest::OCI_CONFIG
+        && config_media != manifest::DOCKER_CONFIG
+    {
+        return Err(OciError::Unsupported {
+            reference: r.to_string(),
+            what: format!("its config type {config_media:?} is not a container image's (it may be an artifact such as a Helm chart or a signature)"),
+        });
+    }
+    check_digest(r, "config digest", &image.config.digest)?;
+    for l in &image.layers {
+        check_digest(r, "layer digest", &l.digest)?;
+        if manifest::layer_compression(&l.media_type).is_none() {
+            return Err(OciError::Unsupported {
+                reference: r.to_string(),
+                what: format!("layer {} has media type {:?}, which devbox cannot apply (supported: tar, tar+gzip, tar+zstd)", short(&l.digest), l.media_type),
+            });
+        }
+    }
+    let config_bytes = match store.read_verified(&image.config.digest, MAX_CONFIG) {
+        Some(b) => b,
+        None => {
+            let b = client.small_blob(&image.config.digest, MAX_CONFIG, &note)?;
+            verify_small(r, "image config", &image.config, &b)?;
+            store.put(&image.config.digest, &b)?;
+            b
+        }
+    };
+    let config = manifest::parse_config(&config_bytes).map_err(|detail| OciError::Invalid {
+        reference: r.to_string(),
+        what: "image config".into(),
+        detail,
+    })?;
+    if config.diff_ids.len() != image.layers.len() {
+        return Err(OciError::Invalid {
+            reference: r.to_string(),
+            what: "image".into(),
+            detail: format!(
+                "the manifest lists {} layers but the config {} diff_ids",
+                image.layers.len(),
+                config.diff_ids.len()
+            ),
+        });
+    }
+    for d in &config.diff_ids {
+        check_digest(r, "diff_id", d)?;
+    }
+    if want.is_none() {
+        let host = opts.platform.clone().unwrap_or_else(Platform::host);
+        if !config.architecture.is_empty()
+            && (config.architecture != host.architecture || config.os != host.os)
+        {
+            reporter.step(&format!(
+                "warning: {r} is built for {}/{}, not for this machine ({host}); its programs may not run",
+                config.os, config.architecture
+            ));
+        }
+    }
+
+    // The layers.
+    let layers: Vec<Layer> = image
+        .layers
+        .iter()
+        .zip(&config.diff_ids)
+        .map(|(l, diff_id)| Layer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            path: store.path(&l.digest),
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    download_layers(&client, &store, &layers, reporter, opts.parallel)?;
+
+    Ok(Pulled {
+        reference: r.clone(),
+        manifest_digest,
+        index_digest,
+        config_digest: image.config.digest.clone(),
+        config,
+        layers,
+    })
+}
+
+fn check_digest(r: &Reference, what: &str, d: &str) -> Result<(), OciError> {
+    reference::parse_digest(d)
+        .map(|_| ())
+        .map_err(|detail| OciError::Invalid {
+            reference: r.to_string(),
+            what: what.into(),
+            detail,
+        })
+}
+
+fn verify_small(r: &Reference, what: &str, desc: &Descriptor, body: &[u8]) -> Result<(), OciError> {
+    let actual = blob::sha256_digest(body);
+    if actual != desc.digest {
+        return Err(OciError::DigestMismatch {
+            what: format!("{what} of {r}"),
+            expected: desc.digest.clone(),
+            actual,
+        });
+    }
+    if body.len() as u64 != desc.size {
+        return Err(OciError::SizeMismatch {
+            what: format!("{what} of {r}"),
+            expected: desc.size,
+            actual: body.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A manifest by digest: from the cache when there, else from the registry (checked and
+/// cached). `desc` (from an index) gives the expected size and media type.
+fn manifest_by_digest(
+    client: &Client,
+    store: &BlobStore,
+    digest: &str,
+    desc: Option<&Descriptor>,
+    note: &dyn Fn(String),
+) -> Result<Manifest, OciError> {
+    let r = client.reference.with_digest(digest);
+    let (body, ct) = match store.read_verified(digest, MAX_MANIFEST) {
+        Some(b) => (b, desc.map(|d| d.media_type.clone())),
+        None => {
+            let (b, ct) = client.manifest(digest, MAX_MANIFEST, note)?;
+            let actual = blob::sha256_digest(&b);
+            if actual != digest {
+                return Err(OciError::DigestMismatch {
+                    what: format!("manifest of {r}"),
+                    expected: digest.to_string(),
+                    actual,
+                });
+            }
+            if let Some(d) = desc.filter(|d| d.size != b.len() as u64) {
+                return Err(OciError::SizeMismatch {
+                    what: format!("manifest of {r}"),
+                    expected: d.size,
+                    actual: b.len() as u64,
+                });
+            }
+            store.put(digest, &b)?;
+            (b, ct)
+        }
+    };
+    manifest::parse_manifest(ct.as_deref().filter(|c| !c.is_empty()), &body).map_err(|what| {
+        OciError::Unsupported {
+            reference: r.to_string(),
+            what,
+        }
+    })
+}
+
+enum Event {
+    Bytes(u64),
+    Note(String),
+}
+
+/// Downloads the layers not yet in the cache, `parallel` at a time, reporting from this
+/// thread (the reporter need not be thread-safe: workers send it events).
+fn download_layers(
+    client: &Client,
+    store: &BlobStore,
+    layers: &[Layer],
+    reporter: &dyn Reporter,
+    parallel: usize,
+) -> Result<(), OciError> {
+    let n = layers.len();
+    let mut jobs: Vec<(String, u64, String)> = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        if jobs.iter().any(|j| j.0 == l.digest) || store.cached(&l.digest, l.size).is_some() {
+            continue;
+        }
+        jobs.push((l.digest.clone(), l.size, format!("layer {} of {n}", i + 1)));
+    }
+    if jobs.is_empty() {
+        reporter.step(&format!("All {n} layers are in the cache"));
+        return Ok(());
+    }
+    let total: u64 = jobs.iter().map(|j| j.1).sum();
+    let cached = n - jobs.len();
+    reporter.step(&format!(
+        "Downloading {} layer{} ({}){}",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        human_bytes(total),
+        if cached > 0 {
+            format!(", {cached} in the cache")
+        } else {
+            String::new()
+        }
+    ));
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let errors: Mutex<Vec<(usize, OciError)>> = Mutex::new(Vec::new());
+    let workers = parallel.clamp(1, 4).min(jobs.len());
+    let (tx, rx) = mpsc::channel::<Event>();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, cancel, errors, jobs) = (&next, &cancel, &errors, &jobs);
+            s.spawn(move || {
+                let note = |m: String| {
+                    let _ = tx.send(Event::Note(m));
+                };
+                let progress = |b: u64| {
+                    let _ = tx.send(Event::Bytes(b));
+                };
+                while !cancel.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((digest, size, what)) = jobs.get(i) else {
+                        break;
+                    };
+                    let res = blob::download(
+                        client, store, digest, *size, what, &note, &progress, cancel,
+                    );
+                    if let Err(e) = res {
+                        cancel.store(true, Ordering::SeqCst);
+                        errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, e));
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let bar = reporter.transfer("Downloading layers", Some(total));
+        for ev in rx {
+            match ev {
+                Event::Bytes(b) => bar.inc(b),
+                Event::Note(m) => reporter.step(&m),
+            }
+        }
+        bar.finish();
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    errors.sort_by_key(|(i, e)| (matches!(e, OciError::Cancelled), *i));
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The first line of a message (errors carry hints on later lines).
+pub(crate) fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// `sha256:0123456789ab`, for messages.
+pub(crate) fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
