@@ -8,6 +8,7 @@ mod doctor;
 mod download;
 mod harness;
 mod images;
+mod oci_create;
 mod registry;
 mod runtime;
 mod terminal;

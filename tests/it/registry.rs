@@ -36,14 +36,14 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 /// A registry started by registry.sh, as the test user when running as root.
-struct Registry {
+pub(crate) struct Registry {
     port: u16,
     pid: u32,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("devbox-it-registry-")
             .tempdir()
@@ -71,7 +71,7 @@ impl Registry {
         }
     }
 
-    fn repo(&self) -> String {
+    pub(crate) fn repo(&self) -> String {
         format!("127.0.0.1:{}/devbox-test/busybox", self.port)
     }
 }
@@ -96,7 +96,7 @@ fn uid_of(pid: u32) -> u32 {
         .unwrap()
 }
 
-fn make_image(out_dir: &Path, args: &[&str]) -> serde_json::Value {
+pub(crate) fn make_image(out_dir: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(script("make-oci-image.py"))
         .arg(out_dir)

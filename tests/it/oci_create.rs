@@ -1,0 +1,113 @@
+//! `devbox create HOST/PATH:TAG` against a real registry on loopback: layers applied with
+//! whiteouts and opaque directories exactly as umoci applies them, the image's Env in the box,
+//! the digest recorded, a multi-arch index resolved to this host.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::harness::*;
+use crate::registry::{make_image, Registry};
+
+/// path -> (type, mode, size or link target), for comparing two unpacked trees.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                format!("dir {:o}", m.permissions().mode() & 0o7777)
+            } else {
+                format!(
+                    "file {:o} {} nlink={}",
+                    m.permissions().mode() & 0o7777,
+                    m.size(),
+                    m.nlink()
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+#[test]
+fn create_from_a_registry_matches_umoci() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let pushed = make_image(
+        &work.path().join("img"),
+        &["--tag", "v1", "--push", &reg.repo()],
+    );
+    make_image(
+        &work.path().join("multi"),
+        &["--tag", "multi", "--multi-arch", "--push", &reg.repo()],
+    );
+    let env = TestEnv::new();
+    let out = env.ok(["create", &format!("{}:v1", reg.repo()), "--name", "oci"]);
+    assert!(out.contains("Created box 'oci'"), "{out}");
+
+    // The image's Env is the box's; the manifest digest is recorded.
+    assert_eq!(env.sh("oci", "echo $FOO"), "bar\n");
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let id = images[0]["id"].as_str().unwrap().to_string();
+    let record =
+        std::fs::read_to_string(env.data().join("images-v1").join(&id).join("image.toml")).unwrap();
+    assert!(
+        record.contains(pushed["manifest"].as_str().unwrap()),
+        "{record}"
+    );
+
+    // File by file, the same tree umoci makes of the same layers (layer 2 as gzip: umoci has
+    // no zstd; the tar inside is the same, as the fixture test checks).
+    let layout = work.path().join("layout");
+    make_image(&layout, &["--tag", "v1", "--layer2", "gzip"]);
+    let bundle = work.path().join("bundle");
+    let umoci = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle)
+        .output()
+        .expect("umoci: run `sudo tests/setup.sh`");
+    assert!(umoci.status.success(), "{}", stderr(&umoci));
+    let ours = tree(&env.data().join("images-v1").join(&id).join("rootfs"));
+    let theirs = tree(&bundle.join("rootfs"));
+    let only_ours: Vec<_> = ours
+        .iter()
+        .filter(|(k, v)| theirs.get(*k) != Some(v))
+        .collect();
+    let only_theirs: Vec<_> = theirs
+        .iter()
+        .filter(|(k, v)| ours.get(*k) != Some(v))
+        .collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "devbox and umoci differ:\n devbox: {only_ours:?}\n umoci: {only_theirs:?}"
+    );
+
+    // A multi-arch index: this host's image is chosen (the same config, so the same store entry).
+    env.ok([
+        "create",
+        &format!("{}:multi", reg.repo()),
+        "--name",
+        "multi",
+    ]);
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
+    assert_eq!(env.sh("multi", "echo $FOO"), "bar\n");
+
+    // A tag that is not there.
+    let err = env.fails(
+        1,
+        ["create", &format!("{}:nope", reg.repo()), "--name", "x"],
+    );
+    assert!(err.contains("not found"), "{err}");
+}
