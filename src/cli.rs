@@ -179,6 +179,15 @@ pub enum ImageCmd {
         #[arg(long, short)]
         force: bool,
     },
+    /// Download and unpack an image into the store without making a box
+    Pull {
+        /// DISTRO[:RELEASE], an OCI reference, or the path or URL of a rootfs tarball
+        #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
+        image: String,
+        /// Expected sha256 of an archive
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
     /// Remove images no box uses, and the download cache
     Prune,
     /// Search the catalog of distributions (names, releases, aliases, sources)

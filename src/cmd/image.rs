@@ -13,6 +13,9 @@ use crate::store;
 struct Row {
     id: String,
     source: String,
+    /// The OCI manifest digest it was pulled by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
     unpacked: String,
     archive_bytes: u64,
     boxes: Vec<String>,
@@ -33,6 +36,7 @@ fn rows(dirs: &Dirs) -> Result<Vec<Row>> {
                 .collect(),
             id: rec.id,
             source: rec.source,
+            digest: rec.digest,
             unpacked: rec.unpacked,
             archive_bytes: rec.archive_bytes,
         })
@@ -152,6 +156,18 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
             "Pruned {removed} image{} and {} of cached downloads",
             if removed == 1 { "" } else { "s" },
             crate::progress::human_bytes(freed)
+        );
+    }
+    Ok(0)
+}
+
+pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Result<i32> {
+    let rec = store::import(dirs, image, sha256, &crate::progress::Term { quiet })?;
+    if !quiet {
+        println!(
+            "Image {} ({}) is in the store",
+            store::short(&rec.id),
+            rec.source
         );
     }
     Ok(0)

@@ -60,6 +60,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Doctor => doctor::run(&Dirs::from_env()?),
         Cmd::Image(ImageCmd::Search { text, json }) => image_search::run(text.as_deref(), json),
+        Cmd::Image(ImageCmd::Pull { image, sha256 }) => {
+            image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
+        }
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }
 }

@@ -104,6 +104,15 @@ fn create_from_a_registry_matches_umoci() {
     assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
     assert_eq!(env.sh("multi", "echo $FOO"), "bar\n");
 
+    // `image pull` puts an image in the store without a box; `image list` shows its digest.
+    let env2 = TestEnv::new();
+    env2.ok(["image", "pull", &format!("{}:v1", reg.repo())]);
+    let images: serde_json::Value =
+        serde_json::from_str(&env2.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images[0]["digest"], pushed["manifest"]);
+    assert_eq!(images[0]["boxes"], serde_json::json!([]));
+    assert!(env2.ok(["list"]).contains("No boxes"));
+
     // A tag that is not there.
     let err = env.fails(
         1,
