@@ -82,3 +82,33 @@ fn inspect_shows_settings_layers_and_state() {
     );
     env.fails(1, ["inspect", "nope"]);
 }
+
+#[test]
+fn concurrent_creates_of_one_image_unpack_it_once() {
+    let env = TestEnv::new();
+    let img = fixture("debian");
+    let a = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "c1"])
+        .spawn()
+        .unwrap();
+    let b = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "c2"])
+        .spawn()
+        .unwrap();
+    for (name, child) in [("c1", a), ("c2", b)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
+    assert_eq!(images[0]["boxes"], serde_json::json!(["c1", "c2"]));
+    assert_eq!(
+        env.sh("c1", "cat /etc/debian_version").split('.').next(),
+        Some("12")
+    );
+    assert_eq!(
+        env.sh("c2", "cat /etc/debian_version").split('.').next(),
+        Some("12")
+    );
+}
