@@ -108,6 +108,9 @@ pub struct BoxConfig {
     /// other file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Fingerprint of the devbox.toml the box was made from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 impl BoxConfig {

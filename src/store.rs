@@ -471,12 +471,20 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
         preserve_owner: true,
     };
     let mut devices = 0;
-    for (digest, reader) in readers {
-        match crate::unpack::unpack_layer(reader, &root, &opts, &mut |_| {}) {
+    for (digest, mut reader) in readers {
+        let result = crate::unpack::unpack_layer(&mut reader, &root, &opts, &mut |_| {})
+            .map_err(anyhow::Error::from)
+            // The tar reader stops at the end-of-archive marker: read the rest, so the
+            // uncompressed digest is checked against the config's diff_id at EOF.
+            .and_then(|stats| {
+                std::io::copy(&mut reader, &mut std::io::sink())?;
+                Ok(stats)
+            });
+        match result {
             Ok(stats) => devices += stats.devices_skipped,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(anyhow::Error::from(e).context(format!("layer {digest}")));
+                return Err(e.context(format!("layer {digest}")));
             }
         }
     }

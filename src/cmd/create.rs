@@ -14,12 +14,7 @@ pub fn run(
     unshare: &[UnshareArg],
     quiet: bool,
 ) -> Result<i32> {
-    // Parse and check everything before doing anything.
     let name = name.unwrap_or_else(|| state::name_from_image(image));
-    state::validate_name(&name)?;
-    if let Some(h) = sha256 {
-        crate::fetch::validate_sha256_arg(h)?;
-    }
     let mut isolate = Vec::new();
     for u in unshare {
         match u {
@@ -29,10 +24,37 @@ pub fn run(
             UnshareArg::Ipc => isolate.push(Isolate::Ipc),
         }
     }
+    let cfg = make(dirs, image, &name, sha256, isolate, None, quiet)?;
+    if !quiet {
+        println!(
+            "Created box '{name}' from {} (image {}). Enter with: devbox enter {name}",
+            cfg.image,
+            store::short(&cfg.image_id)
+        );
+    }
+    Ok(0)
+}
+
+/// Makes box `name` from `image`: checks everything first, imports the image, then assembles
+/// the box in a temp dir and renames it into place. `project` is the fingerprint of the
+/// devbox.toml the box is made from.
+pub fn make(
+    dirs: &Dirs,
+    image: &str,
+    name: &str,
+    sha256: Option<&str>,
+    mut isolate: Vec<Isolate>,
+    project: Option<String>,
+    quiet: bool,
+) -> Result<BoxConfig> {
+    state::validate_name(name)?;
+    if let Some(h) = sha256 {
+        crate::fetch::validate_sha256_arg(h)?;
+    }
     isolate.sort();
     isolate.dedup();
     dirs.ensure_store()?;
-    let final_dir = dirs.box_dir(&name);
+    let final_dir = dirs.box_dir(name);
     if final_dir.exists() {
         bail!("a box named '{name}' already exists\n  hint: pick another name with --name, or remove it with `devbox rm {name}`");
     }
@@ -46,17 +68,18 @@ pub fn run(
         .boxes
         .join(format!(".tmp-{name}-{}", std::process::id()));
     private_dir(&tmp)?;
+    let cfg = BoxConfig {
+        name: name.to_string(),
+        image: rec.source.clone(),
+        image_id: rec.id.clone(),
+        created: state::now_rfc3339(),
+        isolate,
+        backend: None,
+        env: rec.env.clone(),
+        project,
+    };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;
-        let cfg = BoxConfig {
-            name: name.clone(),
-            image: rec.source.clone(),
-            image_id: rec.id.clone(),
-            created: state::now_rfc3339(),
-            isolate,
-            backend: None,
-            env: rec.env.clone(),
-        };
         cfg.save_in(&tmp)?;
         std::fs::rename(&tmp, &final_dir)
             .with_context(|| format!("a box named '{name}' appeared while this one was being made"))
@@ -65,12 +88,5 @@ pub fn run(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if !quiet {
-        println!(
-            "Created box '{name}' from {} (image {}). Enter with: devbox enter {name}",
-            rec.source,
-            store::short(&rec.id)
-        );
-    }
-    Ok(0)
+    Ok(cfg)
 }

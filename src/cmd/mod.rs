@@ -1,6 +1,6 @@
 //! One module per subcommand; each handler loads, acts and adds context naming the box or path.
 
-mod create;
+pub mod create;
 mod doctor;
 mod enter;
 mod image;
@@ -8,7 +8,7 @@ mod image_search;
 mod init;
 mod inspect;
 mod list;
-mod rm;
+pub mod rm;
 mod stop;
 mod unshare;
 
@@ -41,8 +41,22 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             &unshare,
             cli.quiet,
         ),
-        Cmd::Enter { name, root } => enter::run(&Dirs::from_env()?, name, root, None),
-        Cmd::Run { name, root, cmd } => enter::run(&Dirs::from_env()?, name, root, Some(&cmd)),
+        Cmd::Enter { name, root } => enter::run(
+            &Dirs::from_env()?,
+            name,
+            root,
+            None,
+            cli.config.as_deref(),
+            cli.quiet,
+        ),
+        Cmd::Run { name, root, cmd } => enter::run(
+            &Dirs::from_env()?,
+            name,
+            root,
+            Some(&cmd),
+            cli.config.as_deref(),
+            cli.quiet,
+        ),
         Cmd::List { json } => list::run(&Dirs::from_env()?, json),
         Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
         Cmd::Rm { names, force } => rm::run(&Dirs::from_env()?, &names, force, cli.quiet),

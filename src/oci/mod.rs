@@ -535,5 +535,5 @@ pub(crate) fn first_line(s: &str) -> &str {
 
 /// `sha256:0123456789ab`, for messages.
 pub(crate) fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+    digest.get(..19).unwrap_or(digest)
 }

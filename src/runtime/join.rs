@@ -68,6 +68,10 @@ pub struct Session<'a> {
     pub root: bool,
     /// None: the user's login shell.
     pub argv: Option<&'a [OsString]>,
+    /// Variables of the project file, set after the others.
+    pub env: Vec<(String, String)>,
+    /// Shell commands of the project file run before the command, as the session's user.
+    pub hooks: Vec<String>,
 }
 
 /// Exit status when devbox itself failed before the command ran.
@@ -119,7 +123,11 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     };
     let uid = if s.root { 0 } else { user.uid };
     let shell = box_shell(uid, &uname);
-    let env = box_env(s.name, &home, &uname, &shell, &cfg.env);
+    let mut env = box_env(s.name, &home, &uname, &shell, &cfg.env);
+    for (k, v) in &s.env {
+        env.retain(|(ek, _)| ek != k.as_str());
+        env.push((k.into(), v.into()));
+    }
     let (prog, argv): (OsString, Vec<OsString>) = match s.argv {
         Some(argv) => (argv[0].clone(), argv.to_vec()),
         None => {
@@ -128,6 +136,23 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
             a0.push(base);
             (shell.clone().into_os_string(), vec![a0])
         }
+    };
+    // Hooks run in a shell that then execs the command (or the login shell, as `SHELL -l`).
+    let (prog, argv) = if s.hooks.is_empty() {
+        (prog, argv)
+    } else {
+        let script = format!("{}\nexec \"$@\"", s.hooks.join("\n"));
+        let mut a: Vec<OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            "devbox-hook".into(),
+        ];
+        match s.argv {
+            Some(argv) => a.extend(argv.iter().cloned()),
+            None => a.extend([shell.clone().into_os_string(), "-l".into()]),
+        }
+        (OsString::from("/bin/sh"), a)
     };
     if has_pid {
         // Joining a pid namespace applies to children only: fork once more and wait.

@@ -9,6 +9,7 @@ mod download;
 mod harness;
 mod images;
 mod oci_create;
+mod project;
 mod registry;
 mod runtime;
 mod terminal;

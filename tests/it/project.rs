@@ -1,0 +1,134 @@
+//! A project's devbox.toml: found from the project or a subdirectory (or named with --config),
+//! its box made on first use with setup commands run once, env and enter hooks in every
+//! session, broken files refused with their line and column and no box made.
+
+use crate::harness::*;
+
+fn write_project(env: &TestEnv, dir: &std::path::Path, extra: &str) {
+    env.mkdir_as_user(dir);
+    let text = format!(
+        r#"[box]
+name = "proj"
+image = "{}"
+setup = ["echo made >> /etc/setup-ran"]
+{extra}
+
+[box.env]
+GREETING = "hello $USER"
+
+[hooks]
+enter = ["export HOOKED=yes"]
+"#,
+        fixture("busybox").display()
+    );
+    env.write_as_user(&dir.join("devbox.toml"), text.as_bytes());
+}
+
+#[test]
+fn project_box_is_made_on_first_use_and_used_from_subdirectories() {
+    let env = TestEnv::new();
+    let proj = env.home.join("code/proj");
+    write_project(&env, &proj, "");
+    let sub = proj.join("src/deep");
+    env.mkdir_as_user(&sub);
+    let out = env
+        .cmd([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/setup-ran; echo $GREETING; echo $HOOKED; hostname; pwd",
+        ])
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user = test_user()
+        .map(|u| u.name.clone())
+        .unwrap_or_else(|| std::env::var("USER").unwrap());
+    assert_eq!(
+        stdout(&out),
+        format!("made\nhello {user}\nyes\nproj\n{}\n", sub.display())
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("Creating box 'proj'") && err.contains("Setup 1/1"),
+        "{err}"
+    );
+    // Second session: no new setup run, the hooks and env again.
+    let out = env
+        .cmd([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "wc -l < /etc/setup-ran; echo $HOOKED",
+        ])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        vec!["1", "yes"],
+        "{}",
+        stderr(&out)
+    );
+    // --config from anywhere.
+    let cfg = proj.join("devbox.toml");
+    let out = env
+        .cmd(["run", "--config", cfg.to_str().unwrap(), "--", "hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "proj\n", "{}", stderr(&out));
+    // A changed file is noticed.
+    write_project(&env, &proj, "unshare = [\"net\"]");
+    let out = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("changed since box 'proj' was made"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_broken_project_file_names_line_and_column_and_makes_no_box() {
+    let env = TestEnv::new();
+    let proj = env.home.join("bad");
+    env.mkdir_as_user(&proj);
+    env.write_as_user(
+        &proj.join("devbox.toml"),
+        b"[box]\nname = \"bad\"\nimage = \"x\"\npakages = [\"git\"]\n",
+    );
+    let out = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("devbox.toml (line 4, column 1)") && err.contains("did you mean `packages`"),
+        "{err}"
+    );
+    assert!(env.ok(["list"]).contains("No boxes"));
+
+    // A setup command that fails: the box is not kept.
+    write_project(&env, &proj, "");
+    let text = std::fs::read_to_string(proj.join("devbox.toml"))
+        .unwrap()
+        .replace("echo made >> /etc/setup-ran", "exit 3");
+    env.write_as_user(&proj.join("devbox.toml"), text.as_bytes());
+    let out = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("was not kept"), "{}", stderr(&out));
+    assert!(env.ok(["list"]).contains("No boxes"));
+}
