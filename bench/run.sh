@@ -6,8 +6,8 @@
 #                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
 #
 # Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
-# DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the existing
-# target/release/devbox).
+# PULL_RUNS (3), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
+# existing target/release/devbox).
 #
 # Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
 # when something broke.
@@ -22,6 +22,7 @@ COLD_RUNS=${COLD_RUNS:-20}
 COLD_WARMUP=${COLD_WARMUP:-2}
 CREATE_RUNS=${CREATE_RUNS:-10}
 UNPACK_RUNS=${UNPACK_RUNS:-3}
+PULL_RUNS=${PULL_RUNS:-3}
 BOX=bench
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -30,7 +31,7 @@ die() {
     exit 1
 }
 
-for tool in setpriv nsenter unshare tar du awk; do
+for tool in setpriv nsenter unshare tar gzip xz zstd du awk skopeo; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (run: sudo bash tests/setup.sh)"
 done
 
@@ -89,6 +90,9 @@ cleanup() {
     if [[ -n "${ROOT:-}" && -d "$ROOT" ]]; then
         log "cleaning up $ROOT"
         cd /
+        if [[ -n "${REG_PID:-}" ]]; then
+            as_user bash "$BIN_DIR/registry.sh" stop "$REG_PID" >/dev/null 2>&1 || true
+        fi
         if [[ -x "$DEVBOX" ]]; then
             as_user "$DEVBOX" stop --all >/dev/null 2>&1 || true
             # Unpacked trees belong to subordinate ids: delete them as root of the namespace.
@@ -106,6 +110,7 @@ trap 'exit 143' TERM HUP
 
 mkdir "$BIN_DIR" "$BENCH_HOME" "$RUN_DIR" "$WORK"
 install -m 0755 "$REPO/target/release/devbox" "$DEVBOX"
+install -m 0755 "$REPO/tests/fixtures/registry.sh" "$BIN_DIR/registry.sh"
 if [[ $EUID -eq 0 ]]; then
     chown "$BENCH_UID:$BENCH_GID" "$BENCH_HOME" "$RUN_DIR" "$WORK"
 fi
@@ -188,8 +193,9 @@ def create(runs, args):
     print(med(ts))
 
 def unpack(runs, args):
-    """devbox create into a fresh HOME vs tar through `devbox unshare`, interleaved."""
-    devbox, image, work, excludes = args
+    """devbox create into a fresh HOME vs tar through `devbox unshare`, interleaved.
+    ZFLAG is tar's decompression option: -z, -J or --zstd."""
+    devbox, image, work, excludes, zflag = args
     ta, tb = [], []
     for i in range(runs):
         home = os.path.join(work, f"unpack-home-{i}")
@@ -203,12 +209,41 @@ def unpack(runs, args):
         def gt():
             os.sync()
             tb.append(spawn([devbox, "unshare", "--", "tar", "--numeric-owner",
-                             "--exclude-from", excludes, "-xzf", image, "-C", dest]))
+                             "--exclude-from", excludes, zflag, "-xf", image, "-C", dest]))
         if i % 2 == 0:
             dv(); gt()
         else:
             gt(); dv()
         spawn([devbox, "unshare", "--", "rm", "-rf", home, dest])
+    print(med(ta), med(tb))
+
+def pull(runs, args):
+    """`devbox image pull REF` into a fresh HOME vs `skopeo copy` to a dir: and tar -xzf of
+    the layer blob through `devbox unshare` (the two baseline steps' times added), interleaved."""
+    devbox, ref, layer_hex, work, excludes = args
+    ta, tb = [], []
+    for i in range(runs):
+        home = os.path.join(work, f"pull-home-{i}")
+        copy = os.path.join(work, f"pull-skopeo-{i}")
+        dest = os.path.join(work, f"pull-tar-{i}")
+        os.mkdir(home, 0o700)
+        os.mkdir(dest, 0o755)
+        env = dict(os.environ, HOME=home)
+        def dv():
+            os.sync()
+            ta.append(spawn([devbox, "image", "pull", ref], env))
+        def bl():
+            os.sync()
+            t = spawn(["skopeo", "copy", "--src-tls-verify=false", "docker://" + ref,
+                       "dir:" + copy])
+            t += spawn([devbox, "unshare", "--", "tar", "--numeric-owner", "--exclude-from",
+                        excludes, "-xzf", os.path.join(copy, layer_hex), "-C", dest])
+            tb.append(t)
+        if i % 2 == 0:
+            dv(); bl()
+        else:
+            bl(); dv()
+        spawn([devbox, "unshare", "--", "rm", "-rf", home, copy, dest])
     print(med(ta), med(tb))
 
 mode, rest = sys.argv[1], sys.argv[2:]
@@ -218,6 +253,8 @@ elif mode == "create":
     create(int(rest[0]), rest[1:])
 elif mode == "unpack":
     unpack(int(rest[0]), rest[1:])
+elif mode == "pull":
+    pull(int(rest[0]), rest[1:])
 else:
     sys.exit(f"bench: harness: unknown mode {mode}")
 PY
@@ -282,7 +319,7 @@ via_nsenter=$(cd "$BENCH_HOME" && as_user "${NSENTER[@]:0:5}" -- /bin/sh -c "$pr
 log "nsenter joins the same namespaces: $via_nsenter"
 
 # ---- 1. warm run -----------------------------------------------------------------------------
-log "1/4 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
+log "1/5 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
 out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
 read -r dv bl <<<"$out"
@@ -295,7 +332,7 @@ holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 |
 if [[ -e "$RUN_DIR/devbox/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
-log "2/4 cold start ($COLD_RUNS runs, each after stop --all)"
+log "2/5 cold start ($COLD_RUNS runs, each after stop --all)"
 out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
     @A "$DEVBOX" run "$BOX" -- /bin/true \
@@ -304,7 +341,7 @@ read -r dv bl <<<"$out"
 row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
 
 # ---- 3. second box from an image in the store -------------------------------------------------
-log "3/4 create with the image already in the store ($CREATE_RUNS runs per image)"
+log "3/5 create with the image already in the store ($CREATE_RUNS runs per image)"
 dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
 for img in busybox debian; do
     if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
@@ -318,14 +355,98 @@ for img in busybox debian; do
 done
 
 # ---- 4. unpack ------------------------------------------------------------------------------
-log "4/4 unpack the Debian fixture: devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
+log "4/5 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
 # Device nodes cannot be made in a user namespace: devbox skips them, so tar leaves them out too.
 DEV_LIST="$WORK/devices.exclude"
 tar -tvzf "$DEBIAN_TAR" | awk '$1 ~ /^[bc]/ { print $6 }' >"$DEV_LIST"
-[[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$DEV_LIST"
-out=$(harness unpack "$UNPACK_RUNS" "$DEVBOX" "$DEBIAN_TAR" "$WORK" "$DEV_LIST")
+# The same tar stream recompressed once, before any timing (multi-threaded, as -T0 writes it).
+DEBIAN_XZ="$WORK/debian.tar.xz"
+DEBIAN_ZST="$WORK/debian.tar.zst"
+gzip -dc "$DEBIAN_TAR" | xz -T0 -q -c >"$DEBIAN_XZ"
+gzip -dc "$DEBIAN_TAR" | zstd -T0 -q -c >"$DEBIAN_ZST"
+chmod 0644 "$DEV_LIST" "$DEBIAN_XZ" "$DEBIAN_ZST"
+[[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$DEV_LIST" "$DEBIAN_XZ" "$DEBIAN_ZST"
+SIZES=()
+for fmt in gz xz zst; do
+    case $fmt in
+    gz) archive=$DEBIAN_TAR zflag=-z xflags=-xz ;;
+    xz) archive=$DEBIAN_XZ zflag=-J xflags=-xJ ;;
+    zst) archive=$DEBIAN_ZST zflag=--zstd xflags="-x --zstd" ;;
+    esac
+    SIZES+=("$fmt $(stat -c %s "$archive" | awk '{ printf "%.1f", $1 / 1048576 }') MiB")
+    out=$(harness unpack "$UNPACK_RUNS" "$DEVBOX" "$archive" "$WORK" "$DEV_LIST" "$zflag")
+    read -r dv bl <<<"$out"
+    row "unpack+hash debian .tar.$fmt (vs tar $xflags)" "$dv" "$bl" ms "<1.0" ""
+done
+
+# ---- 5. pull from a loopback registry ---------------------------------------------------------
+log "5/5 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
+out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry" 0 $$) ||
+    die "cannot start the loopback registry (tests/fixtures/registry.sh)"
+read -r REG_PORT REG_PID <<<"$out"
+REF="127.0.0.1:$REG_PORT/bench/debian:bookworm"
+# A one-layer OCI image: the layer is the fixture's .tar.gz as it is. Prints the layer's hex
+# digest, which is also its file name in skopeo's dir: copy.
+OCI_DIR="$WORK/oci"
+layer_hex=$(cd "$WORK" && as_user "$PY" - "$DEBIAN_TAR" "$OCI_DIR" bookworm <<'PY'
+import gzip, hashlib, json, os, platform, sys
+
+src, out, tag = sys.argv[1:]
+blobs = os.path.join(out, "blobs", "sha256")
+os.makedirs(blobs)
+
+def chunks(f):
+    return iter(lambda: f.read(1 << 20), b"")
+
+def put(media_type, data):
+    hexd = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(blobs, hexd), "wb") as f:
+        f.write(data)
+    return {"mediaType": media_type, "digest": "sha256:" + hexd, "size": len(data)}
+
+def canonical(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+blob, diff = hashlib.sha256(), hashlib.sha256()
+tmp = os.path.join(blobs, "layer.tmp")
+with open(src, "rb") as f, open(tmp, "wb") as o:
+    for c in chunks(f):
+        blob.update(c)
+        o.write(c)
+with gzip.open(src) as f:
+    for c in chunks(f):
+        diff.update(c)
+os.rename(tmp, os.path.join(blobs, blob.hexdigest()))
+layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+         "digest": "sha256:" + blob.hexdigest(), "size": os.path.getsize(src)}
+machine = platform.machine()
+arch = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x",
+        "riscv64": "riscv64", "i686": "386"}.get(machine, machine)
+config = put("application/vnd.oci.image.config.v1+json", canonical({
+    "architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
+    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+               "Cmd": ["/bin/bash"]},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]},
+}))
+manifest = put("application/vnd.oci.image.manifest.v1+json", canonical({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": config, "layers": [layer],
+}))
+manifest["annotations"] = {"org.opencontainers.image.ref.name": tag}
+with open(os.path.join(out, "index.json"), "wb") as f:
+    f.write(canonical({"schemaVersion": 2,
+                       "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": [manifest]}))
+with open(os.path.join(out, "oci-layout"), "w") as f:
+    f.write('{"imageLayoutVersion":"1.0.0"}')
+print(blob.hexdigest())
+PY
+) || die "cannot build the OCI layout of the Debian fixture"
+(cd "$WORK" && as_user skopeo copy --dest-tls-verify=false "oci:$OCI_DIR:bookworm" "docker://$REF" >/dev/null) ||
+    die "skopeo cannot push the Debian image to $REF"
+out=$(harness pull "$PULL_RUNS" "$DEVBOX" "$REF" "$layer_hex" "$WORK" "$DEV_LIST")
 read -r dv bl <<<"$out"
-row "unpack+hash debian (vs devbox unshare tar -xzf)" "$dv" "$bl" ms "<1.0" ""
+row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 
 # ---- report ----------------------------------------------------------------------------------
 rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
@@ -334,8 +455,11 @@ printf 'machine: nproc %s, kernel %s, %s\n' "$(nproc)" "$(uname -r)" "$(uname -m
 print_table
 cat <<EOF
 
-medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS (devbox and baseline interleaved)
+medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS, pull $PULL_RUNS (devbox and baseline interleaved)
 baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for a default box);
            cold = unshare --user --map-root-user --mount /bin/true (context only);
-           unpack = GNU tar -xzf run as root of devbox's user namespace (devbox also hashes).
+           unpack = GNU tar -x with gzip/xz/zstd run as root of devbox's user namespace (devbox
+             also hashes); archives: ${SIZES[0]}, ${SIZES[1]}, ${SIZES[2]} (xz and zst made with -T0);
+           pull = skopeo copy docker://... dir:DIR, then tar -xzf of the layer blob as in unpack
+             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run.
 EOF
