@@ -121,6 +121,27 @@ fn serve(
                 stream.write_all(body)?;
             }
         }
+        "/SHA256SUMS" => {
+            // GNU format; two builds, the higher version wins.
+            let sha = sha256_hex(body);
+            let text = format!("{sha}  busybox-1.9.tar\n{sha}  busybox-1.10.tar\n");
+            stream.write_all(ok_head(text.len()).as_bytes())?;
+            stream.write_all(text.as_bytes())?;
+        }
+        "/busybox-1.10.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            stream.write_all(body)?;
+        }
+        "/latest-releases.yaml" => {
+            let text = format!(
+                "---\n-\n  title: \"Mini root filesystem\"\n  branch: v3.99\n  arch: x86_64\n  version: 3.99.1\n  flavor: alpine-minirootfs\n  file: busybox-1.10.tar\n  sha256: {}\n  size: {}\n-\n  title: \"Standard\"\n  flavor: alpine-standard\n  file: other.iso\n  sha256: {}\n",
+                sha256_hex(body),
+                body.len(),
+                "0".repeat(64)
+            );
+            stream.write_all(ok_head(text.len()).as_bytes())?;
+            stream.write_all(text.as_bytes())?;
+        }
         "/truncated.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             stream.write_all(&body[..body.len() / 2])?;
@@ -399,4 +420,76 @@ arch = {{ amd64 = "amd64", arm64 = "arm64" }}
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("last resolved"), "{}", stderr(&out));
     env.ok(["run", "t2", "--", "/bin/busybox", "true"]);
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The sumsfile and alpine source kinds, end to end through `devbox create`.
+#[test]
+fn catalog_sumsfile_and_alpine_sources_make_working_boxes() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let cat = env.root.join("catalog2");
+    std::fs::create_dir(&cat).unwrap();
+    std::fs::write(
+        cat.join("sumos.toml"),
+        format!(
+            r#"id = "sumos"
+name = "Sums OS"
+family = "apk"
+default_release = "1"
+
+[[release]]
+name = "1"
+
+[[source]]
+kind = "sumsfile"
+url = "{}"
+pattern = "busybox-{{version}}.tar"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+"#,
+            server.url("/SHA256SUMS")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        cat.join("alpos.toml"),
+        format!(
+            r#"id = "alpos"
+name = "Alpine-like"
+family = "apk"
+default_release = "3.99"
+
+[[release]]
+name = "3.99"
+
+[[source]]
+kind = "alpine"
+url = "{}"
+arch = {{ amd64 = "x86_64", arm64 = "aarch64" }}
+"#,
+            server.url("/latest-releases.yaml")
+        ),
+    )
+    .unwrap();
+    for (image, name) in [("sumos", "s"), ("alpos:3.99", "a")] {
+        let out = env
+            .cmd(["create", image, "--name", name])
+            .env("DEVBOX_CATALOG_DIR", &cat)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{image}: {}", stderr(&out));
+        assert_eq!(env.sh(name, "/bin/busybox echo ok"), "ok\n");
+    }
+    assert!(
+        server.hits("/busybox-1.10.tar") >= 1,
+        "the highest version was fetched"
+    );
+    assert_eq!(server.hits("/busybox-1.9.tar"), 0);
 }
