@@ -108,7 +108,68 @@ fn import_file(
     let (id, size) = fetch::hash_file(path)?;
     fetch::check_sha256(source, sha256, &id)?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if load(dirs, &id).is_none() && is_image_layout(&abs)? {
+        return import_layout_archive(dirs, &abs, r);
+    }
     unpack_into_store(dirs, &abs, &id, size, &abs.display().to_string(), r)
+}
+
+/// Whether an archive holds an image layout rather than a root filesystem, from its entries:
+/// `oci-layout`, `index.json` or `manifest.json` at the top, before anything a rootfs has.
+fn is_image_layout(archive: &Path) -> Result<bool> {
+    let file = std::fs::File::open(archive)?;
+    let mut tar = tar::Archive::new(crate::unpack::decompressed(file)?);
+    let Ok(entries) = tar.entries() else {
+        return Ok(false);
+    };
+    for entry in entries.take(10_000) {
+        let Ok(entry) = entry else { return Ok(false) };
+        let Ok(path) = entry.path() else { continue };
+        let name = path.to_string_lossy();
+        let name = name.trim_start_matches("./").trim_end_matches('/');
+        if crate::oci::is_layout_entry(name) {
+            return Ok(true);
+        }
+        let top = name.split('/').next().unwrap_or("");
+        if matches!(top, "etc" | "usr" | "bin" | "lib" | "sbin" | "var") {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+/// An archive of an OCI image layout or a docker-archive: unpacked (as the user, confined) into
+/// the cache, read like a registry's image, its layers applied.
+fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Result<ImageRecord> {
+    private_dir(&dirs.cache)?;
+    let work = tempfile::Builder::new()
+        .prefix("layout-")
+        .tempdir_in(&dirs.cache)?;
+    r.step(&format!(
+        "{} is an image layout; reading its image",
+        archive.display()
+    ));
+    let file = std::fs::File::open(archive)?;
+    crate::unpack::unpack(
+        crate::unpack::decompressed(file)?,
+        work.path(),
+        &crate::unpack::Options {
+            preserve_owner: false,
+        },
+        &mut |_| {},
+    )
+    .with_context(|| format!("cannot read the image layout in {}", archive.display()))?;
+    let image = crate::oci::read_layout(work.path())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
+    apply_layers(
+        dirs,
+        &image.config_digest,
+        &image.layers,
+        &archive.display().to_string(),
+        image.manifest_digest.clone(),
+        &image.config.env,
+        r,
+    )
 }
 
 /// Pulls an OCI image (blobs cached under the cache dir) and applies its layers in order.
@@ -116,10 +177,29 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
     let parsed = crate::oci::Reference::parse(reference)?;
     private_dir(&dirs.cache)?;
     let pulled = crate::oci::pull(&parsed, &dirs.cache, r)?;
-    let id = pulled
-        .config_digest
-        .trim_start_matches("sha256:")
-        .to_string();
+    apply_layers(
+        dirs,
+        &pulled.config_digest,
+        &pulled.layers,
+        &parsed.to_string(),
+        Some(pulled.manifest_digest.clone()),
+        &pulled.config.env,
+        r,
+    )
+}
+
+/// Applies an image's layers into a new store entry (id: its config digest) through the
+/// `__unpack-layers` helper.
+fn apply_layers(
+    dirs: &Dirs,
+    config_digest: &str,
+    layers: &[crate::oci::Layer],
+    source: &str,
+    digest: Option<String>,
+    env: &[String],
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
         return Ok(rec);
@@ -131,8 +211,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
     clean_stale_temps(dirs)?;
     let tmp = dirs.images.join(format!(".tmp-{id}"));
     private_dir(&tmp)?;
-    let layers: Vec<LayerSpec> = pulled
-        .layers
+    let layers: Vec<LayerSpec> = layers
         .iter()
         .map(|l| LayerSpec {
             digest: l.digest.clone(),
@@ -159,15 +238,15 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
     let _ = std::fs::remove_file(&spec);
     if !status.success() {
         remove_tree(&tmp)?;
-        bail!("cannot unpack {reference} (see above); nothing was kept");
+        bail!("cannot unpack {source} (see above); nothing was kept");
     }
     let rec = ImageRecord {
         id: id.clone(),
-        source: parsed.to_string(),
+        source: source.to_string(),
         unpacked: crate::state::now_rfc3339(),
         archive_bytes: size,
-        digest: Some(pulled.manifest_digest.clone()),
-        env: pulled.config.env.clone(),
+        digest,
+        env: env.to_vec(),
     };
     finish(dirs, &tmp, &rec)?;
     Ok(rec)

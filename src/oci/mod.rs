@@ -19,6 +19,7 @@ mod auth;
 mod blob;
 mod client;
 mod layer;
+mod layout;
 mod manifest;
 mod reference;
 #[cfg(test)]
@@ -32,6 +33,7 @@ use std::time::Duration;
 // The public API; until `create` uses it, parts of it are used only by the tests.
 #[allow(unused_imports)]
 pub use layer::layer_reader;
+pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
 pub use manifest::{ImageConfig, Platform};
 #[allow(unused_imports)]

@@ -120,3 +120,58 @@ fn create_from_a_registry_matches_umoci() {
     );
     assert!(err.contains("not found"), "{err}");
 }
+
+#[test]
+fn archives_that_are_image_layouts_are_unpacked_as_images() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = work.path().join("layout");
+    // Layer 2 as gzip: docker-archive has no zstd.
+    make_image(&layout, &["--tag", "v1", "--layer2", "gzip"]);
+    // An OCI image layout in a tar whose name says nothing about it.
+    let oci_tar = work.path().join("image.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The same image as a docker-archive (docker save's format), made by skopeo.
+    let docker_tar = work.path().join("saved.tar");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--insecure-policy"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!(
+            "docker-archive:{}:devbox/test:v1",
+            docker_tar.display()
+        ))
+        .output()
+        .expect("skopeo: run `sudo tests/setup.sh`");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in [&oci_tar, &docker_tar] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let env = TestEnv::new();
+    let out = env
+        .cmd(["create", oci_tar.to_str().unwrap(), "--name", "lay"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is an image layout"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sh("lay", "echo $FOO"), "bar\n");
+    env.ok(["create", docker_tar.to_str().unwrap(), "--name", "saved"]);
+    assert_eq!(env.sh("saved", "echo $FOO"), "bar\n");
+    // Both are the same image (one config digest): one store entry, and the same tree.
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
+    let listing = |b: &str| env.sh(b, "find / -xdev | sort | md5sum");
+    assert_eq!(listing("lay"), listing("saved"));
+}
