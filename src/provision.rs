@@ -49,15 +49,24 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         p.file.display()
     ));
     let fingerprint = crate::project::fingerprint(p);
-    let cfg = crate::cmd::create::make(
-        dirs,
-        &p.image,
-        &p.name,
-        None,
-        p.unshare.clone(),
-        Some(fingerprint),
-        quiet,
-    )?;
+    let mounts = p
+        .mounts
+        .iter()
+        .map(|m| crate::state::MountSpec {
+            host: m.host.clone(),
+            target: m.box_path.clone(),
+            readonly: m.readonly,
+        })
+        .collect();
+    let spec = crate::cmd::create::NewBox {
+        image: &p.image,
+        name: &p.name,
+        sha256: None,
+        isolate: p.unshare.clone(),
+        project: Some(fingerprint),
+        mounts,
+    };
+    let cfg = crate::cmd::create::make(dirs, spec, quiet)?;
     let result = provision(dirs, p, &cfg, &say);
     if let Err(e) = result {
         let _ = crate::cmd::rm::run(dirs, std::slice::from_ref(&p.name), true, true);

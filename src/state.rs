@@ -111,6 +111,18 @@ pub struct BoxConfig {
     /// Fingerprint of the devbox.toml the box was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// Host directories bound into the box at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// A host path bound into a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub host: PathBuf,
+    pub target: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 impl BoxConfig {

@@ -24,7 +24,15 @@ pub fn run(
             UnshareArg::Ipc => isolate.push(Isolate::Ipc),
         }
     }
-    let cfg = make(dirs, image, &name, sha256, isolate, None, quiet)?;
+    let spec = NewBox {
+        image,
+        name: &name,
+        sha256,
+        isolate,
+        project: None,
+        mounts: Vec::new(),
+    };
+    let cfg = make(dirs, spec, quiet)?;
     if !quiet {
         println!(
             "Created box '{name}' from {} (image {}). Enter with: devbox enter {name}",
@@ -38,15 +46,26 @@ pub fn run(
 /// Makes box `name` from `image`: checks everything first, imports the image, then assembles
 /// the box in a temp dir and renames it into place. `project` is the fingerprint of the
 /// devbox.toml the box is made from.
-pub fn make(
-    dirs: &Dirs,
-    image: &str,
-    name: &str,
-    sha256: Option<&str>,
-    mut isolate: Vec<Isolate>,
-    project: Option<String>,
-    quiet: bool,
-) -> Result<BoxConfig> {
+/// What a new box is made of.
+pub struct NewBox<'a> {
+    pub image: &'a str,
+    pub name: &'a str,
+    pub sha256: Option<&'a str>,
+    pub isolate: Vec<Isolate>,
+    /// Fingerprint of the devbox.toml the box is made from.
+    pub project: Option<String>,
+    pub mounts: Vec<state::MountSpec>,
+}
+
+pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
+    let NewBox {
+        image,
+        name,
+        sha256,
+        mut isolate,
+        project,
+        mounts,
+    } = spec;
     state::validate_name(name)?;
     if let Some(h) = sha256 {
         crate::fetch::validate_sha256_arg(h)?;
@@ -77,6 +96,7 @@ pub fn make(
         backend: None,
         env: rec.env.clone(),
         project,
+        mounts,
     };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;

@@ -28,6 +28,12 @@ pub enum Op {
     /// Bind of a host file onto a file of the box (a symlink or missing file there is replaced
     /// by an empty regular file first, so the mount never follows a link of the image).
     BindFile { src: PathBuf, dst: PathBuf },
+    /// A mount the user asked for: recursive bind, read-only if asked.
+    UserMount {
+        src: PathBuf,
+        dst: PathBuf,
+        readonly: bool,
+    },
 }
 
 /// The host facts the plan depends on.
@@ -43,7 +49,7 @@ fn host(p: &Path) -> PathBuf {
     Path::new(HOST).join(p.strip_prefix("/").unwrap_or(p))
 }
 
-pub fn plan(isolate: &[Isolate], h: &HostView) -> Vec<Op> {
+pub fn plan(isolate: &[Isolate], h: &HostView, mounts: &[crate::state::MountSpec]) -> Vec<Op> {
     let mut ops = Vec::new();
     if isolate.contains(&Isolate::Pid) {
         ops.push(Op::Proc {
@@ -92,6 +98,14 @@ pub fn plan(isolate: &[Isolate], h: &HostView) -> Vec<Op> {
                 dst: file.into(),
             });
         }
+    }
+    // The user's mounts last, so they may cover anything above.
+    for m in mounts {
+        ops.push(Op::UserMount {
+            src: host(&m.host),
+            dst: m.target.clone(),
+            readonly: m.readonly,
+        });
     }
     ops
 }
@@ -170,6 +184,36 @@ pub fn apply(ops: &[Op]) -> Result<()> {
             Op::BindFile { src, dst } => {
                 ensure_file(dst)?;
                 bind(src, dst, false)?;
+            }
+            Op::UserMount { src, dst, readonly } => {
+                if !src.exists() {
+                    let on_host = src
+                        .strip_prefix(HOST)
+                        .map(|p| Path::new("/").join(p))
+                        .unwrap_or_else(|_| src.clone());
+                    anyhow::bail!(
+                        "the mount source {} does not exist on the host\n  hint: create it, or change the mount in the project's devbox.toml",
+                        on_host.display()
+                    );
+                }
+                if src.is_dir() {
+                    ensure_dir(dst)?;
+                } else {
+                    ensure_file(dst)?;
+                }
+                bind(src, dst, true)?;
+                if *readonly {
+                    mount(
+                        None::<&str>,
+                        dst,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .with_context(|| {
+                        format!("cannot make {} read-only in the box", dst.display())
+                    })?;
+                }
             }
         }
     }
@@ -330,7 +374,7 @@ mod tests {
 
     #[test]
     fn shared_namespaces_bind_the_hosts_proc_and_sys() {
-        let ops = plan(&[], &view());
+        let ops = plan(&[], &view(), &[]);
         assert_eq!(
             ops,
             vec![
@@ -368,7 +412,7 @@ mod tests {
 
     #[test]
     fn isolated_pid_and_net_get_fresh_proc_and_sys() {
-        let ops = plan(&[Isolate::Pid, Isolate::Net], &view());
+        let ops = plan(&[Isolate::Pid, Isolate::Net], &view(), &[]);
         assert_eq!(
             ops[0],
             Op::Proc {
@@ -376,6 +420,24 @@ mod tests {
             }
         );
         assert_eq!(ops[1], Op::Sysfs { dst: "/sys".into() });
+    }
+
+    #[test]
+    fn user_mounts_come_last_from_the_host_root() {
+        let m = crate::state::MountSpec {
+            host: "/srv/data".into(),
+            target: "/data".into(),
+            readonly: true,
+        };
+        let ops = plan(&[], &view(), &[m]);
+        assert_eq!(
+            ops.last(),
+            Some(&Op::UserMount {
+                src: "/run/host/srv/data".into(),
+                dst: "/data".into(),
+                readonly: true
+            })
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub fn run(name: &str) -> Result<()> {
         resolv_conf: Path::new("/etc/resolv.conf").exists(),
         hosts: Path::new("/etc/hosts").exists(),
     };
-    let ops = rootfs::plan(&cfg.isolate, &view);
+    let ops = rootfs::plan(&cfg.isolate, &view, &cfg.mounts);
     let holder = Holder::current(&dirs)?.context("devbox's holder process is not running")?;
     let ns_dir = dirs.ns_dir();
     let box_ns = ns_dir.join(name);

@@ -132,3 +132,31 @@ fn a_broken_project_file_names_line_and_column_and_makes_no_box() {
     assert!(stderr(&out).contains("was not kept"), "{}", stderr(&out));
     assert!(env.ok(["list"]).contains("No boxes"));
 }
+
+#[test]
+fn project_mounts_bind_host_directories_read_only_when_asked() {
+    let env = TestEnv::new();
+    let data = env.home.join("data");
+    env.mkdir_as_user(&data);
+    env.write_as_user(&data.join("input.txt"), b"from the host\n");
+    let scratch = env.root.join("scratch");
+    env.mkdir_as_user(&scratch);
+    let proj = env.home.join("mounted");
+    write_project(
+        &env,
+        &proj,
+        &format!(
+            "\n[[box.mounts]]\nhost = \"~/data\"\nbox = \"/data\"\nreadonly = true\n\n[[box.mounts]]\nhost = \"{}\"\nbox = \"/scratch\"\n",
+            scratch.display()
+        ),
+    );
+    let out = env
+        .cmd(["run", "--", "sh", "-c", "cat /data/input.txt; touch /data/x 2>/dev/null && echo wrote || echo read-only; echo out > /scratch/y"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from the host\nread-only\n");
+    assert_eq!(std::fs::read_to_string(scratch.join("y")).unwrap(), "out\n");
+    assert!(!data.join("x").exists());
+}
