@@ -142,6 +142,32 @@ fn serve(
             stream.write_all(ok_head(text.len()).as_bytes())?;
             stream.write_all(text.as_bytes())?;
         }
+        "/streams/v1/index.json" => {
+            let text = r#"{"format": "index:1.0", "index": {"images": {"datatype": "image-downloads", "format": "products:1.0", "path": "streams/v1/images.json", "products": ["simos:1:amd64:default", "simos:1:arm64:default"]}}}"#;
+            stream.write_all(ok_head(text.len()).as_bytes())?;
+            stream.write_all(text.as_bytes())?;
+        }
+        "/streams/v1/images.json" => {
+            // Two builds per product: the newest wins; an lxd item beside the rootfs.
+            let sha = sha256_hex(body);
+            let product = |arch: &str| {
+                format!(
+                    r#""simos:1:{arch}:default": {{"arch": "{arch}", "release": "1", "variant": "default", "versions": {{
+                        "20260101_01:00": {{"items": {{"root.tar.xz": {{"ftype": "root.tar.xz", "path": "images/old/rootfs.tar.xz", "sha256": "{zero}", "size": 1}}}}}},
+                        "20261101_01:00": {{"items": {{"lxd.tar.xz": {{"ftype": "lxd.tar.xz", "path": "images/new/lxd.tar.xz", "sha256": "{zero}", "size": 1}},
+                                                       "root.tar.xz": {{"ftype": "root.tar.xz", "path": "busybox-1.10.tar", "sha256": "{sha}", "size": {len}}}}}}}}}}}"#,
+                    zero = "0".repeat(64),
+                    len = body.len()
+                )
+            };
+            let text = format!(
+                r#"{{"content_id": "images", "datatype": "image-downloads", "format": "products:1.0", "products": {{{}, {}}}}}"#,
+                product("amd64"),
+                product("arm64")
+            );
+            stream.write_all(ok_head(text.len()).as_bytes())?;
+            stream.write_all(text.as_bytes())?;
+        }
         "/truncated.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             stream.write_all(&body[..body.len() / 2])?;
@@ -430,9 +456,9 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// The sumsfile and alpine source kinds, end to end through `devbox create`.
+/// The sumsfile, alpine and simplestreams source kinds, end to end through `devbox create`.
 #[test]
-fn catalog_sumsfile_and_alpine_sources_make_working_boxes() {
+fn catalog_sumsfile_alpine_and_simplestreams_sources_make_working_boxes() {
     let server = Server::start();
     let env = TestEnv::new();
     let cat = env.root.join("catalog2");
@@ -478,7 +504,27 @@ arch = {{ amd64 = "x86_64", arm64 = "aarch64" }}
         ),
     )
     .unwrap();
-    for (image, name) in [("sumos", "s"), ("alpos:3.99", "a")] {
+    std::fs::write(
+        cat.join("simos.toml"),
+        format!(
+            r#"id = "simos"
+name = "Simplestreams OS"
+family = "apk"
+default_release = "1"
+
+[[release]]
+name = "1"
+
+[[source]]
+kind = "simplestreams"
+url = "{}"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+"#,
+            server.url("")
+        ),
+    )
+    .unwrap();
+    for (image, name) in [("sumos", "s"), ("alpos:3.99", "a"), ("simos", "i")] {
         let out = env
             .cmd(["create", image, "--name", name])
             .env("DEVBOX_CATALOG_DIR", &cat)
