@@ -66,7 +66,15 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         project: Some(fingerprint),
         mounts,
     };
-    let cfg = crate::cmd::create::make(dirs, spec, quiet)?;
+    let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
+    if let crate::project::Home::Dir(home) = &p.home {
+        // The box's own home: made now (by the user, so it is theirs), kept across boxes.
+        std::fs::create_dir_all(home)
+            .with_context(|| format!("cannot create the box's home {}", home.display()))?;
+        cfg.home = Some(home.clone());
+        cfg.project_dir = Some(p.dir.clone());
+        cfg.save_in(&dirs.box_dir(&p.name))?;
+    }
     let result = provision(dirs, p, &cfg, &say);
     if let Err(e) = result {
         let _ = crate::cmd::rm::run(dirs, std::slice::from_ref(&p.name), true, true);

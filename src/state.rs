@@ -114,6 +114,12 @@ pub struct BoxConfig {
     /// Host directories bound into the box at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
+    /// A host directory that is the box's home instead of the user's (from devbox.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<PathBuf>,
+    /// The project directory, bound in at its own path when the home is isolated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_dir: Option<PathBuf>,
 }
 
 /// A host path bound into a box.

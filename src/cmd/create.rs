@@ -97,6 +97,8 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         env: rec.env.clone(),
         project,
         mounts,
+        home: None,
+        project_dir: None,
     };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;

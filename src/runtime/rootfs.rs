@@ -40,6 +40,10 @@ pub enum Op {
 #[derive(Debug, Clone)]
 pub struct HostView {
     pub home: PathBuf,
+    /// A directory of the host that is the box's home instead of the user's own (the host
+    /// home then stays out of the box), and a project directory bound in at its own path.
+    pub isolated_home: Option<PathBuf>,
+    pub project_dir: Option<PathBuf>,
     pub runtime_dir: Option<PathBuf>,
     pub resolv_conf: bool,
     pub hosts: bool,
@@ -82,9 +86,15 @@ pub fn plan(isolate: &[Isolate], h: &HostView, mounts: &[crate::state::MountSpec
     // Home, then the runtime dir: a home under /tmp is covered by the /tmp bind already but is
     // bound again so submounts of the home come along.
     ops.push(Op::Rbind {
-        src: host(&h.home),
+        src: host(h.isolated_home.as_ref().unwrap_or(&h.home)),
         dst: h.home.clone(),
     });
+    if let (Some(_), Some(dir)) = (&h.isolated_home, &h.project_dir) {
+        ops.push(Op::Rbind {
+            src: host(dir),
+            dst: dir.clone(),
+        });
+    }
     if let Some(rt) = &h.runtime_dir {
         ops.push(Op::Rbind {
             src: host(rt),
@@ -366,6 +376,8 @@ mod tests {
     fn view() -> HostView {
         HostView {
             home: "/home/alice".into(),
+            isolated_home: None,
+            project_dir: None,
             runtime_dir: Some("/run/user/1000".into()),
             resolv_conf: true,
             hosts: false,
@@ -420,6 +432,32 @@ mod tests {
             }
         );
         assert_eq!(ops[1], Op::Sysfs { dst: "/sys".into() });
+    }
+
+    #[test]
+    fn an_isolated_home_replaces_the_host_home_and_keeps_the_project() {
+        let mut v = view();
+        v.isolated_home = Some("/home/alice/homes/proj".into());
+        v.project_dir = Some("/home/alice/code/proj".into());
+        let ops = plan(&[], &v, &[]);
+        let i = ops
+            .iter()
+            .position(|o| matches!(o, Op::Rbind { dst, .. } if dst == Path::new("/home/alice")))
+            .unwrap();
+        assert_eq!(
+            ops[i],
+            Op::Rbind {
+                src: "/run/host/home/alice/homes/proj".into(),
+                dst: "/home/alice".into()
+            }
+        );
+        assert_eq!(
+            ops[i + 1],
+            Op::Rbind {
+                src: "/run/host/home/alice/code/proj".into(),
+                dst: "/home/alice/code/proj".into()
+            }
+        );
     }
 
     #[test]

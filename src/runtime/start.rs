@@ -103,6 +103,8 @@ pub fn run(name: &str) -> Result<()> {
     let user = HostUser::current();
     let view = HostView {
         home: user.home.clone(),
+        isolated_home: cfg.home.clone(),
+        project_dir: cfg.project_dir.clone(),
         runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.is_dir()),

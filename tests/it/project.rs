@@ -160,3 +160,29 @@ fn project_mounts_bind_host_directories_read_only_when_asked() {
     assert_eq!(std::fs::read_to_string(scratch.join("y")).unwrap(), "out\n");
     assert!(!data.join("x").exists());
 }
+
+#[test]
+fn an_isolated_home_keeps_the_host_home_out_and_the_project_in() {
+    let env = TestEnv::new();
+    env.write_as_user(&env.home.join("host-secret"), b"x");
+    let proj = env.home.join("code/iso");
+    write_project(&env, &proj, "home = \"./.home\"");
+    let out = env
+        .cmd(["run", "--", "sh", "-c", "test -e $HOME/host-secret && echo visible || echo hidden; echo made > $HOME/inbox; pwd; ls"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("hidden\n{}\ndevbox.toml\n", proj.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join(".home/inbox")).unwrap(),
+        "made\n"
+    );
+    assert!(
+        !env.home.join("inbox").exists(),
+        "the host home is untouched"
+    );
+}
