@@ -49,9 +49,7 @@ pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
     let rows = rows(dirs)?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-        return Ok(0);
+        return super::write_json(&mut out, &rows);
     }
     if rows.is_empty() {
         writeln!(out, "No images. `devbox create IMAGE` unpacks one.")?;

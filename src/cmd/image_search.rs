@@ -12,9 +12,7 @@ pub fn run(text: Option<&str>, json: bool) -> Result<i32> {
     let rows = catalog.search(text);
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-        return Ok(0);
+        return super::write_json(&mut out, &rows);
     }
     if rows.is_empty() {
         writeln!(

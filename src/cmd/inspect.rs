@@ -57,9 +57,7 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &info)?;
-        writeln!(out)?;
-        return Ok(0);
+        return super::write_json(&mut out, &info);
     }
     writeln!(out, "name:      {}", info.name)?;
     writeln!(out, "status:    {}", info.status)?;

@@ -46,9 +46,7 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
     }
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-        return Ok(0);
+        return super::write_json(&mut out, &rows);
     }
     if rows.is_empty() {
         writeln!(out, "No boxes. Create one with: devbox create IMAGE")?;

@@ -80,3 +80,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
     }
 }
+
+/// The `--json` output of a command: pretty JSON and a newline; exit status 0.
+fn write_json<T: serde::Serialize>(out: &mut impl std::io::Write, value: &T) -> Result<i32> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(0)
+}
