@@ -154,6 +154,9 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
         }
         (OsString::from("/bin/sh"), a)
     };
+    // Rust starts every program with SIGPIPE ignored; the box's commands must get the default
+    // (`yes | head` ends yes by the signal), as they would from a shell.
+    sys::default_signal(nix::sys::signal::Signal::SIGPIPE);
     if has_pid {
         // Joining a pid namespace applies to children only: fork once more and wait.
         match sys::fork()? {

@@ -180,6 +180,19 @@ fn exit_codes_pass_through() {
     );
     // SIGPIPE is default inside (devbox itself ignores it, the box must not inherit that).
     assert_eq!(env.sh("ex", "yes | head -n 1").trim(), "y");
+    let status = env.ok(["run", "ex", "--", "cat", "/proc/self/status"]);
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mask = u64::from_str_radix(&ignored, 16).unwrap();
+    assert_eq!(
+        mask & (1 << (13 - 1)),
+        0,
+        "SIGPIPE is not ignored in the box (SigIgn {ignored})"
+    );
     // Usage errors exit 2.
     env.fails(2, ["run", "ex"]);
     env.fails(2, ["frobnicate"]);
