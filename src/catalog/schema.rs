@@ -122,6 +122,10 @@ pub enum PinnedSha {
     PerArch(BTreeMap<String, String>),
 }
 
+/// One `[[source]]` as written. The fields every kind shares (`releases`, `arch`,
+/// `toolbox_ready`) are repeated in each variant on purpose: serde cannot combine
+/// `deny_unknown_fields` (which turns a misspelt key into an error) with `flatten`, so a shared
+/// struct would cost that check. `common()` gives them back as one value.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawSource {
