@@ -35,6 +35,8 @@ pub enum UnshareArg {
     Pid,
     Ipc,
     All,
+    /// Share every namespace with the host (the default)
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,9 +50,10 @@ name with a '/', e.g. library/debian); else a catalog name DISTRO[:RELEASE] such
 debian:13, ubuntu:noble or arch (see `devbox image search`). The image is unpacked once into the \
 store and shared by every box made from it; each box keeps its own changes in an overlay layer.")]
     Create {
-        /// DISTRO[:RELEASE] from the catalog, an OCI reference, or the path or URL of a rootfs tarball
+        /// DISTRO[:RELEASE] from the catalog, an OCI reference, or the path or URL of a rootfs
+        /// tarball [default: default_image of ~/.config/devbox/config.toml, else debian:13]
         #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
-        image: String,
+        image: Option<String>,
         /// Name of the box [default: derived from the image file name]
         #[arg(long, short)]
         name: Option<String>,
@@ -63,7 +66,8 @@ store and shared by every box made from it; each box keeps its own changes in an
     },
     /// Open an interactive login shell in a box
     Enter {
-        /// Box to enter [default: the only box]
+        /// Box to enter [default: the project's box here, else default_box of
+        /// ~/.config/devbox/config.toml, else the only box]
         #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Be root inside the box (a subordinate id on the host), e.g. to install packages
@@ -73,7 +77,7 @@ store and shared by every box made from it; each box keeps its own changes in an
     /// Run one command in a box, passing its exit status through
     #[command(after_help = "Example: devbox run deb -- make -j4")]
     Run {
-        /// Box to run in [default: the only box]
+        /// Box to run in [default: as for enter: the project's, default_box, the only box]
         #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Run as root inside the box
@@ -136,6 +140,56 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
         /// Overwrite an existing devbox.toml
         #[arg(long)]
         force: bool,
+    },
+    /// Bring the project's box in line with its devbox.toml (made if missing)
+    #[command(
+        long_about = "Bring a project's box in line with its devbox.toml, or make it.\n\n\
+Without NAME, the project is the devbox.toml in this directory or above (or --config); with NAME, \
+the file box NAME was made from. devbox compares the file with the one the box was made from and \
+does the least that applies it: env and enter hooks need nothing (every session reads them); \
+added packages are installed and appended setup commands run in the box as it is; changed \
+namespaces, mounts or home are saved and take effect when the box starts again (a running box is \
+stopped, after asking); a new image or edited setup commands recreate the box, after asking, which \
+discards its own layer. Your home is never touched. Removed packages stay installed until the \
+box is recreated."
+    )]
+    Apply {
+        /// The box whose project file to apply [default: the project here]
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
+        name: Option<String>,
+        /// Answer yes to the questions: recreate or stop the box without asking
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Change a box's mounts, environment, namespaces or home (no new image needed)
+    #[command(
+        long_about = "Change the settings of a box made with `devbox create`. Mounts, namespaces \
+and home take effect when the box starts again (`devbox stop NAME` first if it is running); \
+variables from the next session on. Without options, prints the box's settings. A project's box \
+takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
+        after_help = "Example: devbox config deb --mount ~/data:/data:ro --env EDITOR=vim --unshare net"
+    )]
+    Config {
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
+        name: String,
+        /// Bind a host directory into the box: HOST:BOX[:ro] (repeatable; replaces a mount at BOX)
+        #[arg(long, value_name = "HOST:BOX[:ro]")]
+        mount: Vec<String>,
+        /// Remove the mount at this path inside the box (repeatable)
+        #[arg(long, value_name = "BOX")]
+        unmount: Vec<PathBuf>,
+        /// Set a variable in every session: NAME=VALUE (repeatable)
+        #[arg(long, value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Remove a variable set with --env (repeatable)
+        #[arg(long, value_name = "NAME")]
+        unset_env: Vec<String>,
+        /// The namespaces the box has of its own (replaces the list; `none` shares all)
+        #[arg(long, value_enum, value_delimiter = ',')]
+        unshare: Option<Vec<UnshareArg>>,
+        /// A directory that becomes $HOME inside the box, or `shared` for your home
+        #[arg(long, value_name = "DIR|shared")]
+        home: Option<PathBuf>,
     },
     /// Show a box's settings, image, layers and state
     Inspect {

@@ -14,9 +14,6 @@ mod idmap;
 mod oci;
 mod paths;
 mod progress;
-// Change detection (`diff`) and the precedence layer (`settings`) are parsed and tested but
-// not yet used by commands: `devbox apply` is the next step.
-#[allow(dead_code)]
 mod project;
 mod provision;
 mod runtime;

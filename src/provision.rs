@@ -1,14 +1,29 @@
-//! Making a project's box: its packages installed with the image's package manager and its
+//! Making a project's box and keeping it in line with its devbox.toml.
+//!
+//! A project's box is made with its packages installed by the image's package manager and its
 //! setup commands run, once, as in-box root, with their output shown. A box whose provisioning
 //! fails is removed again, so a broken project never leaves a half-made box.
+//!
+//! The box keeps the project it was made from (`project.json` in its directory, with its
+//! fingerprint in `box.toml`). `apply` compares that with the file as it is now and does the
+//! least that brings the box in line (see [`crate::project::Action`]): nothing for env and
+//! hooks (read at every session), an in-place install for added packages and appended setup
+//! commands, new settings and a restart for namespaces, mounts and home (the box's own layer
+//! is kept), and a recreate, asked first, for a new image or edited setup commands.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
-use crate::paths::Dirs;
-use crate::project::Project;
+use crate::paths::{write_atomic, Dirs};
+use crate::progress::Term;
+use crate::project::{Action, Change, Home, Project};
+use crate::state::{BoxConfig, MountSpec};
+
+/// The project a box was made from (or last brought in line with), in the box's directory.
+const SNAPSHOT: &str = "project.json";
 
 /// The install command for `packages` with the package manager the rootfs has.
 pub fn install_command(rootfs: &Path, packages: &[String]) -> Option<String> {
@@ -48,68 +63,265 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         p.name,
         p.file.display()
     ));
-    let fingerprint = crate::project::fingerprint(p);
-    let mounts = p
-        .mounts
-        .iter()
-        .map(|m| crate::state::MountSpec {
-            host: m.host.clone(),
-            target: m.box_path.clone(),
-            readonly: m.readonly,
-        })
-        .collect();
     let spec = crate::cmd::create::NewBox {
         image: &p.image,
         name: &p.name,
         sha256: None,
         isolate: p.unshare.clone(),
-        project: Some(fingerprint),
-        mounts,
+        project: Some(crate::project::fingerprint(p)),
+        mounts: mount_specs(p),
     };
     let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
-    if let crate::project::Home::Dir(home) = &p.home {
-        // The box's own home: made now (by the user, so it is theirs), kept across boxes.
-        std::fs::create_dir_all(home)
-            .with_context(|| format!("cannot create the box's home {}", home.display()))?;
-        cfg.home = Some(home.clone());
-        cfg.project_dir = Some(p.dir.clone());
-        cfg.save_in(&dirs.box_dir(&p.name))?;
-    }
-    let result = provision(dirs, p, &cfg, &say);
+    let result = (|| {
+        if p.home != Home::Shared {
+            set_home(&mut cfg, p)?;
+            cfg.save_in(&dirs.box_dir(&p.name))?;
+        }
+        provision(dirs, p, &cfg, &say)?;
+        save_snapshot(dirs, p)
+    })();
     if let Err(e) = result {
         let _ = crate::cmd::rm::run(dirs, std::slice::from_ref(&p.name), true, true);
         return Err(e.context(format!("the box '{}' was not kept", p.name)));
     }
+    say(&format!(
+        "Created box '{}'. Enter with: devbox enter (in {})",
+        p.name,
+        p.dir.display()
+    ));
     Ok(())
 }
 
-fn provision(
+fn mount_specs(p: &Project) -> Vec<MountSpec> {
+    p.mounts
+        .iter()
+        .map(|m| MountSpec {
+            host: m.host.clone(),
+            target: m.box_path.clone(),
+            readonly: m.readonly,
+        })
+        .collect()
+}
+
+/// Points the box at the project's home: a directory of its own (made now, by the user, so it
+/// is theirs, and kept across boxes), or the shared home.
+fn set_home(cfg: &mut BoxConfig, p: &Project) -> Result<()> {
+    match &p.home {
+        Home::Dir(home) => {
+            std::fs::create_dir_all(home)
+                .with_context(|| format!("cannot create the box's home {}", home.display()))?;
+            cfg.home = Some(home.clone());
+            cfg.project_dir = Some(p.dir.clone());
+        }
+        Home::Shared => {
+            cfg.home = None;
+            cfg.project_dir = None;
+        }
+    }
+    Ok(())
+}
+
+fn save_snapshot(dirs: &Dirs, p: &Project) -> Result<()> {
+    let json = serde_json::to_vec_pretty(p)?;
+    write_atomic(&dirs.box_dir(&p.name).join(SNAPSHOT), &json)
+}
+
+fn load_snapshot(dirs: &Dirs, name: &str) -> Option<Project> {
+    let text = std::fs::read(dirs.box_dir(name).join(SNAPSHOT)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The devbox.toml box `name` was made from.
+pub fn project_file_of(dirs: &Dirs, name: &str) -> Result<std::path::PathBuf> {
+    let cfg = BoxConfig::load(dirs, name)?;
+    if cfg.project.is_none() {
+        bail!("box '{name}' was not made from a devbox.toml\n  hint: change its settings with `devbox config {name}`");
+    }
+    let Some(old) = load_snapshot(dirs, name) else {
+        bail!("box '{name}' does not record which devbox.toml it was made from (an older devbox made it)\n  hint: run `devbox apply` in the project's directory");
+    };
+    if !old.file.is_file() {
+        bail!(
+            "{}, which box '{name}' was made from, is gone\n  hint: remove the box with `devbox rm {name}`, or restore the file",
+            old.file.display()
+        );
+    }
+    Ok(old.file)
+}
+
+/// What changed in project `p` since its box (`cfg`) was made or last brought in line: `None`
+/// when the box is up to date or not a project's; else the changes, empty when devbox cannot tell
+/// (a box made by a devbox without snapshots).
+pub fn pending(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> Option<Vec<Change>> {
+    let recorded = cfg.project.as_deref()?;
+    if recorded == crate::project::fingerprint(p) {
+        return None;
+    }
+    Some(
+        load_snapshot(dirs, &p.name)
+            .map(|old| crate::project::diff(&old, p))
+            .unwrap_or_default(),
+    )
+}
+
+/// `devbox apply`: makes the project's box if it does not exist, else brings it in line with
+/// the project file. `yes` answers the recreate and restart questions.
+pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    let name = &p.name;
+    if !dirs.box_dir(name).join("box.toml").exists() {
+        return create_project_box(dirs, p, quiet);
+    }
+    let mut cfg = BoxConfig::load(dirs, name)?;
+    if cfg.project.is_none() {
+        bail!(
+            "box '{name}' exists but was not made from a devbox.toml, so `apply` will not change it\n  hint: give the project's box another name with `name = ...` in [box] of {}, or remove the box with `devbox rm {name}`",
+            p.file.display()
+        );
+    }
+    let Some(changes) = pending(dirs, &cfg, p) else {
+        say(&format!(
+            "Box '{name}' is up to date with {}.",
+            p.file.display()
+        ));
+        return Ok(());
+    };
+    say(&format!(
+        "{} changed since box '{name}' was made:",
+        p.file.display()
+    ));
+    for c in &changes {
+        say(&format!("  - {c}"));
+    }
+    let action = if changes.is_empty() {
+        // No snapshot (an older devbox made the box): only a recreate is sure to match.
+        say("  (devbox cannot tell what: the box predates recorded projects)");
+        Action::Recreate
+    } else {
+        changes
+            .iter()
+            .map(Change::action)
+            .max()
+            .unwrap_or(Action::None)
+    };
+    if action == Action::Recreate {
+        return recreate(dirs, p, yes, quiet);
+    }
+
+    let was_running = crate::runtime::start::RunRecord::load(dirs, name).is_some();
+    if action == Action::Restart {
+        // Saved first, so a box that provisioning starts comes up with them.
+        cfg.mounts = mount_specs(p);
+        cfg.isolate = p.unshare.clone();
+        set_home(&mut cfg, p)?;
+        cfg.save_in(&dirs.box_dir(name))?;
+    }
+    for c in &changes {
+        match c {
+            Change::PackagesAdded(pkgs) => install(dirs, p, &cfg, pkgs, &say)?,
+            Change::SetupAppended(cmds) => run_setup(name, cmds, &say)?,
+            _ => {}
+        }
+    }
+    cfg.project = Some(crate::project::fingerprint(p));
+    cfg.save_in(&dirs.box_dir(name))?;
+    save_snapshot(dirs, p)?;
+    if action == Action::Restart && was_running {
+        let question = format!(
+            "Box '{name}' is running; the new settings apply when it starts again. Stop it now (its processes end)?"
+        );
+        if ask(&question, yes)? {
+            crate::runtime::stop::stop_box(dirs, name)?;
+            say(&format!(
+                "Stopped box '{name}'; it starts with the new settings on the next enter."
+            ));
+        } else {
+            say(&format!(
+                "The new settings apply after `devbox stop {name}`."
+            ));
+        }
+    } else if action == Action::None {
+        say("Nothing to do in the box: env and hooks take effect in the next session.");
+    }
+    say(&format!(
+        "Box '{name}' is up to date with {}.",
+        p.file.display()
+    ));
+    Ok(())
+}
+
+/// Removes the box and makes it again from the project, after saying what is lost and asking
+/// (unless `yes`). The new image is fetched before the old box goes, so a bad reference or no
+/// network leaves the old box as it was.
+fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
+    let name = &p.name;
+    eprintln!(
+        "Applying this recreates box '{name}': its own layer (packages installed and files changed inside it, outside your home) is discarded. Your home is not touched."
+    );
+    if !ask(&format!("Recreate box '{name}'?"), yes)? {
+        bail!("box '{name}' was left as it was\n  hint: run `devbox apply --yes` to recreate it without asking");
+    }
+    crate::store::import(dirs, &p.image, None, &Term { quiet })?;
+    crate::cmd::rm::run(dirs, std::slice::from_ref(name), true, true)?;
+    create_project_box(dirs, p, quiet)
+}
+
+/// Asks a yes/no question on the terminal; `yes` answers it. Without a terminal to ask on, the
+/// answer is no.
+fn ask(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("{question} [y/N] no (not a terminal; pass --yes to answer yes)");
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+fn provision(dirs: &Dirs, p: &Project, cfg: &BoxConfig, say: &dyn Fn(&str)) -> Result<()> {
+    if !p.packages.is_empty() {
+        install(dirs, p, cfg, &p.packages, say)?;
+    }
+    run_setup(&p.name, &p.setup, say)
+}
+
+/// Installs `packages` in the box with the package manager its image has.
+fn install(
     dirs: &Dirs,
     p: &Project,
-    cfg: &crate::state::BoxConfig,
+    cfg: &BoxConfig,
+    packages: &[String],
     say: &dyn Fn(&str),
 ) -> Result<()> {
-    if !p.packages.is_empty() {
-        let rootfs = dirs.image_dir(&cfg.image_id).join("rootfs");
-        let Some(cmd) = install_command(&rootfs, &p.packages) else {
-            bail!(
-                "{}: the image has none of the package managers devbox knows (apt, dnf, apk, pacman, zypper, xbps), so `packages` cannot be installed\n  hint: install them with `setup` commands instead",
-                p.file.display()
-            );
-        };
-        say(&format!(
-            "Installing {} package{}",
-            p.packages.len(),
-            if p.packages.len() == 1 { "" } else { "s" }
-        ));
-        run_as_root(&p.name, &cmd).context("installing the packages failed")?;
+    let rootfs = dirs.image_dir(&cfg.image_id).join("rootfs");
+    let Some(cmd) = install_command(&rootfs, packages) else {
+        bail!(
+            "{}: the image has none of the package managers devbox knows (apt, dnf, apk, pacman, zypper, xbps), so `packages` cannot be installed\n  hint: install them with `setup` commands instead",
+            p.file.display()
+        );
+    };
+    say(&format!(
+        "Installing {} package{}",
+        packages.len(),
+        if packages.len() == 1 { "" } else { "s" }
+    ));
+    run_as_root(&p.name, &cmd).context("installing the packages failed")
+}
+
+fn run_setup(name: &str, cmds: &[String], say: &dyn Fn(&str)) -> Result<()> {
+    for (i, cmd) in cmds.iter().enumerate() {
+        say(&format!("Setup {}/{}: {cmd}", i + 1, cmds.len()));
+        run_as_root(name, cmd).with_context(|| format!("setup command {} failed: {cmd}", i + 1))?;
     }
-    for (i, cmd) in p.setup.iter().enumerate() {
-        say(&format!("Setup {}/{}: {cmd}", i + 1, p.setup.len()));
-        run_as_root(&p.name, cmd)
-            .with_context(|| format!("setup command {} failed: {cmd}", i + 1))?;
-    }
-    say(&format!("Created box '{}'.", p.name));
     Ok(())
 }
 

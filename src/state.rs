@@ -1,5 +1,6 @@
 //! What devbox remembers about boxes and images, as small TOML files written atomically.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -120,6 +121,86 @@ pub struct BoxConfig {
     /// The project directory, bound in at its own path when the home is isolated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_dir: Option<PathBuf>,
+    /// Variables set with `devbox config --env`, over the image's in every session.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A change to a box's settings (`devbox config`): none of them needs a new image.
+#[derive(Debug, Default)]
+pub struct Edit {
+    pub mount: Vec<MountSpec>,
+    /// Box paths whose mounts go.
+    pub unmount: Vec<PathBuf>,
+    pub set_env: Vec<(String, String)>,
+    pub unset_env: Vec<String>,
+    pub isolate: Option<Vec<Isolate>>,
+    /// `Some(None)` is the shared home.
+    pub home: Option<Option<PathBuf>>,
+}
+
+impl Edit {
+    pub fn is_empty(&self) -> bool {
+        self.mount.is_empty()
+            && self.unmount.is_empty()
+            && self.set_env.is_empty()
+            && self.unset_env.is_empty()
+            && self.isolate.is_none()
+            && self.home.is_none()
+    }
+}
+
+impl MountSpec {
+    /// `HOST:BOX[:ro|:rw]`. HOST is made absolute from `cwd` (`~` is `home`) and must exist;
+    /// BOX is an absolute path, not `/` and not under the paths devbox mounts itself.
+    pub fn parse(spec: &str, cwd: &Path, home: &Path) -> Result<MountSpec> {
+        let usage = "write it as HOST:BOX or HOST:BOX:ro, e.g. --mount ~/data:/data:ro";
+        let (rest, readonly) = match spec.rsplit_once(':') {
+            Some((r, "ro")) => (r, true),
+            Some((r, "rw")) => (r, false),
+            _ => (spec, false),
+        };
+        let Some((host, target)) = rest.rsplit_once(':') else {
+            bail!("--mount {spec:?} has no box path\n  hint: {usage}");
+        };
+        if host.is_empty() || target.is_empty() {
+            bail!("--mount {spec:?} has an empty path\n  hint: {usage}");
+        }
+        let host = match host.strip_prefix('~') {
+            Some(r) if r.is_empty() || r.starts_with('/') => home.join(r.trim_start_matches('/')),
+            _ => cwd.join(host),
+        };
+        let host = crate::project::clean_path(&host);
+        if !host.exists() {
+            bail!(
+                "--mount: {} does not exist\n  hint: create it first, or check the path",
+                host.display()
+            );
+        }
+        let target = Path::new(target);
+        if !target.is_absolute()
+            || target
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            bail!("--mount {spec:?}: the box path must be absolute, without `..`\n  hint: {usage}");
+        }
+        let target = crate::project::clean_path(target);
+        if target == Path::new("/") {
+            bail!("--mount {spec:?}: the box path is the box's root\n  hint: mount at a directory below it, e.g. /data");
+        }
+        if let Some(r) = crate::project::RESERVED_BOX_PATHS
+            .iter()
+            .find(|r| target.starts_with(r))
+        {
+            bail!("--mount {spec:?}: {} is under {r}, which devbox mounts itself\n  hint: choose another path inside the box, e.g. /data", target.display());
+        }
+        Ok(MountSpec {
+            host,
+            target,
+            readonly,
+        })
+    }
 }
 
 /// A host path bound into a box.
@@ -157,6 +238,92 @@ impl BoxConfig {
 
     pub fn save_in(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("box.toml"), toml::to_string(self)?.as_bytes())
+    }
+
+    /// Applies `edit`; says what changed, one line each. A mount at a box path that has one
+    /// replaces it; unmounting or unsetting what is not there is an error naming what is.
+    pub fn apply_edit(&mut self, edit: &Edit) -> Result<Vec<String>> {
+        let mut said = Vec::new();
+        for target in &edit.unmount {
+            let target = crate::project::clean_path(target);
+            let before = self.mounts.len();
+            self.mounts.retain(|m| m.target != target);
+            if self.mounts.len() == before {
+                let have: Vec<String> = self
+                    .mounts
+                    .iter()
+                    .map(|m| m.target.display().to_string())
+                    .collect();
+                bail!(
+                    "box '{}' has no mount at {}\n  hint: its mounts: {}",
+                    self.name,
+                    target.display(),
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                );
+            }
+            said.push(format!("unmounted {}", target.display()));
+        }
+        for m in &edit.mount {
+            self.mounts.retain(|o| o.target != m.target);
+            self.mounts.push(m.clone());
+            said.push(format!(
+                "mount {} -> {}{}",
+                m.host.display(),
+                m.target.display(),
+                if m.readonly { " (read-only)" } else { "" }
+            ));
+        }
+        self.mounts.sort_by(|a, b| a.target.cmp(&b.target));
+        for k in &edit.unset_env {
+            if self.vars.remove(k).is_none() {
+                bail!(
+                    "box '{}' has no variable {k} set by devbox config\n  hint: set ones: {}",
+                    self.name,
+                    if self.vars.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                );
+            }
+            said.push(format!("unset {k}"));
+        }
+        for (k, v) in &edit.set_env {
+            self.vars.insert(k.clone(), v.clone());
+            said.push(format!("set {k}"));
+        }
+        if let Some(iso) = &edit.isolate {
+            let mut iso = iso.clone();
+            iso.sort();
+            iso.dedup();
+            self.isolate = iso;
+            let names: Vec<String> = self
+                .isolate
+                .iter()
+                .map(|i| format!("{i:?}").to_lowercase())
+                .collect();
+            said.push(format!(
+                "own namespaces: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        if let Some(home) = &edit.home {
+            self.home = home.clone();
+            self.project_dir = None;
+            said.push(match home {
+                Some(h) => format!("home {}", h.display()),
+                None => "home shared".into(),
+            });
+        }
+        Ok(said)
     }
 }
 

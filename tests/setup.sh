@@ -7,7 +7,7 @@
 #                                  at least 65536 ids
 #       devbox-nosub               deliberately WITHOUT subuid/subgid entries
 #   - makes /dev/fuse usable by unprivileged users (fuse-overlayfs fallback)
-#   - warms the rootfs fixture cache (tests/fixtures/*-rootfs.sh)
+#   - warms the fixture cache (tests/fixtures/*-rootfs.sh, tests/fixtures/apt-repo.sh)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +22,7 @@ PACKAGES=(
     uidmap debootstrap busybox-static fuse-overlayfs util-linux
     tar gzip xz-utils zstd python3 procps iproute2
     bash zsh fish hyperfine
-    docker-registry skopeo umoci
+    docker-registry skopeo umoci dpkg-dev
 )
 SUB_COUNT=65536
 
@@ -128,6 +128,8 @@ log "busybox rootfs fixture"
 busybox_tar=$(bash "$HERE/fixtures/busybox-rootfs.sh" | tail -n1)
 log "debian rootfs fixture (first run takes a few minutes)"
 debian_tar=$(bash "$HERE/fixtures/debian-rootfs.sh" | tail -n1)
+log "apt repository fixture (a built package and the host's sudo)"
+apt_repo=$(bash "$HERE/fixtures/apt-repo.sh" | tail -n1)
 
 # ---- summary ----------------------------------------------------------------
 subs() { # name
@@ -146,4 +148,5 @@ devbox test host ready
   /dev/fuse     $fuse_note
   busybox tar   $busybox_tar ($(du -h "$busybox_tar" | cut -f1))
   debian tar    $debian_tar ($(du -h "$debian_tar" | cut -f1))
+  apt repo      $apt_repo ($(ls "$apt_repo"/*.deb | wc -l) packages)
 EOF

@@ -270,12 +270,23 @@ pub fn host_arch() -> &'static str {
 }
 
 impl Catalog {
-    /// The builtin entries, then `~/.config/devbox/images`, then `$DEVBOX_CATALOG_DIR`.
+    /// The builtin entries, then `~/.config/devbox/images`, then the catalog directory the
+    /// settings choose: `$DEVBOX_CATALOG_DIR`, else `catalog_dir` of the user configuration.
     pub fn load() -> Result<Catalog> {
-        let env = std::env::var_os(CATALOG_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from);
-        Catalog::load_with(env.as_deref())
+        use crate::project::{Defaults, Flags, HostEnv, UserConfig};
+        let flags = Flags {
+            catalog_dir: std::env::var_os(CATALOG_DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            ..Flags::default()
+        };
+        let user = if flags.catalog_dir.is_some() {
+            UserConfig::default()
+        } else {
+            UserConfig::load(&HostEnv::current())?
+        };
+        let settings = crate::project::resolve(&flags, None, &user, &Defaults::builtin());
+        Catalog::load_with(settings.catalog_dir.map(|c| c.value).as_deref())
     }
 
     /// The builtin entries, then `~/.config/devbox/images`, then `extra` (the catalog

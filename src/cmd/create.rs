@@ -8,22 +8,19 @@ use crate::store;
 
 pub fn run(
     dirs: &Dirs,
-    image: &str,
+    image: Option<&str>,
     name: Option<String>,
     sha256: Option<&str>,
     unshare: &[UnshareArg],
     quiet: bool,
 ) -> Result<i32> {
+    let image = match image {
+        Some(i) => i.to_string(),
+        None => default_image()?,
+    };
+    let image = image.as_str();
     let name = name.unwrap_or_else(|| state::name_from_image(image));
-    let mut isolate = Vec::new();
-    for u in unshare {
-        match u {
-            UnshareArg::All => isolate.extend([Isolate::Net, Isolate::Pid, Isolate::Ipc]),
-            UnshareArg::Net => isolate.push(Isolate::Net),
-            UnshareArg::Pid => isolate.push(Isolate::Pid),
-            UnshareArg::Ipc => isolate.push(Isolate::Ipc),
-        }
-    }
+    let isolate = isolates(unshare);
     let spec = NewBox {
         image,
         name: &name,
@@ -41,6 +38,32 @@ pub fn run(
         );
     }
     Ok(0)
+}
+
+/// The image of `devbox create` without IMAGE: the user configuration's `default_image`, else
+/// devbox's default.
+fn default_image() -> Result<String> {
+    use crate::project::{Defaults, Flags, HostEnv, UserConfig};
+    let user = UserConfig::load(&HostEnv::current())?;
+    let s = crate::project::resolve(&Flags::default(), None, &user, &Defaults::builtin());
+    Ok(s.image.value)
+}
+
+/// The namespaces `--unshare` names (`all` is every one, `none` none).
+pub fn isolates(unshare: &[UnshareArg]) -> Vec<Isolate> {
+    let mut isolate = Vec::new();
+    for u in unshare {
+        match u {
+            UnshareArg::All => isolate.extend([Isolate::Net, Isolate::Pid, Isolate::Ipc]),
+            UnshareArg::Net => isolate.push(Isolate::Net),
+            UnshareArg::Pid => isolate.push(Isolate::Pid),
+            UnshareArg::Ipc => isolate.push(Isolate::Ipc),
+            UnshareArg::None => {}
+        }
+    }
+    isolate.sort();
+    isolate.dedup();
+    isolate
 }
 
 /// Makes box `name` from `image`: checks everything first, imports the image, then assembles
@@ -99,6 +122,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         mounts,
         home: None,
         project_dir: None,
+        vars: Default::default(),
     };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;

@@ -35,7 +35,7 @@ pub fn run(
                     proj = Some(p);
                     n
                 }
-                None => state::only_box(dirs)?,
+                None => default_box(dirs)?,
             }
         }
     };
@@ -45,24 +45,23 @@ pub fn run(
         }
     }
     let cfg = BoxConfig::load(dirs, &name)?;
-    let (env, hooks) = match &proj {
-        Some(p) => {
-            if cfg
-                .project
-                .as_deref()
-                .is_some_and(|f| f != project::fingerprint(p))
-            {
-                eprintln!(
-                    "devbox: {} changed since box '{}' was made; recreate it to apply: `devbox rm --force {}` then run this again",
-                    p.file.display(),
-                    p.name,
-                    p.name
-                );
+    let mut env: Vec<(String, String)> = cfg.vars.clone().into_iter().collect();
+    let mut hooks = Vec::new();
+    if let Some(p) = &proj {
+        if let Some(changes) = crate::provision::pending(dirs, &cfg, p) {
+            eprintln!(
+                "devbox: {} changed since box '{}' was made:",
+                p.file.display(),
+                p.name
+            );
+            for c in &changes {
+                eprintln!("  - {c}");
             }
-            (p.env.clone().into_iter().collect(), p.hooks.enter.clone())
+            eprintln!("  run `devbox apply` to bring the box in line");
         }
-        None => (Vec::new(), Vec::new()),
-    };
+        env.extend(p.env.clone());
+        hooks = p.hooks.enter.clone();
+    }
     join::run(
         dirs,
         &cfg,
@@ -74,4 +73,20 @@ pub fn run(
             hooks,
         },
     )
+}
+
+/// The box for enter/run without a name outside a project: the user configuration's
+/// `default_box`, else the only box.
+fn default_box(dirs: &Dirs) -> Result<String> {
+    let user = project::UserConfig::load(&HostEnv::current())?;
+    let s = project::resolve(
+        &project::Flags::default(),
+        None,
+        &user,
+        &project::Defaults::builtin(),
+    );
+    match s.name {
+        Some(n) => Ok(n.value),
+        None => state::only_box(dirs),
+    }
 }

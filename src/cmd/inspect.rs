@@ -17,8 +17,17 @@ struct Inspect {
     image: String,
     image_id: String,
     created: String,
+    /// The OCI manifest digest the image was pulled by, when it came from a registry.
+    image_digest: Option<String>,
     isolate: Vec<state::Isolate>,
     backend: Option<state::Backend>,
+    mounts: Vec<state::MountSpec>,
+    /// Variables set with `devbox config --env`.
+    env: std::collections::BTreeMap<String, String>,
+    /// The box's own home directory; `null` is your home, shared.
+    home: Option<PathBuf>,
+    /// The devbox.toml the box was made from.
+    project_file: Option<PathBuf>,
     layers: Layers,
     holder_pid: Option<i32>,
 }
@@ -45,8 +54,17 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
         image: cfg.image.clone(),
         image_id: cfg.image_id.clone(),
         created: cfg.created.clone(),
+        image_digest: crate::store::load(dirs, &cfg.image_id).and_then(|r| r.digest),
         isolate: cfg.isolate.clone(),
         backend: cfg.backend,
+        mounts: cfg.mounts.clone(),
+        env: cfg.vars.clone(),
+        home: cfg.home.clone(),
+        project_file: cfg
+            .project
+            .is_some()
+            .then(|| crate::provision::project_file_of(dirs, name).ok())
+            .flatten(),
         layers: Layers {
             lower: dirs.image_dir(&cfg.image_id).join("rootfs"),
             upper: p.upper,
@@ -63,7 +81,13 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
     writeln!(out, "status:    {}", info.status)?;
     writeln!(out, "image:     {}", info.image)?;
     writeln!(out, "image id:  sha256:{}", info.image_id)?;
+    if let Some(d) = &info.image_digest {
+        writeln!(out, "digest:    {d}")?;
+    }
     writeln!(out, "created:   {}", info.created)?;
+    if let Some(f) = &info.project_file {
+        writeln!(out, "project:   {}", f.display())?;
+    }
     let iso: Vec<String> = info
         .isolate
         .iter()
@@ -87,6 +111,22 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
             None => "not started yet",
         }
     )?;
+    match &info.home {
+        Some(h) => writeln!(out, "home:      {} (the box's own)", h.display())?,
+        None => writeln!(out, "home:      yours, shared")?,
+    }
+    for m in &info.mounts {
+        writeln!(
+            out,
+            "mount:     {} -> {}{}",
+            m.host.display(),
+            m.target.display(),
+            if m.readonly { " (read-only)" } else { "" }
+        )?;
+    }
+    for (k, v) in &info.env {
+        writeln!(out, "env:       {k}={v}")?;
+    }
     writeln!(out, "lower:     {}", info.layers.lower.display())?;
     writeln!(out, "upper:     {}", info.layers.upper.display())?;
     Ok(0)

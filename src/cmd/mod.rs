@@ -1,12 +1,14 @@
 //! One module per subcommand; each handler loads, acts and adds context naming the box or path.
 
+mod apply;
+mod config;
 pub mod create;
 mod doctor;
 mod enter;
 mod image;
 mod image_search;
 mod init;
-mod inspect;
+pub mod inspect;
 mod list;
 pub mod rm;
 mod stop;
@@ -35,7 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             unshare,
         } => create::run(
             &Dirs::from_env()?,
-            &image,
+            image.as_deref(),
             name,
             sha256.as_deref(),
             &unshare,
@@ -66,6 +68,34 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
         Cmd::Init { image, force } => init::run(&std::env::current_dir()?, image.as_deref(), force),
+        Cmd::Apply { name, yes } => apply::run(
+            &Dirs::from_env()?,
+            name.as_deref(),
+            cli.config.as_deref(),
+            yes,
+            cli.quiet,
+        ),
+        Cmd::Config {
+            name,
+            mount,
+            unmount,
+            env,
+            unset_env,
+            unshare,
+            home,
+        } => config::run(
+            &Dirs::from_env()?,
+            &name,
+            config::Args {
+                mount,
+                unmount,
+                env,
+                unset_env,
+                unshare,
+                home,
+            },
+            cli.quiet,
+        ),
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
         Cmd::Completions { shell } => {
             use std::io::Write;

@@ -19,10 +19,11 @@ pub enum Action {
     /// Run the new work in the existing box as in-box root: install added packages, run
     /// appended setup commands.
     Provision,
-    /// Stop and start the box again: its mounts are made when it starts.
+    /// Stop and start the box again: its mounts, home and namespaces are made when it starts;
+    /// its own layer of changes is kept.
     Restart,
-    /// Remove the box and make it again: its image, namespaces or name differ, or setup
-    /// commands that already ran were changed.
+    /// Remove the box and make it again: its image or name differ, or setup commands that
+    /// already ran were changed.
     Recreate,
 }
 
@@ -69,13 +70,13 @@ pub enum Change {
 impl Change {
     pub fn action(&self) -> Action {
         match self {
-            Change::Name { .. }
-            | Change::Image { .. }
-            | Change::Unshare { .. }
-            | Change::SetupChanged { .. } => Action::Recreate,
-            Change::Home { .. } | Change::MountsAdded(_) | Change::MountsRemoved(_) => {
-                Action::Restart
+            Change::Name { .. } | Change::Image { .. } | Change::SetupChanged { .. } => {
+                Action::Recreate
             }
+            Change::Unshare { .. }
+            | Change::Home { .. }
+            | Change::MountsAdded(_)
+            | Change::MountsRemoved(_) => Action::Restart,
             Change::PackagesAdded(_) | Change::SetupAppended(_) => Action::Provision,
             Change::PackagesRemoved(_)
             | Change::EnvSet(_)
@@ -84,13 +85,15 @@ impl Change {
         }
     }
 
-    /// Whether the box must be removed and made again (image, unshare, name, or setup that
-    /// already ran changed). Mounts, home, env, hooks and added packages do not need it.
+    /// Whether the box must be removed and made again (image, name, or setup that already ran
+    /// changed). Namespaces, mounts, home, env, hooks and added packages do not need it.
+    #[cfg(test)]
     pub fn needs_recreate(&self) -> bool {
         self.action() == Action::Recreate
     }
 
-    /// Whether a running box must be stopped and started again (mounts, home).
+    /// Whether a running box must be stopped and started again (namespaces, mounts, home).
+    #[cfg(test)]
     pub fn needs_restart(&self) -> bool {
         self.action() == Action::Restart
     }
@@ -418,7 +421,7 @@ mounts = [{ host = "/data/.", box = "/data/" }]
     }
 
     #[test]
-    fn image_and_unshare_changes_recreate() {
+    fn image_changes_recreate_and_unshare_restarts() {
         let c = changed("debian:13", "fedora:42");
         assert_eq!(
             c,
@@ -440,7 +443,7 @@ mounts = [{ host = "/data/.", box = "/data/" }]
                 new: vec![Isolate::Net, Isolate::Pid]
             }]
         );
-        assert!(c[0].needs_recreate());
+        assert!(!c[0].needs_recreate() && c[0].needs_restart());
         assert_eq!(c[0].to_string(), "unshare changed from net to net, pid");
         let c = changed("unshare = [\"net\"]", "");
         assert_eq!(c[0].to_string(), "unshare changed from net to none");

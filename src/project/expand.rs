@@ -34,6 +34,7 @@ impl HostEnv {
         }
     }
 
+    #[cfg(test)]
     pub fn from_pairs<I, K, V>(pairs: I) -> HostEnv
     where
         I: IntoIterator<Item = (K, V)>,

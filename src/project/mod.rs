@@ -71,19 +71,17 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 use toml::Spanned;
 
 use crate::state::{self, Isolate};
 
-// The module's API; the commands do not use all of it yet.
-#[allow(unused_imports)]
 pub use change::{diff, fingerprint, Action, Change};
 pub use error::ConfigError;
+pub(crate) use expand::clean as clean_path;
 pub use expand::{ExpandError, HostEnv};
-#[allow(unused_imports)]
-pub use settings::{resolve, Defaults, Flags, Level, Settings, Sourced, UserConfig};
+pub use settings::{resolve, Defaults, Flags, UserConfig};
 
 use error::{list, suggest, Doc};
 
@@ -129,7 +127,8 @@ pub fn find(start: &Path, explicit: Option<&Path>, env: Option<&OsStr>) -> Resul
 }
 
 /// What `home` says.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Home {
     /// Your home directory, at its usual path (devbox's default).
     Shared,
@@ -147,7 +146,7 @@ impl std::fmt::Display for Home {
 }
 
 /// One `[[box.mounts]]` entry, expanded.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Mount {
     /// Absolute host path (`~` and variables expanded; not checked to exist).
     pub host: PathBuf,
@@ -166,14 +165,15 @@ impl std::fmt::Display for Mount {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hooks {
     /// Run as the user at the start of every enter/run session.
     pub enter: Vec<String>,
 }
 
-/// A loaded, validated and expanded `devbox.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A loaded, validated and expanded `devbox.toml`. It serializes (as JSON) so a box can keep
+/// the project it was made from, for `devbox apply` to tell what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
     /// The file it was read from.
     pub file: PathBuf,
@@ -242,7 +242,7 @@ struct RawHooks {
 pub const UNSHARE_VALUES: &[&str] = &["net", "pid", "ipc", "all"];
 
 /// Box paths devbox mounts itself, so a project mount may not be at or under them.
-const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
+pub(crate) const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
 
 impl Project {
     /// Reads and parses `file` (made absolute first, so the project directory is known).

@@ -85,11 +85,18 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     if !running(dirs, cfg, &box_ns) {
         start(dirs, cfg, &box_ns)?;
     }
+    // The namespaces the box was started with, which can differ from its settings after
+    // `devbox config`/`apply` changed them (they apply from its next start).
     let mut fds = Vec::new();
-    for ns in start::namespaces(cfg) {
+    for ns in start::JOIN_ORDER {
         let path = box_ns.join(ns);
-        let f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        fds.push((ns, f));
+        match File::open(&path) {
+            Ok(f) => fds.push((ns, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !matches!(ns, "uts" | "mnt") => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open {}", path.display()));
+            }
+        }
     }
     let cwd = std::env::current_dir().ok();
     let user = crate::runtime::rootfs::HostUser::for_session();

@@ -36,7 +36,8 @@ pub fn is_running(
     if !userns::is_ns_file(&box_ns.join("mnt")) {
         return false;
     }
-    // Only a box with its own pid namespace has an init that can die under it.
-    !cfg.has(crate::state::Isolate::Pid)
+    // Only a box with its own pid namespace (as started, whatever its settings say now) has an
+    // init that can die under it.
+    !box_ns.join("pid").exists()
         || start::RunRecord::load(dirs, &cfg.name).is_some_and(|r| r.init_alive())
 }

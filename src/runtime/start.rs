@@ -28,6 +28,11 @@ use crate::state::{Backend, BoxConfig, BoxPaths, Isolate};
 use crate::sys::{self, Forked};
 
 /// The namespaces a box keeps, in the order they are joined (mnt last).
+/// Every namespace a box can have, in the order sessions join them (the user namespace comes
+/// first, from the holder; the mount namespace last). The box's namespace directory has a file
+/// for each one the box was started with.
+pub const JOIN_ORDER: [&str; 5] = ["uts", "ipc", "net", "pid", "mnt"];
+
 pub fn namespaces(cfg: &BoxConfig) -> Vec<&'static str> {
     let mut v = vec!["uts"];
     if cfg.has(Isolate::Ipc) {

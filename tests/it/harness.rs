@@ -83,13 +83,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Path of a fixture tarball, built (and cached) by the project's fixture scripts.
+/// Path of a fixture (a tarball, or the apt repository's directory), built and cached by the
+/// project's fixture scripts.
 pub fn fixture(kind: &str) -> PathBuf {
     static BUSYBOX: OnceLock<PathBuf> = OnceLock::new();
     static DEBIAN: OnceLock<PathBuf> = OnceLock::new();
+    static APT_REPO: OnceLock<PathBuf> = OnceLock::new();
     let (cell, script) = match kind {
         "busybox" => (&BUSYBOX, "tests/fixtures/busybox-rootfs.sh"),
         "debian" => (&DEBIAN, "tests/fixtures/debian-rootfs.sh"),
+        "apt-repo" => (&APT_REPO, "tests/fixtures/apt-repo.sh"),
         _ => panic!("unknown fixture {kind}"),
     };
     cell.get_or_init(|| {

@@ -1,6 +1,7 @@
 //! devbox's integration tests: the real binary, real namespaces, real newuidmap, real images.
 //! One test binary, a module per area.
 
+mod apply;
 mod archives;
 mod catalog;
 mod completions;

@@ -1,0 +1,351 @@
+//! Keeping a project's box in line with its devbox.toml (`devbox apply`), changing a box's
+//! settings after creation (`devbox config`), and the user configuration's defaults.
+//!
+//! Packages come from a flat apt repository (tests/fixtures/apt-repo.sh: a package built there
+//! and the host's own sudo) served on loopback by Python's http.server, so no test needs the
+//! network.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::harness::*;
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`; killed on drop.
+struct Repo {
+    child: Child,
+    port: u16,
+}
+
+impl Repo {
+    fn serve(dir: &Path) -> Repo {
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for the apt repository server: run `sudo tests/setup.sh`");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected http.server banner: {line:?}"));
+        Repo { child, port }
+    }
+
+    /// The setup command that makes the box use only this repository.
+    fn sources_setup(&self) -> String {
+        format!(
+            "echo 'deb [trusted=yes] http://127.0.0.1:{}/ ./' > /etc/apt/sources.list && rm -rf /etc/apt/sources.list.d/*",
+            self.port
+        )
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_toml(env: &TestEnv, dir: &Path, text: &str) {
+    env.write_as_user(&dir.join("devbox.toml"), text.as_bytes());
+}
+
+fn in_dir(env: &TestEnv, dir: &Path, args: &[&str]) -> std::process::Output {
+    env.cmd(args).current_dir(dir).output().unwrap()
+}
+
+#[test]
+fn apply_installs_added_packages_in_place() {
+    let env = TestEnv::new();
+    let repo = Repo::serve(&fixture("apt-repo"));
+    let proj = env.home.join("app");
+    env.mkdir_as_user(&proj);
+    let head = format!(
+        "[box]\nname = \"app\"\nimage = \"{}\"\nsetup = [\"{}\"]\n",
+        fixture("debian").display(),
+        repo.sources_setup().replace('"', "\\\"")
+    );
+    write_toml(&env, &proj, &head);
+    // apply makes the box when there is none.
+    let out = in_dir(&env, &proj, &["apply"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Created box 'app'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = in_dir(&env, &proj, &["apply"]);
+    assert!(
+        stderr(&out).contains("Box 'app' is up to date"),
+        "{}",
+        stderr(&out)
+    );
+    // Something made inside the box, to show that apply keeps its layer.
+    env.ok([
+        "run",
+        "app",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /etc/kept",
+    ]);
+
+    write_toml(
+        &env,
+        &proj,
+        &format!("{head}packages = [\"devbox-hello\", \"sudo\"]\n"),
+    );
+    // enter/run say what changed and what to do.
+    let out = in_dir(&env, &proj, &["run", "--", "true"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("packages added: devbox-hello, sudo") && err.contains("devbox apply"),
+        "{err}"
+    );
+    let out = in_dir(&env, &proj, &["apply"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Installing 2 packages"), "{err}");
+    assert!(err.contains("Box 'app' is up to date"), "{err}");
+    let out = in_dir(
+        &env,
+        &proj,
+        &["run", "--", "sh", "-c", "devbox-hello; cat /etc/kept"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "hello from a package\nkept\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("changed since"), "{}", stderr(&out));
+    // apply NAME works from anywhere.
+    let out = env.run(["apply", "app"]);
+    assert!(
+        stderr(&out).contains("Box 'app' is up to date"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn apply_recreates_for_a_new_image_only_when_told() {
+    let env = TestEnv::new();
+    let proj = env.home.join("svc");
+    env.mkdir_as_user(&proj);
+    let toml = |image: &Path| format!("[box]\nname = \"svc\"\nimage = \"{}\"\n", image.display());
+    write_toml(&env, &proj, &toml(&fixture("busybox")));
+    let out = in_dir(
+        &env,
+        &proj,
+        &["run", "--root", "--", "sh", "-c", "echo mine > /etc/mine"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.write_as_user(&env.home.join("notes.txt"), b"my notes\n");
+
+    write_toml(&env, &proj, &toml(&fixture("debian")));
+    // Without a terminal to ask on, and without --yes, nothing changes.
+    let out = in_dir(&env, &proj, &["apply"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("image changed from"), "{err}");
+    assert!(err.contains("discarded") && err.contains("--yes"), "{err}");
+    assert_eq!(env.sh("svc", "cat /etc/mine"), "mine\n");
+
+    let out = in_dir(&env, &proj, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = env.sh(
+        "svc",
+        "test -e /etc/mine && echo still; cat /etc/debian_version >/dev/null && echo debian",
+    );
+    assert_eq!(got, "debian\n");
+    assert_eq!(
+        std::fs::read_to_string(env.home.join("notes.txt")).unwrap(),
+        "my notes\n"
+    );
+}
+
+#[test]
+fn apply_changes_mounts_and_namespaces_with_a_restart_keeping_the_box() {
+    let env = TestEnv::new();
+    let proj = env.home.join("web");
+    let data = env.home.join("data");
+    env.mkdir_as_user(&proj);
+    env.mkdir_as_user(&data);
+    env.write_as_user(&data.join("f"), b"data file\n");
+    let head = format!(
+        "[box]\nname = \"web\"\nimage = \"{}\"\n",
+        fixture("busybox").display()
+    );
+    write_toml(&env, &proj, &head);
+    let out = in_dir(
+        &env,
+        &proj,
+        &["run", "--root", "--", "sh", "-c", "echo mine > /etc/mine"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    write_toml(
+        &env,
+        &proj,
+        &format!(
+            "{head}unshare = [\"net\"]\n[[box.mounts]]\nhost = \"~/data\"\nbox = \"/data\"\nreadonly = true\n"
+        ),
+    );
+    // The box is running: without --yes and a terminal it is not stopped, and says how.
+    let out = in_dir(&env, &proj, &["apply"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("mounts added: "), "{err}");
+    assert!(err.contains("devbox stop web"), "{err}");
+    assert_eq!(
+        env.sh("web", "test -e /data/f && echo mounted; echo ok"),
+        "ok\n"
+    );
+    // A second apply finds the box in line; a stop and a start bring the settings in.
+    env.ok(["stop", "web"]);
+    let got = env.sh(
+        "web",
+        "cat /data/f /etc/mine; touch /data/g 2>/dev/null || echo read-only; ls /sys/class/net",
+    );
+    assert_eq!(got, "data file\nmine\nread-only\nlo\n");
+
+    // With --yes, a running box is stopped and comes back with the new settings.
+    write_toml(&env, &proj, &head);
+    let out = in_dir(&env, &proj, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Stopped box 'web'"),
+        "{}",
+        stderr(&out)
+    );
+    let got = env.sh("web", "test -e /data/f || echo unmounted; cat /etc/mine");
+    assert_eq!(got, "unmounted\nmine\n");
+}
+
+#[test]
+fn config_changes_a_created_box() {
+    let env = TestEnv::new();
+    env.busybox("b", &[]);
+    let data = env.home.join("shared-data");
+    env.mkdir_as_user(&data);
+    env.write_as_user(&data.join("f"), b"hi\n");
+    env.ok([
+        "config",
+        "b",
+        "--mount",
+        "~/shared-data:/srv/data:ro",
+        "--env",
+        "EDITOR=vi",
+        "--env",
+        "GREETING=hello world",
+    ]);
+    let got = env.sh(
+        "b",
+        "cat /srv/data/f; echo $EDITOR $GREETING; touch /srv/data/x 2>/dev/null || echo ro",
+    );
+    assert_eq!(got, "hi\nvi hello world\nro\n");
+    let shown = env.ok(["inspect", "b", "--json"]);
+    assert!(shown.contains("/srv/data"), "{shown}");
+
+    // A running box takes new mounts at its next start, and says so.
+    let said = env.ok([
+        "config",
+        "b",
+        "--unmount",
+        "/srv/data",
+        "--unset-env",
+        "EDITOR",
+    ]);
+    assert!(said.contains("devbox stop b"), "{said}");
+    env.ok(["stop", "b"]);
+    assert_eq!(
+        env.sh(
+            "b",
+            "test -e /srv/data/f || echo gone; echo [$EDITOR] $GREETING"
+        ),
+        "gone\n[] hello world\n"
+    );
+
+    // Bad edits are refused with what to do, and change nothing.
+    let err = env.fails(1, ["config", "b", "--mount", "/nope/x:/x"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = env.fails(1, ["config", "b", "--mount", "~/shared-data"]);
+    assert!(err.contains("HOST:BOX"), "{err}");
+    let err = env.fails(1, ["config", "b", "--mount", "~/shared-data:/proc/x"]);
+    assert!(err.contains("devbox mounts itself"), "{err}");
+    let err = env.fails(1, ["config", "b", "--unmount", "/srv/data"]);
+    assert!(err.contains("no mount at /srv/data"), "{err}");
+    let err = env.fails(1, ["config", "b", "--env", "1X=2"]);
+    assert!(err.contains("not a variable name"), "{err}");
+    env.fails(2, ["config", "b", "--unshare", "bogus"]);
+
+    // A project's box takes its settings from its file.
+    let proj = env.home.join("p");
+    env.mkdir_as_user(&proj);
+    write_toml(
+        &env,
+        &proj,
+        &format!(
+            "[box]\nname = \"p\"\nimage = \"{}\"\n",
+            fixture("busybox").display()
+        ),
+    );
+    assert!(in_dir(&env, &proj, &["apply"]).status.success());
+    let err = env.fails(1, ["config", "p", "--env", "A=1"]);
+    assert!(err.contains("devbox apply p"), "{err}");
+}
+
+#[test]
+fn user_config_supplies_the_default_image_and_box() {
+    let env = TestEnv::new();
+    let cfg_dir = env.home.join(".config/devbox");
+    env.mkdir_as_user(&cfg_dir);
+    env.write_as_user(
+        &cfg_dir.join("config.toml"),
+        format!(
+            "default_image = \"{}\"\ndefault_box = \"second\"\n",
+            fixture("busybox").display()
+        )
+        .as_bytes(),
+    );
+    // `create` without IMAGE takes default_image.
+    env.ok(["create", "--name", "first"]);
+    env.ok(["create", "--name", "second"]);
+    let json = env.ok(["inspect", "first", "--json"]);
+    assert!(json.contains("busybox-rootfs.tar"), "{json}");
+    // enter/run without NAME outside a project take default_box, not "the only box".
+    assert_eq!(env.ok(["run", "--", "hostname"]), "second\n");
+    // A project here wins over default_box.
+    let proj = env.home.join("proj");
+    env.mkdir_as_user(&proj);
+    write_toml(&env, &proj, "[box]\nname = \"first\"\nimage = \"x\"\n");
+    // (first was not made from this file, so apply refuses to touch it)
+    let out = in_dir(&env, &proj, &["apply"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not made from a devbox.toml"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A broken user configuration is an error with its line and column.
+    env.write_as_user(
+        &cfg_dir.join("config.toml"),
+        b"default_box = \"second\"\ndefualt_image = 3\n",
+    );
+    let err = env.fails(125, ["run", "--", "true"]);
+    assert!(err.contains("config.toml (line 2, column 1)"), "{err}");
+    assert!(err.contains("default_image"), "{err}");
+}
