@@ -120,6 +120,9 @@ pub struct BoxConfig {
     /// The project directory, bound in at its own path when the home is isolated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_dir: Option<PathBuf>,
+    /// The user's sudoers rule has been written into the box's layer (once, at first start).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudoers: bool,
 }
 
 /// A host path bound into a box.

@@ -23,6 +23,7 @@ PACKAGES=(
     tar gzip xz-utils zstd python3 procps iproute2
     bash zsh fish hyperfine
     docker-registry skopeo umoci
+    ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)
 )
 SUB_COUNT=65536
 

@@ -99,6 +99,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         mounts,
         home: None,
         project_dir: None,
+        sudoers: false,
     };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;

@@ -314,6 +314,18 @@ fn box_env(
     if !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }
+    // The box's terminfo databases first, then the host's (seen under /run/host), so a terminal
+    // the box does not know still works. Only strings: no file is looked at here.
+    let image_dirs = image_env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("TERMINFO_DIRS="));
+    let dirs = crate::runtime::rootfs::terminfo_dirs(
+        image_dirs,
+        std::env::var_os("TERMINFO_DIRS").as_deref(),
+        std::env::var_os("TERMINFO").as_deref(),
+    );
+    env.retain(|(k, _)| k != "TERMINFO_DIRS");
+    env.push(("TERMINFO_DIRS".into(), dirs));
     env
 }
 

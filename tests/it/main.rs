@@ -8,6 +8,7 @@ mod doctor;
 mod download;
 mod harness;
 mod images;
+mod inbox;
 mod oci_create;
 mod project;
 mod registry;
