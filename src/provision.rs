@@ -77,7 +77,13 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
     }
     let result = provision(dirs, p, &cfg, &say);
     if let Err(e) = result {
-        let _ = crate::cmd::rm::run(dirs, std::slice::from_ref(&p.name), true, true);
+        let _ = crate::cmd::rm::run(
+            dirs,
+            std::slice::from_ref(&p.name),
+            true,
+            crate::cmd::rm::Exports::Keep,
+            true,
+        );
         return Err(e.context(format!("the box '{}' was not kept", p.name)));
     }
     Ok(())

@@ -6,6 +6,7 @@ mod catalog;
 mod completions;
 mod doctor;
 mod download;
+mod export;
 mod harness;
 mod images;
 mod inbox;
