@@ -114,6 +114,47 @@ unless --force is given, which stops it first. Your home directory is never touc
         /// Stop running boxes first instead of refusing
         #[arg(long, short)]
         force: bool,
+        /// Also remove the boxes' exports (launchers, menu entries) without asking
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Make a box's program or desktop application runnable from the host
+    #[command(
+        long_about = "Make a box's program or desktop application runnable from the host.\n\n\
+--bin PROGRAM writes a launcher ~/.local/bin/BASENAME that runs the program in the box with \
+your working directory and arguments, and exits with its status (`devbox run NAME -- PROGRAM`). \
+PROGRAM is an absolute path in the box, or a name looked up in the box's PATH.\n\n\
+--app APP copies the box's desktop entry /usr/share/applications/APP.desktop (or \
+/usr/local/share/applications) to ~/.local/share/applications/devbox-NAME-APP.desktop, its \
+Exec lines running through devbox and its name followed by \"(NAME)\".\n\n\
+Looking into the box starts it if it is stopped. A file devbox did not write is never \
+replaced unless --force is given. Exports are found again by a marker line in each file; \
+`devbox rm` offers to remove a box's exports.",
+        after_help = "Examples:\n  devbox export deb --bin rg\n  devbox export deb --app org.gnome.gedit\n  devbox export deb --list\n  devbox export deb --delete --bin rg\n  devbox export deb --delete --all"
+    )]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["bin", "app", "list", "all"])))]
+    Export {
+        /// The box (it may already be removed, for --list and --delete)
+        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
+        name: String,
+        /// A program of the box: writes the launcher ~/.local/bin/BASENAME
+        #[arg(long, value_name = "PROGRAM")]
+        bin: Option<String>,
+        /// A desktop application of the box (its .desktop file's name): writes a menu entry
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+        /// Remove the export named by --bin or --app (or every export of the box with --all)
+        #[arg(long)]
+        delete: bool,
+        /// With --delete: every export of the box
+        #[arg(long, requires = "delete")]
+        all: bool,
+        /// Show the box's exports
+        #[arg(long, conflicts_with_all = ["delete", "force"])]
+        list: bool,
+        /// Replace a file devbox did not write, or another box's export
+        #[arg(long, short, conflicts_with = "delete")]
+        force: bool,
     },
     /// Run a host command as root of devbox's user namespace (to inspect or delete files owned by subordinate ids)
     Unshare {

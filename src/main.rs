@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod cmd;
 mod completions;
+mod export;
 mod fetch;
 mod idmap;
 #[allow(dead_code)]

@@ -81,7 +81,13 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         save_snapshot(dirs, p)
     })();
     if let Err(e) = result {
-        let _ = crate::cmd::rm::run(dirs, std::slice::from_ref(&p.name), true, true);
+        let _ = crate::cmd::rm::run(
+            dirs,
+            std::slice::from_ref(&p.name),
+            true,
+            crate::cmd::rm::Exports::Keep,
+            true,
+        );
         return Err(e.context(format!("the box '{}' was not kept", p.name)));
     }
     say(&format!(
@@ -266,7 +272,13 @@ fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
         bail!("box '{name}' was left as it was\n  hint: run `devbox apply --yes` to recreate it without asking");
     }
     crate::store::import(dirs, &p.image, None, &Term { quiet })?;
-    crate::cmd::rm::run(dirs, std::slice::from_ref(name), true, true)?;
+    crate::cmd::rm::run(
+        dirs,
+        std::slice::from_ref(name),
+        true,
+        crate::cmd::rm::Exports::Keep,
+        true,
+    )?;
     create_project_box(dirs, p, quiet)
 }
 

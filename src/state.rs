@@ -124,6 +124,9 @@ pub struct BoxConfig {
     /// Variables set with `devbox config --env`, over the image's in every session.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The user's sudoers rule has been written into the box's layer (once, at first start).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudoers: bool,
 }
 
 /// A change to a box's settings (`devbox config`): none of them needs a new image.

@@ -123,6 +123,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         home: None,
         project_dir: None,
         vars: Default::default(),
+        sudoers: false,
     };
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;

@@ -125,7 +125,7 @@ pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32>
                     r.boxes.join(", ")
                 );
             }
-            super::rm::run(dirs, &r.boxes, true, quiet)?;
+            super::rm::run(dirs, &r.boxes, true, super::rm::Exports::Ask, quiet)?;
         }
         store::remove_image(dirs, &r.id)?;
         if !quiet {

@@ -5,6 +5,7 @@ mod config;
 pub mod create;
 mod doctor;
 mod enter;
+mod export;
 mod image;
 mod image_search;
 mod init;
@@ -61,7 +62,37 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         ),
         Cmd::List { json } => list::run(&Dirs::from_env()?, json),
         Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
-        Cmd::Rm { names, force } => rm::run(&Dirs::from_env()?, &names, force, cli.quiet),
+        Cmd::Rm { names, force, yes } => {
+            let exports = if yes {
+                rm::Exports::Remove
+            } else {
+                rm::Exports::Ask
+            };
+            rm::run(&Dirs::from_env()?, &names, force, exports, cli.quiet)
+        }
+        Cmd::Export {
+            name,
+            bin,
+            app,
+            delete,
+            all: _,
+            list,
+            force,
+        } => {
+            let what = match (bin, app) {
+                (Some(b), _) => export::What::Bin(b),
+                (None, Some(a)) => export::What::App(a),
+                (None, None) => export::What::All,
+            };
+            let action = if list {
+                export::Action::List
+            } else if delete {
+                export::Action::Delete(what)
+            } else {
+                export::Action::Write(what, force)
+            };
+            export::run(&Dirs::from_env()?, &name, action, cli.quiet)
+        }
         Cmd::Unshare { cmd } => unshare::run(&Dirs::from_env()?, &cmd),
         Cmd::Image(ImageCmd::List { json }) => image::list(&Dirs::from_env()?, json),
         Cmd::Image(ImageCmd::Rm { images, force }) => {

@@ -1,14 +1,37 @@
+//! `devbox rm`: remove boxes, and decide about their exports (launchers, menu entries).
+
+use std::io::{BufRead, IsTerminal, Write};
+
 use anyhow::{bail, Result};
 
+use crate::export::{self, Places};
 use crate::paths::Dirs;
 use crate::runtime::stop::stop_box;
 use crate::state::{self, BoxConfig};
 
-pub fn run(dirs: &Dirs, names: &[String], force: bool, quiet: bool) -> Result<i32> {
+/// What happens to the exports of a removed box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exports {
+    /// Ask when stdin is a terminal; otherwise keep them and say so.
+    Ask,
+    /// Remove them (`--yes`).
+    Remove,
+    /// Keep them and say so.
+    Keep,
+}
+
+pub fn run(
+    dirs: &Dirs,
+    names: &[String],
+    force: bool,
+    exports: Exports,
+    quiet: bool,
+) -> Result<i32> {
     for n in names {
         state::validate_name(n)?;
         BoxConfig::load(dirs, n)?;
     }
+    let places = Places::from_env()?;
     for n in names {
         if crate::runtime::start::RunRecord::load(dirs, n).is_some() {
             if !force {
@@ -16,6 +39,9 @@ pub fn run(dirs: &Dirs, names: &[String], force: bool, quiet: bool) -> Result<i3
             }
             stop_box(dirs, n)?;
         }
+        // Decided before anything is removed, so an interrupted question leaves all in place.
+        let found = export::scan(&places, Some(n));
+        let remove_exports = !found.is_empty() && decide(n, &found, exports)?;
         // Rename first so a half-removed box never looks like a box.
         let trash = dirs
             .boxes
@@ -25,6 +51,74 @@ pub fn run(dirs: &Dirs, names: &[String], force: bool, quiet: bool) -> Result<i3
         if !quiet {
             println!("Removed box '{n}'");
         }
+        if found.is_empty() {
+            continue;
+        }
+        let count = counted(found.len());
+        if !remove_exports {
+            // Said even with --quiet: these files now fail when used.
+            eprintln!(
+                "devbox: kept {count} of box '{n}', broken until a box '{n}' exists again; remove with `devbox export {n} --delete --all`"
+            );
+            continue;
+        }
+        let failed = export::remove(&found);
+        for (x, e) in &failed {
+            eprintln!("devbox: cannot remove {}: {e}", x.file.display());
+        }
+        if !failed.is_empty() {
+            bail!(
+                "{} of box '{n}' could not be removed (see above)\n  hint: remove them by hand, or with `devbox export {n} --delete --all`",
+                counted(failed.len())
+            );
+        }
+        if !quiet {
+            println!("Removed {count} of box '{n}'");
+        }
     }
     Ok(0)
+}
+
+fn counted(n: usize) -> String {
+    if n == 1 {
+        "1 export".to_string()
+    } else {
+        format!("{n} exports")
+    }
+}
+
+/// True when the exports are to be removed: --yes, or "y" to the question on a terminal.
+fn decide(name: &str, found: &[export::Export], how: Exports) -> Result<bool> {
+    match how {
+        Exports::Remove => return Ok(true),
+        Exports::Keep => return Ok(false),
+        Exports::Ask if !std::io::stdin().is_terminal() => return Ok(false),
+        Exports::Ask => {}
+    }
+    let mut err = std::io::stderr().lock();
+    for x in found {
+        writeln!(
+            err,
+            "  {}  ({} {})",
+            x.file.display(),
+            kind_word(x),
+            x.target
+        )?;
+    }
+    write!(
+        err,
+        "Remove {} of box '{name}'? [y/N] ",
+        counted(found.len())
+    )?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+fn kind_word(x: &export::Export) -> &'static str {
+    match x.kind {
+        export::Kind::Bin => "runs",
+        export::Kind::App => "application",
+    }
 }

@@ -80,11 +80,7 @@ pub const EXIT_DEVBOX: i32 = 125;
 /// Joins the box (starting it if needed) and runs the session. Returns only on failure or, with
 /// a pid namespace, with the command's exit status.
 pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
-    let holder = Holder::ensure(dirs)?;
-    let box_ns = crate::runtime::box_ns_path(dirs, &holder, s.name);
-    if !running(dirs, cfg, &box_ns) {
-        start(dirs, cfg, &box_ns)?;
-    }
+    let (holder, box_ns) = ensure_running(dirs, cfg)?;
     // The namespaces the box was started with, which can differ from its settings after
     // `devbox config`/`apply` changed them (they apply from its next start).
     let mut fds = Vec::new();
@@ -208,6 +204,70 @@ fn wait_exit(child: nix::unistd::Pid) -> i32 {
     }
 }
 
+/// The holder and the path of the box's namespace files, the box started first if needed.
+fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf)> {
+    let holder = Holder::ensure(dirs)?;
+    let box_ns = crate::runtime::box_ns_path(dirs, &holder, &cfg.name);
+    if !running(dirs, cfg, &box_ns) {
+        start(dirs, cfg, &box_ns)?;
+    }
+    Ok((holder, box_ns))
+}
+
+/// Runs `look` in a forked child that has joined the box's user and mount namespaces (starting
+/// the box if needed) and returns the bytes it produced. The child keeps the caller's ids, with
+/// the namespace's capabilities, and sees the box's root: the merged view of image and layer,
+/// whichever overlay backend the box uses. Nothing else of the box is touched.
+pub fn look_inside(
+    dirs: &Dirs,
+    cfg: &BoxConfig,
+    look: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let (holder, box_ns) = ensure_running(dirs, cfg)?;
+    let mnt_path = box_ns.join("mnt");
+    let mnt =
+        File::open(&mnt_path).with_context(|| format!("cannot open {}", mnt_path.display()))?;
+    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    match sys::fork()? {
+        Forked::Child => {
+            drop(rx);
+            let mut tx = File::from(tx);
+            let joined = userns::join_user(holder.pid).and_then(|()| {
+                setns(&mnt, CloneFlags::CLONE_NEWNS).with_context(|| {
+                    format!("cannot join the mount namespace of box '{}'", cfg.name)
+                })
+            });
+            let code = match joined {
+                Ok(()) => {
+                    let _ = tx.write_all(&look());
+                    0
+                }
+                Err(e) => {
+                    let _ = tx.write_all(format!("{e:#}").as_bytes());
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Forked::Parent(child) => {
+            drop(tx);
+            let mut out = Vec::new();
+            let read = File::from(rx).read_to_end(&mut out);
+            let status = waitpid(child, None);
+            read.context("cannot read from the process looking inside the box")?;
+            match status {
+                Ok(WaitStatus::Exited(_, 0)) => Ok(out),
+                _ => bail!(
+                    "cannot look inside box '{}': {}",
+                    cfg.name,
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+    }
+}
+
 /// True when the box's namespaces are persisted and (with a pid namespace) its init lives.
 fn running(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> bool {
     crate::runtime::is_running(dirs, box_ns, cfg)
@@ -321,6 +381,18 @@ fn box_env(
     if !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }
+    // The box's terminfo databases first, then the host's (seen under /run/host), so a terminal
+    // the box does not know still works. Only strings: no file is looked at here.
+    let image_dirs = image_env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("TERMINFO_DIRS="));
+    let dirs = crate::runtime::rootfs::terminfo_dirs(
+        image_dirs,
+        std::env::var_os("TERMINFO_DIRS").as_deref(),
+        std::env::var_os("TERMINFO").as_deref(),
+    );
+    env.retain(|(k, _)| k != "TERMINFO_DIRS");
+    env.push(("TERMINFO_DIRS".into(), dirs));
     env
 }
 

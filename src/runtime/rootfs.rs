@@ -5,8 +5,10 @@
 //! old root put at /run/host, then this plan, whose sources all live under /run/host and whose
 //! targets resolve inside the box (an image's `/home -> var/home` symlink is followed inside).
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -305,6 +307,120 @@ fn append_line(path: &Path, existing: &str, line: &str) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("cannot update {}", path.display()))
 }
 
+/// The terminfo directories of a box, in the order ncurses usually searches them (Debian's
+/// build; other distributions use a subset, and a missing directory is skipped).
+pub const BOX_TERMINFO: &[&str] = &["/etc/terminfo", "/lib/terminfo", "/usr/share/terminfo"];
+
+/// `TERMINFO_DIRS` of a session: the box's databases first (a list the image's environment
+/// sets, then the usual directories), then the host's, reached through `/run/host` (the host's
+/// own `TERMINFO_DIRS` and `TERMINFO`, then the usual directories), so a terminal that only the
+/// host knows (kitty, foot, alacritty...) still works in the box. The host's files are read
+/// only there: they belong to ids the box does not map. Strings only, for the join's hot path.
+pub fn terminfo_dirs(
+    image: Option<&str>,
+    host_dirs: Option<&OsStr>,
+    host_terminfo: Option<&OsStr>,
+) -> OsString {
+    let mut list: Vec<OsString> = Vec::new();
+    let mut add = |d: OsString| {
+        if !d.is_empty() && !list.contains(&d) {
+            list.push(d);
+        }
+    };
+    for d in image.unwrap_or_default().split(':') {
+        add(d.into());
+    }
+    for d in BOX_TERMINFO {
+        add(OsString::from(d));
+    }
+    let host_lists = [
+        host_dirs.map(OsStr::as_bytes),
+        host_terminfo.map(OsStr::as_bytes),
+    ];
+    for d in host_lists
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l.split(|&b| b == b':'))
+    {
+        if d.starts_with(b"/") {
+            add(host(Path::new(OsStr::from_bytes(d))).into_os_string());
+        }
+    }
+    for d in BOX_TERMINFO {
+        add(host(Path::new(d)).into_os_string());
+    }
+    list.join(OsStr::new(":"))
+}
+
+/// The sudoers rule that lets the user run anything as root in the box without a password:
+/// its file name in `/etc/sudoers.d` and its text. sudo skips files whose name holds a `.`, so
+/// the name keeps only letters, digits, `_` and `-`; a user name sudoers would need quoted is
+/// written as `#UID`.
+pub fn sudoers_rule(u: &HostUser) -> (String, String) {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    let file: String = u
+        .name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    let nameable = u
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && u.name.chars().all(|c| plain(c) || c == '.');
+    let who = if nameable {
+        u.name.clone()
+    } else {
+        format!("#{}", u.uid)
+    };
+    (
+        format!("devbox-{file}"),
+        format!(
+            "# Written by devbox at the box's first start: {who} may run anything as root in this\n\
+# box without a password. The box's root is one of your subordinate ids, not the host's root.\n\
+{who} ALL=(ALL) NOPASSWD: ALL\n"
+        ),
+    )
+}
+
+/// Writes the user's rule into `ETC/sudoers.d` (made 0750 if missing), mode 0440, owned by the
+/// caller (in-box root at box start). It is written whether sudo is installed or not, so sudo
+/// installed later works at once; no password is set or changed.
+pub fn write_sudoers(etc: &Path, u: &HostUser) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = etc.join("sudoers.d");
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("{} is not a directory", dir.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .mode(0o750)
+                .create(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    }
+    let (name, text) = sudoers_rule(u);
+    let path = dir.join(&name);
+    // A name with a '.' so that sudo ignores it should it ever be left behind.
+    let tmp = dir.join(format!(".{name}.devbox-tmp"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o440)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.set_permissions(fs::Permissions::from_mode(0o440))?;
+    drop(f);
+    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 /// The calling user as the box should know them.
 #[derive(Debug, Clone)]
 pub struct HostUser {
@@ -484,6 +600,77 @@ mod tests {
             overlay_options(Path::new("/a,b"), Path::new("/c:d"), Path::new("/e\\f")),
             "lowerdir=/a\\,b,upperdir=/c\\:d,workdir=/e\\\\f,userxattr"
         );
+    }
+
+    #[test]
+    fn terminfo_dirs_put_the_box_first_then_the_host() {
+        let both = "/etc/terminfo:/lib/terminfo:/usr/share/terminfo:\
+/run/host/etc/terminfo:/run/host/lib/terminfo:/run/host/usr/share/terminfo";
+        assert_eq!(terminfo_dirs(None, None, None), OsString::from(both));
+        // The host's own settings are host paths: they are looked up under /run/host, after
+        // the box's directories and before the host's usual ones.
+        let got = terminfo_dirs(
+            Some("/opt/ti:"),
+            Some(OsStr::new("/nix/ti::relative:/etc/terminfo")),
+            Some(OsStr::new("/usr/lib/kitty/terminfo")),
+        );
+        assert_eq!(
+            got,
+            OsString::from(
+                "/opt/ti:/etc/terminfo:/lib/terminfo:/usr/share/terminfo:\
+/run/host/nix/ti:/run/host/etc/terminfo:/run/host/usr/lib/kitty/terminfo:\
+/run/host/lib/terminfo:/run/host/usr/share/terminfo"
+            )
+        );
+    }
+
+    fn alice() -> HostUser {
+        HostUser {
+            name: "alice".into(),
+            group: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            gecos: "Alice".into(),
+            home: "/home/alice".into(),
+            shell: "/bin/bash".into(),
+        }
+    }
+
+    #[test]
+    fn the_sudoers_rule_names_the_user_in_a_file_sudo_reads() {
+        let (file, text) = sudoers_rule(&alice());
+        assert_eq!(file, "devbox-alice");
+        assert!(
+            text.ends_with("\nalice ALL=(ALL) NOPASSWD: ALL\n"),
+            "{text}"
+        );
+        let mut u = alice();
+        u.name = "john.doe".into();
+        let (file, text) = sudoers_rule(&u);
+        assert_eq!(file, "devbox-john_doe");
+        assert!(text.contains("\njohn.doe ALL=(ALL)"), "{text}");
+        u.name = "1x@corp".into();
+        let (file, text) = sudoers_rule(&u);
+        assert_eq!(file, "devbox-1x_corp");
+        assert!(text.contains("\n#1000 ALL=(ALL) NOPASSWD: ALL\n"), "{text}");
+    }
+
+    #[test]
+    fn the_sudoers_file_is_0440_in_a_0750_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let etc = tempfile::tempdir().unwrap();
+        let path = write_sudoers(etc.path(), &alice()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(path, etc.path().join("sudoers.d/devbox-alice"));
+        assert_eq!(mode(&path), 0o440);
+        assert_eq!(mode(&etc.path().join("sudoers.d")), 0o750);
+        // Written again over the read-only file: replaced, nothing left behind.
+        write_sudoers(etc.path(), &alice()).unwrap();
+        let names: Vec<_> = fs::read_dir(etc.path().join("sudoers.d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("devbox-alice")]);
     }
 
     #[test]

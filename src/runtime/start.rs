@@ -53,6 +53,8 @@ pub fn namespaces(cfg: &BoxConfig) -> Vec<&'static str> {
 enum Report {
     /// Host pid of the process whose namespaces are the box's.
     Pid(i32),
+    /// The user's sudoers rule was written (first start only).
+    Sudoers,
     /// The root is built, with this overlay backend.
     Ready(Backend),
     Failed(String),
@@ -173,6 +175,7 @@ pub fn run(name: &str) -> Result<()> {
     let mut reports = BufReader::new(File::from(report_rx));
     let mut target = None;
     let mut backend = None;
+    let mut sudoers = false;
     let mut line = String::new();
     while backend.is_none() {
         line.clear();
@@ -181,6 +184,7 @@ pub fn run(name: &str) -> Result<()> {
         }
         match serde_json::from_str::<Report>(&line) {
             Ok(Report::Pid(p)) => target = Some(p),
+            Ok(Report::Sudoers) => sudoers = true,
             Ok(Report::Ready(b)) => backend = Some(b),
             Ok(Report::Failed(msg)) => {
                 let _ = waitpid(first, None);
@@ -229,9 +233,10 @@ pub fn run(name: &str) -> Result<()> {
         &dirs.box_run_file(name),
         format!("{} {}\n", init.0, init.1).as_bytes(),
     )?;
-    if cfg.backend != Some(backend) {
+    if cfg.backend != Some(backend) || (sudoers && !cfg.sudoers) {
         let mut cfg = cfg.clone();
         cfg.backend = Some(backend);
+        cfg.sudoers |= sudoers;
         cfg.save_in(&paths.dir)?;
     }
     let _ = File::from(go_tx).write_all(b"g");
@@ -342,6 +347,17 @@ impl BoxSetup<'_> {
                 .unwrap_or_else(|| "/bin/sh".into());
         }
         rootfs::ensure_user(Path::new("/etc"), &user)?;
+        // Once per box (box.toml remembers), through the overlay into the box's own layer: the
+        // image stays as it is. A rule the user deletes later stays deleted.
+        if !self.cfg.sudoers && user.uid != 0 {
+            match rootfs::write_sudoers(Path::new("/etc"), &user) {
+                Ok(_) => ch.send(&Report::Sudoers),
+                Err(e) => eprintln!(
+                    "devbox: box '{}': cannot write the sudoers rule, sudo will ask for a password: {e:#}",
+                    self.name
+                ),
+            }
+        }
         ch.send(&Report::Ready(backend));
         Ok(())
     }
