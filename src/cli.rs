@@ -131,7 +131,7 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
     /// Write a commented starter devbox.toml in the current directory
     Init {
         /// Image for the project's box [default: your default image, else debian:13]
-        #[arg(long)]
+        #[arg(long, add = ArgValueCompleter::new(crate::completions::image_names))]
         image: Option<String>,
         /// Overwrite an existing devbox.toml
         #[arg(long)]
