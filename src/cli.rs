@@ -22,6 +22,9 @@ pub struct Cli {
     /// Print only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also say which image, project file, id-mapping commands and helpers devbox uses
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
     /// The project file to use instead of the devbox.toml found in this directory or above
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,

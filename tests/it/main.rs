@@ -13,3 +13,4 @@ mod project;
 mod registry;
 mod runtime;
 mod terminal;
+mod ui;
