@@ -35,7 +35,10 @@ fn main() {
     let cli = Cli::parse();
     ui::init(cli.verbose, cli.quiet);
     if is_helper(&cli.command) {
-        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let argv: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         ui::detail(format_args!(
             "helper started: devbox {} (pid {})",
             argv.join(" "),

@@ -188,6 +188,35 @@ mod tests {
     }
 
     #[test]
+    fn image_line_names_source_digest_and_manifest() {
+        let mut rec = crate::state::ImageRecord {
+            id: "ab".repeat(32),
+            source: "quay.io/toolbx-images/debian-toolbox:13".into(),
+            unpacked: String::new(),
+            archive_bytes: 0,
+            digest: Some(format!("sha256:{}", "cd".repeat(32))),
+            env: Vec::new(),
+        };
+        assert_eq!(
+            image_line("debian:13", &rec),
+            format!(
+                "image debian:13 is quay.io/toolbx-images/debian-toolbox:13 (sha256:{}, manifest sha256:{})",
+                "ab".repeat(32),
+                "cd".repeat(32)
+            )
+        );
+        rec.digest = None;
+        rec.source = "https://example.invalid/rootfs.tar.xz".into();
+        assert_eq!(
+            image_line("debian", &rec),
+            format!(
+                "image debian is https://example.invalid/rootfs.tar.xz (sha256:{})",
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    #[test]
     fn shown_joins_program_and_arguments() {
         let mut c = Command::new("newuidmap");
         c.args(["42", "0", "100000", "1000"]);
