@@ -22,6 +22,9 @@ pub struct Cli {
     /// Print only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also say which image, project file, id-mapping commands and helpers devbox uses
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
     /// The project file to use instead of the devbox.toml found in this directory or above
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -176,7 +179,7 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
     /// Write a commented starter devbox.toml in the current directory
     Init {
         /// Image for the project's box [default: your default image, else debian:13]
-        #[arg(long)]
+        #[arg(long, add = ArgValueCompleter::new(crate::completions::image_names))]
         image: Option<String>,
         /// Overwrite an existing devbox.toml
         #[arg(long)]

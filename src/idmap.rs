@@ -265,6 +265,7 @@ fn run_helper(tool: &'static str, pid: u32, maps: &[IdMap]) -> Result<(), IdMapE
             m.count.to_string(),
         ]);
     }
+    crate::ui::detail(format_args!("running {}", crate::ui::shown(&cmd)));
     let out = match cmd.output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -2,7 +2,7 @@
 //!
 //! `main` owns the exit policy: usage errors exit 2 (clap), failures of `enter`/`run` before the
 //! command runs exit 125, other failures exit 1, and a closed stdout (`devbox list | head`) is
-//! not an error.
+//! not an error. Errors are printed as `error: ...` (see `ui::error_text`).
 
 mod catalog;
 mod cli;
@@ -21,6 +21,7 @@ mod runtime;
 mod state;
 mod store;
 mod sys;
+mod ui;
 mod unpack;
 
 use clap::Parser;
@@ -30,6 +31,18 @@ use cli::{Cli, Cmd};
 fn main() {
     completions::answer_if_asked();
     let cli = Cli::parse();
+    ui::init(cli.verbose, cli.quiet);
+    if is_helper(&cli.command) {
+        let argv: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        ui::detail(format_args!(
+            "helper started: devbox {} (pid {})",
+            argv.join(" "),
+            std::process::id()
+        ));
+    }
     let fails_as = match cli.command {
         Cmd::Enter { .. } | Cmd::Run { .. } | Cmd::Unshare { .. } => runtime::join::EXIT_DEVBOX,
         _ => 1,
@@ -43,7 +56,7 @@ fn main() {
             }) {
                 0
             } else {
-                eprintln!("devbox: {}", printable(&format!("{e:#}")));
+                eprintln!("{}", ui::error_text(&format!("{e:#}"), ui::stderr_color()));
                 fails_as
             }
         }
@@ -51,16 +64,15 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Error text can quote bytes from an archive or a server: escape control characters other
-/// than newline and tab so they cannot drive the user's terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+/// devbox's internal helper modes, started by devbox itself (`runtime::helper`).
+fn is_helper(cmd: &Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Holder { .. }
+            | Cmd::Start { .. }
+            | Cmd::StopHelper { .. }
+            | Cmd::Unpack { .. }
+            | Cmd::UnpackLayers { .. }
+            | Cmd::RmTree { .. }
+    )
 }

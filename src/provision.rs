@@ -11,7 +11,6 @@
 //! commands, new settings and a restart for namespaces, mounts and home (the box's own layer
 //! is kept), and a recreate, asked first, for a new image or edited setup commands.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -288,15 +287,10 @@ fn ask(question: &str, yes: bool) -> Result<bool> {
     if yes {
         return Ok(true);
     }
-    if !std::io::stdin().is_terminal() {
+    Ok(crate::ui::ask(question)?.unwrap_or_else(|| {
         eprintln!("{question} [y/N] no (not a terminal; pass --yes to answer yes)");
-        return Ok(false);
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+        false
+    }))
 }
 
 fn provision(dirs: &Dirs, p: &Project, cfg: &BoxConfig, say: &dyn Fn(&str)) -> Result<()> {

@@ -104,6 +104,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
 
     let term = Term { quiet };
     let rec = store::import(dirs, image, sha256, &term)?;
+    crate::ui::detail(crate::ui::image_line(image, &rec));
 
     // The box appears under its name only when complete.
     let tmp = dirs

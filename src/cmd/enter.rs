@@ -30,6 +30,7 @@ pub fn run(
             let env = std::env::var_os(project::CONFIG_ENV);
             match project::find(&cwd, config, env.as_deref())? {
                 Some(file) => {
+                    crate::ui::detail(format_args!("project file {}", file.display()));
                     let p = Project::load(&file, &HostEnv::current())?;
                     let n = p.name.clone();
                     proj = Some(p);

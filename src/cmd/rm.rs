@@ -1,6 +1,6 @@
 //! `devbox rm`: remove boxes, and decide about their exports (launchers, menu entries).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Result};
 
@@ -105,15 +105,9 @@ fn decide(name: &str, found: &[export::Export], how: Exports) -> Result<bool> {
             x.target
         )?;
     }
-    write!(
-        err,
-        "Remove {} of box '{name}'? [y/N] ",
-        counted(found.len())
-    )?;
-    err.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+    drop(err);
+    let question = format!("Remove {} of box '{name}'?", counted(found.len()));
+    Ok(crate::ui::ask(&question)?.unwrap_or(false))
 }
 
 fn kind_word(x: &export::Export) -> &'static str {

@@ -106,7 +106,7 @@ impl Holder {
         cmd.arg(dirs.ns_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(crate::ui::helper_stderr())
             .current_dir("/");
         sys::spawn_in_new_session(&mut cmd);
         let mut child = cmd

@@ -13,6 +13,7 @@ pub fn helper(mode: &str) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg0("devbox").arg(mode);
+    crate::ui::pass_on(&mut cmd);
     cmd
 }
 

@@ -253,12 +253,20 @@ pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> String {
     )
 }
 
-/// Adds passwd and group entries for the host user when the image lacks them.
+/// Adds passwd and group entries for the host user when the image lacks them, and a shadow
+/// entry without a usable password (`*`) where the image has a shadow file: PAM's account check
+/// (sudo's, su's) fails for a user whose passwd entry points at a shadow entry that is missing.
 pub fn ensure_user(etc: &Path, u: &HostUser) -> Result<()> {
     let passwd = etc.join("passwd");
     let text = fs::read_to_string(&passwd).unwrap_or_default();
     if let Some(line) = passwd_line(&text, u) {
         append_line(&passwd, &text, &line)?;
+    }
+    let shadow = etc.join("shadow");
+    if let Ok(text) = fs::read_to_string(&shadow) {
+        if let Some(line) = shadow_line(&text, &u.name) {
+            append_line(&shadow, &text, &line)?;
+        }
     }
     let group = etc.join("group");
     let text = fs::read_to_string(&group).unwrap_or_default();
@@ -291,6 +299,12 @@ pub fn passwd_line(passwd: &str, u: &HostUser) -> Option<String> {
     })
 }
 
+/// The shadow line to add for `name` (no password, no ageing), or None when it has one.
+pub fn shadow_line(shadow: &str, name: &str) -> Option<String> {
+    let known = shadow.lines().any(|l| l.split(':').next() == Some(name));
+    (!known).then(|| format!("{name}:*:::::::"))
+}
+
 fn append_line(path: &Path, existing: &str, line: &str) -> Result<()> {
     let mut text = existing.to_string();
     if !text.is_empty() && !text.ends_with('\n') {
@@ -298,10 +312,13 @@ fn append_line(path: &Path, existing: &str, line: &str) -> Result<()> {
     }
     text.push_str(line);
     text.push('\n');
-    // Write a new file and rename it, keeping the old file's mode (passwd 0644).
+    // Write a new file and rename it, keeping the old file's mode and owners (passwd 0644
+    // root:root, shadow 0640 root:shadow).
     let tmp = path.with_extension("devbox-tmp");
     fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     if let Ok(m) = fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
         let _ = fs::set_permissions(&tmp, m.permissions());
     }
     fs::rename(&tmp, path).with_context(|| format!("cannot update {}", path.display()))
@@ -691,5 +708,10 @@ mod tests {
         );
         assert!(passwd_line("alice:x:1001:1001::/h:/bin/sh\n", &u).is_none());
         assert!(passwd_line("bob:x:1000:1000::/h:/bin/sh\n", &u).is_none());
+        assert_eq!(
+            shadow_line("root:*:19000:0:99999:7:::\n", "alice").unwrap(),
+            "alice:*:::::::"
+        );
+        assert!(shadow_line("alice:!:19000::::::\n", "alice").is_none());
     }
 }

@@ -131,6 +131,10 @@ fn apply_installs_added_packages_in_place() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains("changed since"), "{}", stderr(&out));
+    // sudo, installed after the box was made, works without a password: the box's sudoers
+    // rule was written at its first start.
+    let out = in_dir(&env, &proj, &["run", "--", "sudo", "-n", "id", "-u"]);
+    assert_eq!(stdout(&out), "0\n", "{}", stderr(&out));
     // apply NAME works from anywhere.
     let out = env.run(["apply", "app"]);
     assert!(

@@ -16,3 +16,4 @@ mod project;
 mod registry;
 mod runtime;
 mod terminal;
+mod ui;

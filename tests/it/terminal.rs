@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-struct Pty {
+/// A program on the slave side of a new pseudo-terminal (also used by `completions` and `ui`).
+pub struct Pty {
     master: std::fs::File,
     /// Kept to resize the terminal from outside, as a terminal emulator does.
     slave: OwnedFd,
-    seen: String,
+    pub seen: String,
     child: Child,
 }
 
@@ -20,6 +21,14 @@ impl Pty {
     /// `devbox ARGS` as the session leader of a new pty (util-linux `setsid -c` makes it the
     /// controlling terminal; `-w` passes the exit status through).
     fn spawn(env: &TestEnv, args: &[&str]) -> Pty {
+        let mut cmd = env.raw("setsid");
+        cmd.args(["-w", "-c"]).arg(env.bin()).args(args);
+        Pty::start(cmd)
+    }
+
+    /// Runs `cmd` (usually `setsid -w -c PROGRAM ...`, so the pty becomes its controlling
+    /// terminal) with stdin, stdout and stderr on a new 40x100 pty.
+    pub fn start(mut cmd: std::process::Command) -> Pty {
         let ws = nix::pty::Winsize {
             ws_row: 40,
             ws_col: 100,
@@ -35,8 +44,6 @@ impl Pty {
         )
         .unwrap();
         let slave: OwnedFd = pty.slave;
-        let mut cmd = env.raw("setsid");
-        cmd.args(["-w", "-c"]).arg(env.bin()).args(args);
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave.try_clone().unwrap()));
@@ -65,12 +72,12 @@ impl Pty {
         }
     }
 
-    fn send(&mut self, s: &str) {
+    pub fn send(&mut self, s: &str) {
         self.master.write_all(s.as_bytes()).unwrap();
     }
 
     /// Waits until `needle` has appeared in the output since the last call; returns that output.
-    fn expect(&mut self, needle: &str) -> String {
+    pub fn expect(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             self.pump();
@@ -89,7 +96,7 @@ impl Pty {
         }
     }
 
-    fn wait(&mut self) -> std::process::ExitStatus {
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {

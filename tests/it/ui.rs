@@ -1,0 +1,276 @@
+//! What devbox says on stderr: `error:` and `hint:` in colour only on a terminal that wants
+//! it, and the `--verbose` detail lines (image resolution, project file, newuidmap/newgidmap,
+//! helpers, which learn of `--verbose` through the environment).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::terminal::Pty;
+
+/// `devbox create ./no-such.tar` on a pty with `vars` set; returns what the terminal showed.
+fn failing_create_on_a_pty(env: &TestEnv, vars: &[(&str, &str)]) -> String {
+    let mut cmd = env.raw("setsid");
+    cmd.args(["-w", "-c"])
+        .arg(env.bin())
+        .args(["create", "./no-such.tar"]);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut t = Pty::start(cmd);
+    let out = t.expect("IMAGE is a path");
+    assert_eq!(t.wait().code(), Some(1), "{out}");
+    out
+}
+
+#[test]
+fn errors_are_coloured_only_on_a_terminal_that_wants_it() {
+    let env = TestEnv::new();
+    let red = "\x1b[1;31merror:\x1b[0m cannot open image \"./no-such.tar\"";
+    let cyan = "\x1b[1;36mhint:\x1b[0m IMAGE is a path";
+
+    let out = failing_create_on_a_pty(&env, &[]);
+    assert!(out.contains(red) && out.contains(cyan), "{out:?}");
+    // An empty NO_COLOR counts as unset.
+    let out = failing_create_on_a_pty(&env, &[("NO_COLOR", "")]);
+    assert!(out.contains(red), "{out:?}");
+
+    for vars in [[("NO_COLOR", "1")], [("TERM", "dumb")]] {
+        let out = failing_create_on_a_pty(&env, &vars);
+        assert!(
+            out.contains("error: cannot open image \"./no-such.tar\"")
+                && out.contains("  hint: IMAGE is a path"),
+            "{vars:?}: {out:?}"
+        );
+        assert!(!out.contains('\x1b'), "{vars:?}: {out:?}");
+    }
+
+    // Piped: plain text.
+    let err = env.fails(1, ["create", "./no-such.tar"]);
+    assert!(
+        err.starts_with("error: cannot open image \"./no-such.tar\"\n  hint: IMAGE is a path"),
+        "{err:?}"
+    );
+    assert!(!err.contains('\x1b'), "{err:?}");
+}
+
+/// Serves the busybox fixture to every GET on loopback until dropped.
+struct TarServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl TarServer {
+    fn start() -> TarServer {
+        let body = std::fs::read(fixture("busybox")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+            }
+        });
+        TarServer { port, stop }
+    }
+}
+
+impl Drop for TarServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A catalog directory with `testos`, pinned to the loopback server.
+fn catalog(env: &TestEnv, server: &TarServer) -> std::path::PathBuf {
+    let dir = env.root.join("catalog");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("testos.toml"),
+        format!(
+            r#"id = "testos"
+name = "Test OS"
+family = "apk"
+default_release = "1"
+
+[[release]]
+name = "1"
+
+[[source]]
+kind = "pinned"
+url = "http://127.0.0.1:{}/rootfs.tar"
+sha256 = "{}"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+"#,
+            server.port,
+            sha256_hex(&std::fs::read(fixture("busybox")).unwrap())
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn write_project(env: &TestEnv, dir: &Path, name: &str) {
+    env.mkdir_as_user(dir);
+    env.write_as_user(
+        &dir.join("devbox.toml"),
+        format!(
+            "[box]\nname = \"{name}\"\nimage = \"{}\"\n",
+            fixture("busybox").display()
+        )
+        .as_bytes(),
+    );
+}
+
+/// Runs devbox with `args` (and the catalog), asserting success; returns stderr.
+fn stderr_of(env: &TestEnv, cat: &Path, dir: &Path, args: &[&str]) -> String {
+    let out = env
+        .cmd(args)
+        .env("DEVBOX_CATALOG_DIR", cat)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "devbox {args:?}: {err}");
+    err
+}
+
+const DETAILS: &[&str] = &[
+    "devbox: image ",
+    "devbox: running newuidmap ",
+    "devbox: running newgidmap ",
+    "devbox: helper started: ",
+    "devbox: project file ",
+];
+
+#[test]
+fn verbose_says_what_devbox_resolves_and_runs() {
+    let server = TarServer::start();
+    let env = TestEnv::new();
+    let cat = catalog(&env, &server);
+    let sha = sha256_hex(&std::fs::read(fixture("busybox")).unwrap());
+    let home = env.home.clone();
+
+    // create: the resolved URL and digest; the unpack helper, which maps its own namespace
+    // (no holder runs yet) and was told to be verbose through the environment.
+    let err = stderr_of(
+        &env,
+        &cat,
+        &home,
+        &["-v", "create", "testos", "--name", "v"],
+    );
+    let want = format!(
+        "devbox: image testos is http://127.0.0.1:{}/rootfs.tar (sha256:{sha})\n",
+        server.port
+    );
+    assert!(err.contains(&want), "{want}\n{err}");
+    assert!(
+        err.contains("devbox: helper started: devbox __unpack "),
+        "{err}"
+    );
+    let uid = err
+        .lines()
+        .find(|l| l.starts_with("devbox: running newuidmap "))
+        .unwrap_or_else(|| panic!("no newuidmap line: {err}"));
+    // `newuidmap PID` then inside-outside-count triples.
+    let fields: Vec<&str> = uid.split_whitespace().skip(3).collect();
+    assert!(fields.len() >= 4 && (fields.len() - 1) % 3 == 0, "{uid}");
+    assert!(fields.iter().all(|f| f.parse::<u64>().is_ok()), "{uid}");
+    assert!(err.contains("devbox: running newgidmap "), "{err}");
+
+    // The first run starts the holder (which maps its namespace) and the box's starter.
+    let err = stderr_of(&env, &cat, &home, &["--verbose", "run", "v", "--", "true"]);
+    for want in [
+        "devbox: helper started: devbox __holder ",
+        "devbox: running newuidmap ",
+        "devbox: running newgidmap ",
+        "devbox: helper started: devbox __start v ",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+
+    // enter/run without a name: the project file used.
+    let proj = env.home.join("proj");
+    write_project(&env, &proj, "vproj");
+    let err = stderr_of(&env, &cat, &proj, &["-v", "run", "--", "true"]);
+    assert!(
+        err.contains(&format!(
+            "devbox: project file {}\n",
+            proj.join("devbox.toml").display()
+        )),
+        "{err}"
+    );
+
+    // --verbose and --quiet contradict each other.
+    let err = env.fails(2, ["-v", "-q", "list"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn without_verbose_there_are_no_detail_lines() {
+    let server = TarServer::start();
+    let env = TestEnv::new();
+    let cat = catalog(&env, &server);
+    let home = env.home.clone();
+    let proj = env.home.join("proj");
+    write_project(&env, &proj, "qproj");
+    let mut said = stderr_of(&env, &cat, &home, &["create", "testos", "--name", "q"]);
+    said += &stderr_of(&env, &cat, &home, &["run", "q", "--", "true"]);
+    said += &stderr_of(&env, &cat, &proj, &["run", "--", "true"]);
+    // A DEVBOX_VERBOSE=1 in the user's environment is overruled by --quiet.
+    let out = env
+        .cmd(["-q", "stop", "--all"])
+        .env("DEVBOX_VERBOSE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    said += &stderr(&out);
+    for line in DETAILS {
+        assert!(!said.contains(line), "{line}: {said}");
+    }
+    // ... and turns it on otherwise, for devbox and its helpers.
+    let out = env
+        .cmd(["run", "q", "--", "true"])
+        .env("DEVBOX_VERBOSE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("devbox: helper started: devbox __holder "),
+        "{}",
+        stderr(&out)
+    );
+}
