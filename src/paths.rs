@@ -89,6 +89,11 @@ impl Dirs {
     pub fn box_run_file(&self, name: &str) -> PathBuf {
         self.runtime.join(format!("box-{name}.run"))
     }
+
+    /// The /etc/hosts of a started box (the host's, with the box's name).
+    pub fn box_hosts_file(&self, name: &str) -> PathBuf {
+        self.runtime.join(format!("box-{name}.hosts"))
+    }
 }
 
 /// Creates `dir` (and parents) and makes sure it is a directory owned by us with mode 0700.

@@ -48,7 +48,8 @@ pub struct HostView {
     pub project_dir: Option<PathBuf>,
     pub runtime_dir: Option<PathBuf>,
     pub resolv_conf: bool,
-    pub hosts: bool,
+    /// The host file the box sees as /etc/hosts: the host's, with the box's name added.
+    pub hosts: Option<PathBuf>,
 }
 
 fn host(p: &Path) -> PathBuf {
@@ -103,13 +104,17 @@ pub fn plan(isolate: &[Isolate], h: &HostView, mounts: &[crate::state::MountSpec
             dst: rt.clone(),
         });
     }
-    for (present, file) in [(h.resolv_conf, "/etc/resolv.conf"), (h.hosts, "/etc/hosts")] {
-        if present {
-            ops.push(Op::BindFile {
-                src: host(Path::new(file)),
-                dst: file.into(),
-            });
-        }
+    if h.resolv_conf {
+        ops.push(Op::BindFile {
+            src: host(Path::new("/etc/resolv.conf")),
+            dst: "/etc/resolv.conf".into(),
+        });
+    }
+    if let Some(hosts) = &h.hosts {
+        ops.push(Op::BindFile {
+            src: host(hosts),
+            dst: "/etc/hosts".into(),
+        });
     }
     // The user's mounts last, so they may cover anything above.
     for m in mounts {
@@ -297,6 +302,24 @@ pub fn passwd_line(passwd: &str, u: &HostUser) -> Option<String> {
             u.shell.display()
         )
     })
+}
+
+/// The host's hosts file with a line for the box's host name (`name`, its UTS name) when the
+/// file does not name it already, so programs that look up their own host name (sudo, many
+/// servers) find it.
+pub fn hosts_for_box(host_hosts: &str, name: &str) -> String {
+    let named = host_hosts.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or("");
+        l.split_whitespace().skip(1).any(|w| w == name)
+    });
+    let mut out = host_hosts.to_string();
+    if !named {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("127.0.1.1\t{name}\n"));
+    }
+    out
 }
 
 /// The shadow line to add for `name` (no password, no ageing), or None when it has one.
@@ -513,7 +536,7 @@ mod tests {
             project_dir: None,
             runtime_dir: Some("/run/user/1000".into()),
             resolv_conf: true,
-            hosts: false,
+            hosts: None,
         }
     }
 
@@ -713,5 +736,17 @@ mod tests {
             "alice:*:::::::"
         );
         assert!(shadow_line("alice:!:19000::::::\n", "alice").is_none());
+    }
+
+    #[test]
+    fn the_box_name_is_added_to_hosts_once() {
+        let host = "127.0.0.1 localhost\n# 127.0.0.1 web\n";
+        assert_eq!(
+            hosts_for_box(host, "web"),
+            "127.0.0.1 localhost\n# 127.0.0.1 web\n127.0.1.1\tweb\n"
+        );
+        let named = "127.0.0.1 localhost web\n";
+        assert_eq!(hosts_for_box(named, "web"), named);
+        assert_eq!(hosts_for_box("", "web"), "127.0.1.1\tweb\n");
     }
 }

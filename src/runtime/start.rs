@@ -33,6 +33,18 @@ use crate::sys::{self, Forked};
 /// for each one the box was started with.
 pub const JOIN_ORDER: [&str; 5] = ["uts", "ipc", "net", "pid", "mnt"];
 
+/// Writes the box's /etc/hosts (the host's, with the box's name) into the runtime directory;
+/// `None` when the host has no /etc/hosts.
+fn box_hosts_file(dirs: &Dirs, name: &str) -> Result<Option<PathBuf>> {
+    let Ok(text) = std::fs::read_to_string("/etc/hosts") else {
+        return Ok(None);
+    };
+    let file = dirs.box_hosts_file(name);
+    crate::paths::write_atomic(&file, rootfs::hosts_for_box(&text, name).as_bytes())?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    Ok(Some(file))
+}
+
 pub fn namespaces(cfg: &BoxConfig) -> Vec<&'static str> {
     let mut v = vec!["uts"];
     if cfg.has(Isolate::Ipc) {
@@ -116,7 +128,7 @@ pub fn run(name: &str) -> Result<()> {
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.is_dir()),
         resolv_conf: Path::new("/etc/resolv.conf").exists(),
-        hosts: Path::new("/etc/hosts").exists(),
+        hosts: box_hosts_file(&dirs, name)?,
     };
     let ops = rootfs::plan(&cfg.isolate, &view, &cfg.mounts);
     let holder = Holder::current(&dirs)?.context("devbox's holder process is not running")?;

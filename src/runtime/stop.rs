@@ -29,6 +29,7 @@ pub fn stop_box(_dirs: &Dirs, name: &str) -> Result<()> {
 pub fn run(name: &str) -> Result<()> {
     let dirs = Dirs::from_env()?;
     let _ = std::fs::remove_file(dirs.box_run_file(name));
+    let _ = std::fs::remove_file(dirs.box_hosts_file(name));
     let Some(holder) = Holder::current(&dirs)? else {
         return Ok(());
     };
