@@ -355,3 +355,57 @@ fn user_config_supplies_the_default_image_and_box() {
     assert!(err.contains("config.toml (line 2, column 1)"), "{err}");
     assert!(err.contains("default_image"), "{err}");
 }
+
+#[test]
+fn apply_runs_appended_setup_once_and_env_needs_nothing() {
+    let env = TestEnv::new();
+    let proj = env.home.join("tool");
+    env.mkdir_as_user(&proj);
+    let head = format!(
+        "[box]\nname = \"tool\"\nimage = \"{}\"\n",
+        fixture("busybox").display()
+    );
+    let file =
+        |setup: &str, var: &str| format!("{head}setup = [{setup}]\n[box.env]\nWHO = \"{var}\"\n");
+    write_toml(&env, &proj, &file("\"echo one >> /etc/log\"", "a"));
+    assert!(in_dir(&env, &proj, &["apply"]).status.success());
+
+    // An appended setup command runs in the box as it is; the first does not run again.
+    write_toml(
+        &env,
+        &proj,
+        &file("\"echo one >> /etc/log\", \"echo two >> /etc/log\"", "a"),
+    );
+    let out = in_dir(&env, &proj, &["apply"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("setup commands added: 1") && err.contains("Setup 1/1: echo two"),
+        "{err}"
+    );
+    let out = in_dir(
+        &env,
+        &proj,
+        &["run", "--", "sh", "-c", "cat /etc/log; echo $WHO"],
+    );
+    assert_eq!(stdout(&out), "one\ntwo\na\n", "{}", stderr(&out));
+
+    // env: nothing to do in the box; the next session has the new value.
+    write_toml(
+        &env,
+        &proj,
+        &file("\"echo one >> /etc/log\", \"echo two >> /etc/log\"", "b"),
+    );
+    let out = in_dir(&env, &proj, &["apply"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("env set: WHO") && err.contains("Nothing to do in the box"),
+        "{err}"
+    );
+    let out = in_dir(
+        &env,
+        &proj,
+        &["run", "--", "sh", "-c", "cat /etc/log; echo $WHO"],
+    );
+    assert_eq!(stdout(&out), "one\ntwo\nb\n", "{}", stderr(&out));
+}
