@@ -157,7 +157,7 @@ fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
     #[command(name = "__stop", hide = true)]
     StopHelper { name: String },
     #[command(name = "__unpack", hide = true)]
-    Unpack { archive: PathBuf, dest: PathBuf },
+    Unpack { dest: PathBuf, source: String },
     #[command(name = "__unpack-layers", hide = true)]
     UnpackLayers { spec: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]

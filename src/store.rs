@@ -79,17 +79,86 @@ pub fn import(
     }
 }
 
+/// An archive at a URL. With its sha256 known (--sha256, a catalog entry) and a verified copy
+/// in the download cache, that copy is unpacked and the network is not used. Otherwise it is
+/// downloaded and unpacked in one pass (see [`fetch::download`]): the bytes go from the socket
+/// through the hash into the cache file and the unpack helper's stdin at once. The unpacked
+/// tree becomes an image only when the download's size and sha256 check out and the helper
+/// succeeded; otherwise neither it nor the cache file is kept.
 fn import_url(
     dirs: &Dirs,
     url: &str,
     sha256: Option<&str>,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
-    let f = fetch::download(url, &downloads_dir(dirs)?, sha256, r)?;
-    let result = unpack_into_store(dirs, &f.path, &f.sha256, f.size, url, r);
-    // The archive is only needed until it is unpacked.
-    let _ = std::fs::remove_file(&f.path);
-    result
+    let dl = downloads_dir(dirs)?;
+    let want = sha256.map(|h| h.trim().trim_start_matches("sha256:").to_ascii_lowercase());
+    let _same_image = match &want {
+        Some(id) => {
+            if let Some(rec) = load(dirs, id) {
+                r.step(&format!("Using image {} from the store", short(id)));
+                return Ok(rec);
+            }
+            let lock = id_lock(dirs, id)?;
+            if let Some(rec) = load(dirs, id) {
+                return Ok(rec);
+            }
+            let cached = dl.join(format!("{id}.archive"));
+            if cached.is_file() {
+                let (actual, size) = fetch::hash_file(&cached)?;
+                if &actual == id {
+                    r.step(&format!(
+                        "Using the downloaded archive {} from the cache",
+                        short(id)
+                    ));
+                    return unpack_file_locked(dirs, &cached, id, size, url, r);
+                }
+                // Damaged: download it again.
+                let _ = std::fs::remove_file(&cached);
+            }
+            Some(lock)
+        }
+        None => None,
+    };
+    let staging = Staging::begin(dirs)?;
+    let mut child = spawn_unpack(&staging.tmp, url, Stdio::piped())?;
+    let mut stdin = child.stdin.take().context("the unpack helper has no stdin")?;
+    let fetched = fetch::download(url, &dl, want.as_deref(), Some(&mut stdin), r);
+    drop(stdin);
+    let fetched = match fetched {
+        Ok(f) => f,
+        Err(fetch::StreamError::Download(e)) => {
+            // Nothing of it is kept: the helper is stopped, its temp dir removed.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Err(fetch::StreamError::Sink(e)) => {
+            // The helper stopped reading: it failed, and said why.
+            let status = child.wait()?;
+            if status.success() {
+                bail!("cannot pass {url} to devbox's unpack helper: {e}; nothing was kept");
+            }
+            bail!("cannot unpack {url} (see above); nothing was kept");
+        }
+    };
+    let spinner = r.activity("Unpacking");
+    let status = child.wait().context("cannot wait for devbox's unpack helper")?;
+    spinner.finish();
+    if !status.success() {
+        bail!("cannot unpack {url} (see above); nothing was kept");
+    }
+    let rec = ImageRecord {
+        id: fetched.sha256.clone(),
+        source: url.to_string(),
+        unpacked: crate::state::now_rfc3339(),
+        archive_bytes: fetched.size,
+        digest: None,
+        env: Vec::new(),
+    };
+    // Kept in the cache, so the image can be made again without the network.
+    fetched.keep()?;
+    staging.commit(dirs, rec)
 }
 
 fn import_file(
@@ -111,7 +180,7 @@ fn import_file(
     if load(dirs, &id).is_none() && is_image_layout(&abs)? {
         return import_layout_archive(dirs, &abs, r);
     }
-    unpack_into_store(dirs, &abs, &id, size, &abs.display().to_string(), r)
+    unpack_file(dirs, &abs, &id, size, &abs.display().to_string(), r)
 }
 
 /// Whether an archive holds an image layout rather than a root filesystem, from its entries:
@@ -340,7 +409,8 @@ fn finish(dirs: &Dirs, tmp: &Path, rec: &ImageRecord) -> Result<()> {
         .context("cannot move the unpacked image into the store")
 }
 
-fn unpack_into_store(
+/// Unpacks an archive file whose sha256 is `id` into the store (unless it is there).
+fn unpack_file(
     dirs: &Dirs,
     archive: &Path,
     id: &str,
@@ -352,22 +422,45 @@ fn unpack_into_store(
         r.step(&format!("Using image {} from the store", short(id)));
         return Ok(rec);
     }
-    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    let _same_image = id_lock(dirs, id)?;
     if let Some(rec) = load(dirs, id) {
         return Ok(rec);
     }
-    clean_stale_temps(dirs)?;
-    let tmp = dirs.images.join(format!(".tmp-{id}"));
-    private_dir(&tmp)?;
+    unpack_file_locked(dirs, archive, id, size, source, r)
+}
+
+/// [`unpack_file`] with the image's [`id_lock`] held by the caller.
+fn unpack_file_locked(
+    dirs: &Dirs,
+    archive: &Path,
+    id: &str,
+    size: u64,
+    source: &str,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let staging = Staging::begin(dirs)?;
     r.step(&format!("Unpacking {} ({})", source, human_bytes(size)));
-    let status = crate::runtime::helper("__unpack")
-        .arg(archive)
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot run devbox's unpack helper")?;
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
+    // The helper reads the file as its stdin; this handle shares its offset, which is the
+    // progress.
+    let mut offset = file.try_clone()?;
+    let mut child = spawn_unpack(&staging.tmp, source, Stdio::from(file))?;
+    let bar = r.transfer("Unpacking", Some(size));
+    let mut shown = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        use std::io::Seek;
+        if let Ok(pos) = offset.stream_position() {
+            bar.inc(pos.saturating_sub(shown));
+            shown = shown.max(pos);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    bar.finish();
     if !status.success() {
-        remove_tree(&tmp)?;
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
     let rec = ImageRecord {
@@ -378,8 +471,89 @@ fn unpack_into_store(
         digest: None,
         env: Vec::new(),
     };
-    finish(dirs, &tmp, &rec)?;
-    Ok(rec)
+    staging.commit(dirs, rec)
+}
+
+/// Starts `devbox __unpack DEST SOURCE`, which unpacks the archive on its stdin into
+/// DEST/rootfs (SOURCE names it in messages).
+fn spawn_unpack(dest: &Path, source: &str, stdin: Stdio) -> Result<std::process::Child> {
+    crate::runtime::helper("__unpack")
+        .arg(dest)
+        .arg(source)
+        .stdin(stdin)
+        .spawn()
+        .context("cannot run devbox's unpack helper")
+}
+
+/// Held while an image of a known id is being imported, so that two devbox commands making
+/// the same image at once unpack it once (the second waits, then finds it in the store). The
+/// lock files live in the runtime directory.
+fn id_lock(dirs: &Dirs, id: &str) -> Result<Lock> {
+    private_dir(&dirs.runtime)?;
+    Lock::acquire(
+        &dirs.runtime.join(format!("import-{id}.lock")),
+        &format!("image {}", short(id)),
+        3600,
+    )
+}
+
+/// An import in progress: a temp dir in the store (`images-v1/.tmp-PID-N`), flocked for as
+/// long as this lives, so that the cleanup of leftovers by another devbox (which takes only
+/// temp dirs whose lock it can get) never removes it. Made and cleaned up under the store
+/// lock. Dropped without `commit`, it is removed.
+struct Staging {
+    tmp: PathBuf,
+    _held: Option<nix::fcntl::Flock<std::fs::File>>,
+    done: bool,
+}
+
+impl Staging {
+    fn begin(dirs: &Dirs) -> Result<Staging> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let _store = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+        clean_stale_temps(dirs)?;
+        let tmp = dirs.images.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        private_dir(&tmp)?;
+        let dir = std::fs::File::open(&tmp)
+            .with_context(|| format!("cannot open {}", tmp.display()))?;
+        let held = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock {}", tmp.display()))?;
+        Ok(Staging {
+            tmp,
+            _held: Some(held),
+            done: false,
+        })
+    }
+
+    /// Writes the record and renames the temp dir to `images-v1/<id>`; if another devbox put
+    /// the same image there meanwhile, that one is used and this one removed.
+    fn commit(mut self, dirs: &Dirs, rec: ImageRecord) -> Result<ImageRecord> {
+        write_atomic(&self.tmp.join("image.toml"), toml::to_string(&rec)?.as_bytes())?;
+        let _store = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+        if let Some(existing) = load(dirs, &rec.id) {
+            return Ok(existing);
+        }
+        std::fs::rename(&self.tmp, dirs.image_dir(&rec.id))
+            .context("cannot move the unpacked image into the store")?;
+        self.done = true;
+        Ok(rec)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = remove_tree(&self.tmp) {
+                eprintln!("devbox: {e:#}");
+            }
+        }
+    }
 }
 
 /// Every complete image in the store.
@@ -439,15 +613,30 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
     Ok(d)
 }
 
-/// Removes `.tmp-*` entries of interrupted imports. Call with the store lock held.
+/// Removes `.tmp-*` entries of interrupted imports and removals: those whose lock no live
+/// devbox holds (see [`Staging`]). Call with the store lock held.
 fn clean_stale_temps(dirs: &Dirs) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(&dirs.images) else {
         return Ok(());
     };
     for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            remove_tree(&e.path())?;
+        if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
         }
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(dir) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // Held by the devbox that is importing into it: not stale.
+        let Ok(_stale) =
+            nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue;
+        };
+        remove_tree(&path)?;
     }
     Ok(())
 }
@@ -472,11 +661,20 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// `devbox __unpack ARCHIVE DEST`: unpacks into DEST/rootfs as root of devbox's user namespace.
-pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
+/// `devbox __unpack DEST SOURCE`: unpacks the archive on stdin into DEST/rootfs as root of
+/// devbox's user namespace (SOURCE names it in messages). Reads stdin to its end even after
+/// the archive's last entry, so the devbox feeding it never sees a closed pipe from a
+/// successful unpack.
+pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
+    use std::os::fd::AsFd;
     let dirs = Dirs::from_env()?;
-    let file = std::fs::File::open(archive)
-        .with_context(|| format!("cannot open {}", archive.display()))?;
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(
+        stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot read the archive from stdin")?,
+    );
     let parent = nix::unistd::getppid();
     crate::runtime::userns::as_namespace_root(&dirs)?;
     // If the create that started us dies (Ctrl-C, kill), stop too: the half-unpacked temp dir
@@ -487,11 +685,11 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     }
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let reader = crate::unpack::decompressed(file)?;
+    let mut reader = crate::unpack::decompressed(file)?;
     let opts = crate::unpack::Options {
         preserve_owner: true,
     };
-    let stats = match crate::unpack::unpack(reader, &root, &opts, &mut |_| {}) {
+    let stats = match crate::unpack::unpack(&mut reader, &root, &opts, &mut |_| {}) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&root);
@@ -500,11 +698,12 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     };
     if stats.entries == 0 {
         let _ = std::fs::remove_dir_all(&root);
-        anyhow::bail!(
-            "{} contains no files: it is not a root filesystem archive",
-            archive.display()
-        );
+        anyhow::bail!("{source} contains no files: it is not a root filesystem archive");
     }
+    // What follows the end-of-archive marker (padding, trailing bytes) is read and dropped.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    drop(reader);
+    let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
     if stats.devices_skipped > 0 {
         eprintln!(
             "Skipped {} device nodes (boxes use the host's /dev)",

@@ -79,7 +79,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     }
     crate::idmap::Mapping::current()?;
 
-    let term = Term { quiet };
+    let term = Term::new(quiet);
     let rec = store::import(dirs, image, sha256, &term)?;
 
     // The box appears under its name only when complete.

@@ -160,7 +160,7 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
 }
 
 pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Result<i32> {
-    let rec = store::import(dirs, image, sha256, &crate::progress::Term { quiet })?;
+    let rec = store::import(dirs, image, sha256, &crate::progress::Term::new(quiet))?;
     if !quiet {
         println!(
             "Image {} ({}) is in the store",

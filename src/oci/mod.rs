@@ -500,7 +500,7 @@ fn download_layers(
                         break;
                     };
                     let res = blob::download(
-                        client, store, digest, *size, what, &note, &progress, cancel,
+                        client, store, digest, *size, what, &note, &progress, cancel, None,
                     );
                     if let Err(e) = res {
                         cancel.store(true, Ordering::SeqCst);
