@@ -4,6 +4,7 @@
 //! namespace, so ownership lands mapped) and renamed into place only when complete, under a lock;
 //! a `.tmp-*` left by an interrupted create is removed by the next import.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -238,27 +239,50 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         image.manifest_digest.clone(),
         &image.config.env,
         r,
+        &mut |sink| feed_files(&image.layers, sink),
     )
 }
 
-/// Pulls an OCI image (blobs cached under the cache dir) and applies its layers in order.
+/// Pulls an OCI image and applies its layers in order, each streaming into the layer helper
+/// while it downloads (see [`crate::oci::Prepared::download`]); blobs stay in the cache.
 fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRecord> {
     let parsed = crate::oci::Reference::parse(reference)?;
-    private_dir(&dirs.cache)?;
-    let pulled = crate::oci::pull(&parsed, &dirs.cache, r)?;
+    cache_dir(dirs)?;
+    let prepared = crate::oci::prepare(&parsed, &dirs.cache, r, &oci_options()?)?;
+    let p = &prepared.pulled;
     apply_layers(
         dirs,
-        &pulled.config_digest,
-        &pulled.layers,
+        &p.config_digest,
+        &p.layers,
         &parsed.to_string(),
-        Some(pulled.manifest_digest.clone()),
-        &pulled.config.env,
+        Some(p.manifest_digest.clone()),
+        &p.config.env,
         r,
+        &mut |sink| match prepared.download(r, Some(sink)) {
+            Ok(()) => Ok(()),
+            Err(crate::oci::OciError::Feed { detail }) => Err(Fed::Sink(detail)),
+            Err(e) => Err(Fed::Source(e.into())),
+        },
     )
+}
+
+/// How feeding the layer helper failed.
+enum Fed {
+    /// Getting the bytes (a download, a file).
+    Source(anyhow::Error),
+    /// The helper stopped reading (it failed, and said why).
+    Sink(String),
+}
+
+/// Options of the OCI client from the user configuration (insecure registries, mirrors).
+fn oci_options() -> Result<crate::oci::Options> {
+    Ok(crate::oci::Options::default())
 }
 
 /// Applies an image's layers into a new store entry (id: its config digest) through the
-/// `__unpack-layers` helper.
+/// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
+/// other in order.
+#[allow(clippy::too_many_arguments)]
 fn apply_layers(
     dirs: &Dirs,
     config_digest: &str,
@@ -267,46 +291,65 @@ fn apply_layers(
     digest: Option<String>,
     env: &[String],
     r: &dyn Reporter,
+    feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
 ) -> Result<ImageRecord> {
     let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
         return Ok(rec);
     }
-    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    let _same_image = id_lock(dirs, &id)?;
     if let Some(rec) = load(dirs, &id) {
         return Ok(rec);
     }
-    clean_stale_temps(dirs)?;
-    let tmp = dirs.images.join(format!(".tmp-{id}"));
-    private_dir(&tmp)?;
-    let layers: Vec<LayerSpec> = layers
+    let staging = Staging::begin(dirs)?;
+    let specs: Vec<LayerSpec> = layers
         .iter()
         .map(|l| LayerSpec {
             digest: l.digest.clone(),
             size: l.size,
             media_type: l.media_type.clone(),
-            path: l.path.clone(),
             diff_id: l.diff_id.clone(),
         })
         .collect();
-    let size: u64 = layers.iter().map(|l| l.size).sum();
-    let spec = tmp.join("layers.json");
-    write_atomic(&spec, serde_json::to_string(&layers)?.as_bytes())?;
+    let size: u64 = specs.iter().map(|l| l.size).sum();
+    let spec = staging.tmp.join("layers.json");
+    write_atomic(&spec, serde_json::to_string(&specs)?.as_bytes())?;
     r.step(&format!(
-        "Unpacking {} layers ({})",
-        layers.len(),
+        "Unpacking {} layer{} ({})",
+        specs.len(),
+        if specs.len() == 1 { "" } else { "s" },
         human_bytes(size)
     ));
-    let status = crate::runtime::helper("__unpack-layers")
+    let mut child = crate::runtime::helper("__unpack-layers")
         .arg(&spec)
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .status()
+        .arg(&staging.tmp)
+        .stdin(Stdio::piped())
+        .spawn()
         .context("cannot run devbox's unpack helper")?;
+    let mut stdin = child.stdin.take().context("the unpack helper has no stdin")?;
+    let fed = feed(&mut stdin);
+    drop(stdin);
+    match fed {
+        Ok(()) => {}
+        Err(Fed::Source(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context(format!("cannot get {source}; nothing was kept")));
+        }
+        Err(Fed::Sink(detail)) => {
+            let status = child.wait()?;
+            if status.success() {
+                bail!("cannot pass the layers of {source} to devbox's unpack helper: {detail}; nothing was kept");
+            }
+            bail!("cannot unpack {source} (see above); nothing was kept");
+        }
+    }
+    let spinner = r.activity("Unpacking");
+    let status = child.wait().context("cannot wait for devbox's unpack helper")?;
+    spinner.finish();
     let _ = std::fs::remove_file(&spec);
     if !status.success() {
-        remove_tree(&tmp)?;
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
     let rec = ImageRecord {
@@ -317,8 +360,39 @@ fn apply_layers(
         digest,
         env: env.to_vec(),
     };
-    finish(dirs, &tmp, &rec)?;
-    Ok(rec)
+    staging.commit(dirs, rec)
+}
+
+/// Feeds layer blobs from their files (an image layout's), in order.
+fn feed_files(
+    layers: &[crate::oci::Layer],
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<(), Fed> {
+    let mut buf = vec![0u8; 256 * 1024];
+    for l in layers {
+        let mut f = std::fs::File::open(&l.path)
+            .with_context(|| format!("cannot open layer {}", l.path.display()))
+            .map_err(Fed::Source)?;
+        let mut left = l.size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f
+                .read(&mut buf[..want])
+                .with_context(|| format!("cannot read layer {}", l.path.display()))
+                .map_err(Fed::Source)?;
+            if n == 0 {
+                return Err(Fed::Source(anyhow::anyhow!(
+                    "layer {} is shorter than the {} bytes its manifest says",
+                    l.path.display(),
+                    l.size
+                )));
+            }
+            sink.write_all(&buf[..n])
+                .map_err(|e| Fed::Sink(e.to_string()))?;
+            left -= n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// A catalog name: resolved through the entry's sources in order; the resolution is recorded,
@@ -393,20 +467,13 @@ fn last_resolution(dirs: &Dirs, key: &str) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// One OCI layer as the `__unpack-layers` helper receives it.
+/// One OCI layer as the `__unpack-layers` helper receives it (its blob comes on stdin).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSpec {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
-    pub path: PathBuf,
     pub diff_id: String,
-}
-
-fn finish(dirs: &Dirs, tmp: &Path, rec: &ImageRecord) -> Result<()> {
-    write_atomic(&tmp.join("image.toml"), toml::to_string(rec)?.as_bytes())?;
-    std::fs::rename(tmp, dirs.image_dir(&rec.id))
-        .context("cannot move the unpacked image into the store")
 }
 
 /// Unpacks an archive file whose sha256 is `id` into the store (unless it is there).
@@ -599,18 +666,30 @@ pub fn load(dirs: &Dirs, id: &str) -> Option<ImageRecord> {
     toml::from_str(&text).ok()
 }
 
-fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
+/// The cache directory, made private and tagged (CACHEDIR.TAG, so backup tools skip it).
+fn cache_dir(dirs: &Dirs) -> Result<()> {
     private_dir(&dirs.cache)?;
-    let tag = dirs.cache.join("CACHEDIR.TAG");
-    if !tag.exists() {
-        let _ = std::fs::write(
-            &tag,
-            "Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by devbox; it can be deleted.\n",
-        );
-    }
+    write_cachedir_tag(&dirs.cache);
+    Ok(())
+}
+
+fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
+    cache_dir(dirs)?;
     let d = dirs.cache.join("downloads-v1");
     private_dir(&d)?;
+    write_cachedir_tag(&d);
     Ok(d)
+}
+
+/// Marks `dir` as a cache (<https://bford.info/cachedir/>), unless it is marked already.
+pub fn write_cachedir_tag(dir: &Path) {
+    let tag = dir.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let _ = write_atomic(
+            &tag,
+            b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by devbox; it can be deleted.\n",
+        );
+    }
 }
 
 /// Removes `.tmp-*` entries of interrupted imports and removals: those whose lock no live
@@ -717,26 +796,15 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
 }
 
 /// `devbox __unpack-layers SPEC DEST`: applies an OCI image's layers, lowest first, onto
-/// DEST/rootfs as root of devbox's user namespace; each layer's uncompressed digest is checked
-/// against the image config's diff_id as it streams.
+/// DEST/rootfs as root of devbox's user namespace. The layers' blobs come on stdin one after
+/// the other, each exactly its size (SPEC lists them); each layer's uncompressed digest is
+/// checked against the image config's diff_id as it streams.
 pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     let dirs = Dirs::from_env()?;
     let layers: Vec<LayerSpec> = serde_json::from_str(
         &std::fs::read_to_string(spec)
             .with_context(|| format!("cannot read {}", spec.display()))?,
     )?;
-    let mut readers = Vec::new();
-    for l in &layers {
-        let layer = crate::oci::Layer {
-            digest: l.digest.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            path: l.path.clone(),
-            diff_id: l.diff_id.clone(),
-        };
-        // Opened before entering the namespace: the cache is readable by the user only.
-        readers.push((l.digest.clone(), crate::oci::layer_reader(&layer)?));
-    }
     let parent = nix::unistd::getppid();
     crate::runtime::userns::as_namespace_root(&dirs)?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
@@ -748,21 +816,53 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     let opts = crate::unpack::Options {
         preserve_owner: true,
     };
+    let mut input = {
+        use std::os::fd::AsFd;
+        std::fs::File::from(
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot read the layers from stdin")?,
+        )
+    };
     let mut devices = 0;
-    for (digest, mut reader) in readers {
-        let result = crate::unpack::unpack_layer(&mut reader, &root, &opts, &mut |_| {})
-            .map_err(anyhow::Error::from)
+    for (i, l) in layers.iter().enumerate() {
+        let layer = crate::oci::Layer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            path: PathBuf::from(format!("layer {} ({})", i + 1, l.digest)),
+            diff_id: l.diff_id.clone(),
+        };
+        let mut blob = (&mut input).take(l.size);
+        let result = (|| -> Result<crate::unpack::Stats> {
+            let mut reader = crate::oci::layer_stream(
+                &layer,
+                std::io::BufReader::with_capacity(256 * 1024, &mut blob),
+            )?;
+            let stats = crate::unpack::unpack_layer(&mut reader, &root, &opts, &mut |_| {})?;
             // The tar reader stops at the end-of-archive marker: read the rest, so the
             // uncompressed digest is checked against the config's diff_id at EOF.
-            .and_then(|stats| {
-                std::io::copy(&mut reader, &mut std::io::sink())?;
-                Ok(stats)
-            });
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(stats)
+        })();
+        let result = result.and_then(|stats| {
+            // Bytes of the blob after the compressed stream's end are read and dropped.
+            std::io::copy(&mut blob, &mut std::io::sink())?;
+            if blob.limit() > 0 {
+                bail!(
+                    "its blob ended after {} of {} bytes",
+                    l.size - blob.limit(),
+                    l.size
+                );
+            }
+            Ok(stats)
+        });
         match result {
             Ok(stats) => devices += stats.devices_skipped,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(e.context(format!("layer {digest}")));
+                return Err(e.context(format!("layer {} of {} ({})", i + 1, layers.len(), l.digest)));
             }
         }
     }

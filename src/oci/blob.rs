@@ -631,6 +631,63 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_reader_follows_a_growing_file_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob.partial");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let slot = Slot::default();
+        let cancel = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                slot.opened(&f, 0);
+                f.write_all(&data[..100_000]).unwrap();
+                slot.grow(100_000);
+                std::thread::sleep(Duration::from_millis(30));
+                // The download starts over from byte 0.
+                f.set_len(0).unwrap();
+                f.seek(SeekFrom::Start(0)).unwrap();
+                slot.grow(0);
+                let mut have = 0;
+                for chunk in data.chunks(50_000) {
+                    f.write_all(chunk).unwrap();
+                    have += chunk.len() as u64;
+                    slot.grow(have);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                slot.finish(Ok(path.clone()));
+            });
+            let mut out = Vec::new();
+            slot.reader(data.len() as u64, &cancel)
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == data, "the reader got other bytes");
+        });
+        // A blob already complete is read from its path.
+        let done = Slot::default();
+        done.finish(Ok(path.clone()));
+        let mut out = Vec::new();
+        done.reader(data.len() as u64, &cancel)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == data);
+        // A failed download fails the reader, and so does a cancellation.
+        let failed = Slot::default();
+        failed.finish(Err("digest mismatch".into()));
+        let e = failed.reader(10, &cancel).read(&mut [0; 4]).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        let waiting = Slot::default();
+        cancel.store(true, Ordering::SeqCst);
+        assert!(waiting.reader(10, &cancel).read(&mut [0; 4]).is_err());
+    }
+
+    #[test]
     fn stores_and_checks_small_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();

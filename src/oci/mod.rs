@@ -25,6 +25,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 // The public API; until `create` uses it, parts of it are used only by the tests.
 #[allow(unused_imports)]
-pub use layer::layer_reader;
+pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
 pub use manifest::{ImageConfig, Platform};
@@ -146,6 +147,10 @@ pub enum OciError {
 
     #[error("cancelled because another download failed")]
     Cancelled,
+
+    /// The unpack helper the layers stream into stopped reading (it says why itself).
+    #[error("cannot pass the layers to the unpack helper: {detail}")]
+    Feed { detail: String },
 }
 
 /// Knobs of a pull; `Options::default()` is what the CLI uses.
@@ -212,16 +217,40 @@ pub struct Layer {
 }
 
 /// Pulls `r` into `cache_dir` (blobs under `cache_dir/blobs-v1/sha256/`) with default options.
+#[allow(dead_code)]
 pub fn pull(r: &Reference, cache_dir: &Path, reporter: &dyn Reporter) -> Result<Pulled, OciError> {
     pull_with(r, cache_dir, reporter, &Options::default())
 }
 
+/// Pulls everything into the cache: [`prepare`], then [`Prepared::download`] without a sink.
 pub fn pull_with(
     r: &Reference,
     cache_dir: &Path,
     reporter: &dyn Reporter,
     opts: &Options,
 ) -> Result<Pulled, OciError> {
+    let p = prepare(r, cache_dir, reporter, opts)?;
+    p.download(reporter, None)?;
+    Ok(p.pulled)
+}
+
+/// An image whose manifest and config are in the cache and checked, and whose layers are
+/// known but not downloaded yet.
+pub struct Prepared {
+    client: Client,
+    store: BlobStore,
+    parallel: usize,
+    pub pulled: Pulled,
+}
+
+/// Resolves `r` to one image manifest (choosing this host's platform from an index) and
+/// fetches its config: everything but the layers.
+pub fn prepare(
+    r: &Reference,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+    opts: &Options,
+) -> Result<Prepared, OciError> {
     let store = BlobStore::open(cache_dir)?;
     let (client, notes) = Client::new(r, opts)?;
     for n in notes {
@@ -344,7 +373,7 @@ pub fn pull_with(
         }
     }
 
-    // The layers.
+    // The layers, to be downloaded.
     let layers: Vec<Layer> = image
         .layers
         .iter()
@@ -357,16 +386,43 @@ pub fn pull_with(
             diff_id: diff_id.clone(),
         })
         .collect();
-    download_layers(&client, &store, &layers, reporter, opts.parallel)?;
-
-    Ok(Pulled {
-        reference: r.clone(),
-        manifest_digest,
-        index_digest,
-        config_digest: image.config.digest.clone(),
-        config,
-        layers,
+    Ok(Prepared {
+        pulled: Pulled {
+            reference: r.clone(),
+            manifest_digest,
+            index_digest,
+            config_digest: image.config.digest.clone(),
+            config,
+            layers,
+        },
+        client,
+        store,
+        parallel: opts.parallel,
     })
+}
+
+impl Prepared {
+    /// Downloads the layers that are not in the cache, a few at a time, each verified by
+    /// digest and size. With a `sink`, the layers' bytes are also written to it, in order,
+    /// lowest first, as they become available: a layer in the cache from its file, the next
+    /// layer being downloaded from its `.partial` file as it grows (it streams while it
+    /// downloads), later layers once the ones before them are through. The sink (an unpack
+    /// helper) checks each layer against its diff_id; the caller uses what it made only when
+    /// this returns Ok, i.e. when every blob matched its digest too.
+    pub fn download(
+        &self,
+        reporter: &dyn Reporter,
+        sink: Option<&mut (dyn Write + Send)>,
+    ) -> Result<(), OciError> {
+        download_layers(
+            &self.client,
+            &self.store,
+            &self.pulled.layers,
+            reporter,
+            self.parallel,
+            sink,
+        )
+    }
 }
 
 fn check_digest(r: &Reference, what: &str, d: &str) -> Result<(), OciError> {
@@ -440,49 +496,73 @@ fn manifest_by_digest(
 }
 
 enum Event {
-    Bytes(u64),
+    /// Job `.0` started: its bar appears.
+    Started(usize),
+    Bytes(usize, u64),
+    /// Job `.0` ended (either way): its bar goes.
+    Done(usize),
     Note(String),
+    /// Bytes passed to the sink.
+    Fed(u64),
 }
 
-/// Downloads the layers not yet in the cache, `parallel` at a time, reporting from this
-/// thread (the reporter need not be thread-safe: workers send it events).
+struct Job {
+    digest: String,
+    size: u64,
+    what: String,
+    slot: blob::Slot,
+}
+
+/// Downloads the layers not yet in the cache, `parallel` at a time, and feeds the sink (see
+/// [`Prepared::download`]); reports from this thread (the reporter need not be thread-safe:
+/// workers send it events).
 fn download_layers(
     client: &Client,
     store: &BlobStore,
     layers: &[Layer],
     reporter: &dyn Reporter,
     parallel: usize,
+    sink: Option<&mut (dyn Write + Send)>,
 ) -> Result<(), OciError> {
     let n = layers.len();
-    let mut jobs: Vec<(String, u64, String)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        if jobs.iter().any(|j| j.0 == l.digest) || store.cached(&l.digest, l.size).is_some() {
+        if jobs.iter().any(|j| j.digest == l.digest) || store.cached(&l.digest, l.size).is_some() {
             continue;
         }
-        jobs.push((l.digest.clone(), l.size, format!("layer {} of {n}", i + 1)));
+        jobs.push(Job {
+            digest: l.digest.clone(),
+            size: l.size,
+            what: format!("layer {} of {n}", i + 1),
+            slot: blob::Slot::default(),
+        });
     }
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    let cached = n - jobs.len();
     if jobs.is_empty() {
         reporter.step(&format!("All {n} layers are in the cache"));
-        return Ok(());
-    }
-    let total: u64 = jobs.iter().map(|j| j.1).sum();
-    let cached = n - jobs.len();
-    reporter.step(&format!(
-        "Downloading {} layer{} ({}){}",
-        jobs.len(),
-        if jobs.len() == 1 { "" } else { "s" },
-        human_bytes(total),
-        if cached > 0 {
-            format!(", {cached} in the cache")
-        } else {
-            String::new()
+        if sink.is_none() {
+            return Ok(());
         }
-    ));
+    } else {
+        reporter.step(&format!(
+            "Downloading {} layer{} ({}){}",
+            jobs.len(),
+            if jobs.len() == 1 { "" } else { "s" },
+            human_bytes(total),
+            if cached > 0 {
+                format!(", {cached} in the cache")
+            } else {
+                String::new()
+            }
+        ));
+    }
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
     let errors: Mutex<Vec<(usize, OciError)>> = Mutex::new(Vec::new());
     let workers = parallel.clamp(1, 4).min(jobs.len());
     let (tx, rx) = mpsc::channel::<Event>();
+    let feeding = sink.is_some();
     std::thread::scope(|s| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -491,43 +571,153 @@ fn download_layers(
                 let note = |m: String| {
                     let _ = tx.send(Event::Note(m));
                 };
-                let progress = |b: u64| {
-                    let _ = tx.send(Event::Bytes(b));
-                };
                 while !cancel.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((digest, size, what)) = jobs.get(i) else {
+                    let Some(job) = jobs.get(i) else {
                         break;
                     };
+                    let _ = tx.send(Event::Started(i));
+                    let progress = |b: u64| {
+                        let _ = tx.send(Event::Bytes(i, b));
+                    };
                     let res = blob::download(
-                        client, store, digest, *size, what, &note, &progress, cancel, None,
+                        client,
+                        store,
+                        &job.digest,
+                        job.size,
+                        &job.what,
+                        &note,
+                        &progress,
+                        cancel,
+                        Some(&job.slot),
                     );
-                    if let Err(e) = res {
-                        cancel.store(true, Ordering::SeqCst);
-                        errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, e));
+                    let _ = tx.send(Event::Done(i));
+                    match res {
+                        Ok(path) => job.slot.finish(Ok(path)),
+                        Err(e) => {
+                            job.slot.finish(Err(first_line(&e.to_string()).to_string()));
+                            cancel.store(true, Ordering::SeqCst);
+                            errors
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((i, e));
+                        }
                     }
                 }
             });
         }
+        if let Some(sink) = sink {
+            let tx = tx.clone();
+            let (cancel, errors, jobs) = (&cancel, &errors, &jobs);
+            s.spawn(move || {
+                if let Err(e) = feed(store, layers, jobs, sink, cancel, &tx) {
+                    cancel.store(true, Ordering::SeqCst);
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((usize::MAX, e));
+                }
+            });
+        }
         drop(tx);
-        let bar = reporter.transfer("Downloading layers", Some(total));
+        let mut bars: Vec<Option<Box<dyn crate::progress::Transfer>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let applied = feeding.then(|| {
+            let all: u64 = layers.iter().map(|l| l.size).sum();
+            reporter.transfer("Unpacking layers", Some(all))
+        });
         for ev in rx {
             match ev {
-                Event::Bytes(b) => bar.inc(b),
+                Event::Started(i) => {
+                    let j = &jobs[i];
+                    bars[i] = Some(reporter.transfer(&j.what, Some(j.size)));
+                }
+                Event::Bytes(i, b) => {
+                    if let Some(bar) = &bars[i] {
+                        bar.inc(b);
+                    }
+                }
+                Event::Done(i) => {
+                    if let Some(bar) = bars[i].take() {
+                        bar.finish();
+                    }
+                }
+                Event::Fed(b) => {
+                    if let Some(bar) = &applied {
+                        bar.inc(b);
+                    }
+                }
                 Event::Note(m) => reporter.step(&m),
             }
         }
-        bar.finish();
+        if let Some(bar) = applied {
+            bar.finish();
+        }
     });
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
-    errors.sort_by_key(|(i, e)| (matches!(e, OciError::Cancelled), *i));
+    // The first real failure, not a cancellation it caused; a download's own error before
+    // the sink's (which may only be the download failing under it).
+    errors.sort_by_key(|(i, e)| {
+        (
+            matches!(e, OciError::Cancelled),
+            matches!(e, OciError::Feed { .. }),
+            *i,
+        )
+    });
     match errors.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Writes the layers' bytes to `sink` in order: from the cache, or following a download.
+fn feed(
+    store: &BlobStore,
+    layers: &[Layer],
+    jobs: &[Job],
+    sink: &mut (dyn Write + Send),
+    cancel: &AtomicBool,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), OciError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    for l in layers {
+        let mut reader: Box<dyn Read + '_> = match jobs.iter().find(|j| j.digest == l.digest) {
+            Some(job) => Box::new(job.slot.reader(l.size, cancel)),
+            None => Box::new(std::fs::File::open(store.path(&l.digest)).map_err(|source| {
+                OciError::Io {
+                    action: "cannot open layer",
+                    path: store.path(&l.digest),
+                    source,
+                }
+            })?),
+        };
+        let mut left = l.size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(OciError::Io {
+                        action: "the layer ended early in",
+                        path: store.path(&l.digest),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // The download failed (its own error is reported) or was cancelled.
+                Err(_) => return Err(OciError::Cancelled),
+            };
+            sink.write_all(&buf[..n])
+                .map_err(|e| OciError::Feed {
+                    detail: e.to_string(),
+                })?;
+            left -= n as u64;
+            let _ = tx.send(Event::Fed(n as u64));
+        }
+    }
+    sink.flush().map_err(|e| OciError::Feed {
+        detail: e.to_string(),
+    })
 }
 
 /// The first line of a message (errors carry hints on later lines).
