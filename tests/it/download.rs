@@ -24,6 +24,7 @@ const MAX_CONNECTIONS: usize = 32;
 ///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
 ///   /truncated.tar     a Content-Length of the whole fixture, then half of it, then close
 ///   /flaky.tar         like /truncated.tar (with an ETag), but a Range request gets the rest
+///   /paced.tar         the fixture in 10 pieces, 80 ms apart
 ///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
 ///                      in the store has made bin/arch from it, then the rest
 ///   anything else      404
@@ -225,6 +226,14 @@ fn serve(
                 stream.write_all(&body[..body.len() / 2])?;
             }
         },
+        "/paced.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            for piece in body.chunks(body.len() / 10 + 1) {
+                stream.write_all(piece)?;
+                stream.flush()?;
+                std::thread::sleep(Duration::from_millis(80));
+            }
+        }
         "/slow.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             let half = body.len() / 2;
@@ -707,4 +716,55 @@ arch = {{ amd64 = "amd64", arm64 = "arm64" }}
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("last resolved"), "{}", stderr(&out));
+}
+
+/// Without a terminal on stderr, the output is step lines only: no bar, no cursor movement;
+/// with --quiet, nothing at all.
+#[test]
+fn progress_without_a_terminal_is_step_lines_only() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let out = env.run(["create", &srv.url("/paced.tar"), "--name", "p"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Downloading"), "{err}");
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b') && !err.contains("ETA"),
+        "bars or escapes without a terminal:\n{err:?}"
+    );
+    assert!(err.lines().all(|l| !l.trim().is_empty()), "{err:?}");
+    let out = env.run(["create", &srv.url("/paced.tar"), "--name", "q", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out), "");
+}
+
+/// On a terminal (script(1) gives devbox a pty), a download draws a bar with its rate and ETA,
+/// and the step lines are still there; --quiet draws nothing.
+#[test]
+fn progress_on_a_terminal_draws_bars_unless_quiet() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let on_tty = |extra: &str, name: &str| {
+        let cmd = format!(
+            "{} create {} --name {name} {extra}",
+            env.bin().display(),
+            srv.url("/paced.tar")
+        );
+        let out = env
+            .raw("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .output()
+            .expect("script (util-linux)");
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let shown = on_tty("", "t1");
+    assert!(shown.contains("Downloading"), "{shown:?}");
+    assert!(
+        shown.contains("ETA") && shown.contains("/s"),
+        "no download bar on a terminal:\n{shown:?}"
+    );
+    let quiet = on_tty("--quiet", "t2");
+    assert_eq!(quiet, "", "--quiet should print nothing");
 }
