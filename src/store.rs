@@ -274,9 +274,17 @@ enum Fed {
     Sink(String),
 }
 
-/// Options of the OCI client from the user configuration (insecure registries, mirrors).
+/// Options of the OCI client from the user configuration: `insecure_registries` are spoken
+/// to over plain http, `registry_mirrors` are tried before their registry.
 fn oci_options() -> Result<crate::oci::Options> {
-    Ok(crate::oci::Options::default())
+    use crate::project::{resolve, Defaults, Flags, HostEnv, UserConfig};
+    let user = UserConfig::load(&HostEnv::current())?;
+    let settings = resolve(&Flags::default(), None, &user, &Defaults::builtin());
+    Ok(crate::oci::Options {
+        plain_http: user.insecure_registries,
+        mirrors: settings.registry_mirrors,
+        ..crate::oci::Options::default()
+    })
 }
 
 /// Applies an image's layers into a new store entry (id: its config digest) through the

@@ -11,8 +11,8 @@
 //! registry, since tags move; pull by `@sha256:` to work offline from the cache.
 //!
 //! Transport: https, except plain http for registries on this machine (`localhost`,
-//! 127.0.0.0/8, `::1`) and those in [`Options::plain_http`] (the place for a future "insecure
-//! registries" setting of the user configuration). Proxies come from the usual environment
+//! 127.0.0.0/8, `::1`), those in [`Options::plain_http`] (the user configuration's
+//! `insecure_registries`) and `http://` mirrors. Mirrors: see [`prepare`]. Proxies come from the usual environment
 //! variables (reqwest's defaults). Credentials: see [`auth::default_auth_files`].
 
 mod auth;
@@ -158,9 +158,12 @@ pub enum OciError {
 pub struct Options {
     /// The platform to choose from an index; None: this host's ([`Platform::host`]).
     pub platform: Option<Platform>,
-    /// Registries (`host` or `host:port`) to speak plain http to besides loopback ones. Empty
-    /// for now; this is where a user-configured list of insecure registries goes.
+    /// Registries (`host` or `host:port`) to speak plain http to besides loopback ones: the
+    /// user configuration's `insecure_registries`.
     pub plain_http: Vec<String>,
+    /// Registry (as the user writes it: `docker.io`, `host:port`) -> mirrors to try first, in
+    /// order: the user configuration's `registry_mirrors` (see [`prepare`]).
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     /// Credential files to read; None: [`auth::default_auth_files`].
     pub auth_files: Option<Vec<PathBuf>>,
     /// Layers downloaded at the same time (clamped to 1..=4).
@@ -178,6 +181,7 @@ impl Default for Options {
         Options {
             platform: None,
             plain_http: Vec::new(),
+            mirrors: std::collections::BTreeMap::new(),
             auth_files: None,
             parallel: 3,
             retries: 4,
@@ -245,19 +249,136 @@ pub struct Prepared {
 
 /// Resolves `r` to one image manifest (choosing this host's platform from an index) and
 /// fetches its config: everything but the layers.
+///
+/// When the user configured mirrors for `r`'s registry ([`Options::mirrors`]), each is tried
+/// in order before the registry itself, and the first that serves the manifest and config is
+/// the one the layers come from too. A mirror that cannot be reached, has no such image (404)
+/// or fails on its side (5xx, 429) is passed over with a one-line message; any other failure
+/// of a mirror (a refused login, a blob that does not match its digest) is the error.
 pub fn prepare(
     r: &Reference,
     cache_dir: &Path,
     reporter: &dyn Reporter,
     opts: &Options,
 ) -> Result<Prepared, OciError> {
+    reporter.step(&format!("Pulling {r}"));
+    for m in mirrors_of(r, &opts.mirrors) {
+        let Some((source, mirror_opts)) = mirror(r, m, opts) else {
+            reporter.step(&format!(
+                "warning: mirror {m:?} of {} is not a host or an http(s) URL; skipped",
+                r.registry_display()
+            ));
+            continue;
+        };
+        reporter.step(&format!(
+            "Trying mirror {m} of {}",
+            r.registry_display()
+        ));
+        match prepare_from(r, &source, cache_dir, reporter, &mirror_opts) {
+            Ok(mut p) => {
+                p.client.set_retries(opts.retries);
+                return Ok(p);
+            }
+            Err(e) if passes_over(&e) => reporter.step(&format!(
+                "Mirror {m}: {}; trying the next source",
+                first_line(&e.to_string())
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    prepare_from(r, r, cache_dir, reporter, opts)
+}
+
+/// The mirrors configured for `r`'s registry (keys compared without case; Docker Hub by any of
+/// its names).
+fn mirrors_of<'a>(
+    r: &Reference,
+    mirrors: &'a std::collections::BTreeMap<String, Vec<String>>,
+) -> &'a [String] {
+    let names = [r.registry.as_str(), r.registry_display()];
+    mirrors
+        .iter()
+        .find(|(k, _)| {
+            let k = match Reference::parse(&format!("{k}/x/y")) {
+                Ok(p) => p.registry,
+                Err(_) => k.to_ascii_lowercase(),
+            };
+            names.iter().any(|n| n.eq_ignore_ascii_case(&k))
+        })
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or(&[])
+}
+
+/// Where `r` is on mirror `m` (`host[:port][/prefix]` or an http(s) URL of that shape): the
+/// same tag or digest, the repository under the prefix. A trailing `/v2` (the API root, often
+/// written in mirror URLs) is not part of the prefix. An `http://` mirror is spoken to over
+/// plain http. A mirror gets one retry per request before it is passed over.
+fn mirror(r: &Reference, m: &str, opts: &Options) -> Option<(Reference, Options)> {
+    let (plain, rest) = match m.split_once("://") {
+        Some(("http", rest)) => (true, rest),
+        Some(("https", rest)) => (false, rest),
+        Some(_) => return None,
+        None => (false, m),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, prefix) = match rest.split_once('/') {
+        Some((h, p)) => (h, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    let prefix = prefix
+        .strip_suffix("/v2")
+        .unwrap_or(if prefix == "v2" { "" } else { prefix });
+    if host.is_empty() {
+        return None;
+    }
+    let repository = if prefix.is_empty() {
+        r.repository.clone()
+    } else {
+        format!("{prefix}/{}", r.repository)
+    };
+    // Checked like any reference (host syntax, repository characters).
+    let parsed = Reference::parse(&format!("{host}/{repository}")).ok()?;
+    let source = Reference {
+        registry: host.to_ascii_lowercase(),
+        repository: parsed.repository,
+        tag: r.tag.clone(),
+        digest: r.digest.clone(),
+    };
+    let mut o = opts.clone();
+    if plain {
+        o.plain_http.push(source.registry.clone());
+    }
+    o.retries = o.retries.min(1);
+    Some((source, o))
+}
+
+/// Whether a mirror's failure passes the pull on to the next source.
+fn passes_over(e: &OciError) -> bool {
+    match e {
+        OciError::Network { .. }
+        | OciError::NotFound { .. }
+        | OciError::BlobNotFound { .. }
+        | OciError::RateLimited { .. }
+        | OciError::Interrupted { .. } => true,
+        OciError::Http { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// [`prepare`] from one source: `source` is `r` itself or where a mirror keeps it.
+fn prepare_from(
+    r: &Reference,
+    source: &Reference,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+    opts: &Options,
+) -> Result<Prepared, OciError> {
     let store = BlobStore::open(cache_dir)?;
-    let (client, notes) = Client::new(r, opts)?;
+    let (client, notes) = Client::new(source, opts)?;
     for n in notes {
         reporter.step(&format!("warning: {n}"));
     }
     let note = |m: String| reporter.step(&m);
-    reporter.step(&format!("Pulling {r}"));
 
     // The manifest the reference names: by digest from the cache if possible.
     let (top, top_digest) = match &r.digest {
@@ -718,6 +839,50 @@ fn feed(
     sink.flush().map_err(|e| OciError::Feed {
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    fn r(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
+    }
+
+    #[test]
+    fn mirrors_are_found_by_any_name_of_the_registry() {
+        let m: std::collections::BTreeMap<String, Vec<String>> = [
+            ("docker.io".to_string(), vec!["m1".to_string()]),
+            ("Registry.LAN:5000".to_string(), vec!["m2".to_string()]),
+        ]
+        .into();
+        assert_eq!(mirrors_of(&r("debian:12"), &m), ["m1"]);
+        assert_eq!(mirrors_of(&r("index.docker.io/library/debian"), &m), ["m1"]);
+        assert_eq!(mirrors_of(&r("registry.lan:5000/a/b"), &m), ["m2"]);
+        assert!(mirrors_of(&r("registry.lan/a/b"), &m).is_empty());
+        assert!(mirrors_of(&r("quay.io/a/b"), &m).is_empty());
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_tag_and_prefixes_the_repository() {
+        let o = Options::default();
+        let (s, so) = mirror(&r("debian:12"), "mirror.lan:5000", &o).unwrap();
+        assert_eq!(s.to_string(), "mirror.lan:5000/library/debian:12");
+        assert!(so.plain_http.is_empty());
+        assert_eq!(so.retries, 1);
+        let pinned = format!("quay.io/a/b@sha256:{}", "0".repeat(64));
+        let (s, so) = mirror(&r(&pinned), "http://m.lan/cache/", &o).unwrap();
+        assert_eq!(s.registry, "m.lan");
+        assert_eq!(s.digest, r(&pinned).digest);
+        assert_eq!(s.repository, "cache/a/b");
+        assert_eq!(so.plain_http, ["m.lan"]);
+        let (s, _) = mirror(&r("quay.io/a/b:1"), "https://m.lan/v2", &o).unwrap();
+        assert_eq!(s.to_string(), "m.lan/a/b:1");
+        let (s, _) = mirror(&r("quay.io/a/b:1"), "https://m.lan/pre/v2/", &o).unwrap();
+        assert_eq!(s.to_string(), "m.lan/pre/a/b:1");
+        assert!(mirror(&r("quay.io/a/b"), "ftp://m.lan", &o).is_none());
+        assert!(mirror(&r("quay.io/a/b"), "https://", &o).is_none());
+    }
 }
 
 /// The first line of a message (errors carry hints on later lines).

@@ -553,3 +553,107 @@ fn a_layer_that_does_not_match_keeps_nothing() {
     assert_eq!(store_entries(&env), Vec::<String>::new());
     assert!(env.ok(["list"]).contains("No boxes"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The user configuration: insecure registries and mirrors
+// ---------------------------------------------------------------------------------------------
+
+/// A name of this machine's 127.0.0.1 that is not a loopback name to devbox (not `localhost`,
+/// not an address): the host name, or another name /etc/hosts gives 127.0.0.1.
+fn loopback_alias() -> String {
+    use std::net::ToSocketAddrs;
+    let mut candidates = Vec::new();
+    if let Ok(h) = nix::unistd::gethostname() {
+        candidates.push(h.to_string_lossy().into_owned());
+    }
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+        for line in hosts.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() == Some("127.0.0.1") {
+                candidates.extend(words.map(String::from));
+            }
+        }
+    }
+    let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+    for c in candidates {
+        if c.is_empty() || c.starts_with("localhost") || c.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let resolves = (c.as_str(), 80)
+            .to_socket_addrs()
+            .is_ok_and(|mut a| a.any(|a| a.ip() == loopback));
+        if resolves {
+            return c;
+        }
+    }
+    panic!("no name of 127.0.0.1 other than localhost: add `127.0.0.1 devbox-registry-alias` to /etc/hosts (run `sudo tests/setup.sh`)");
+}
+
+fn write_user_config(env: &TestEnv, text: &str) {
+    let dir = env.home.join(".config/devbox");
+    env.mkdir_as_user(&env.home.join(".config"));
+    env.mkdir_as_user(&dir);
+    env.write_as_user(&dir.join("config.toml"), text.as_bytes());
+}
+
+/// `insecure_registries`: a registry named by a non-loopback name is spoken to over https
+/// unless listed (the error says so), and over plain http when listed. `registry_mirrors`: an
+/// image of a registry that does not exist comes from its mirror, after a dead mirror before
+/// it was passed over with one line.
+#[test]
+fn insecure_registries_and_mirrors_from_the_user_configuration() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    make_image(
+        &work.path().join("img"),
+        &["--tag", "v1", "--push", &reg.repo()],
+    );
+    let alias = loopback_alias();
+    let port = reg.port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let env = TestEnv::new();
+    let by_alias = format!("{alias}:{port}/devbox-test/busybox:v1");
+    let err = env.fails(1, ["create", &by_alias, "--name", "a"]);
+    assert!(
+        err.contains("plain http") && err.contains(&format!("insecure_registries = [\"{alias}:{port}\"]")),
+        "{err}"
+    );
+    write_user_config(
+        &env,
+        &format!("insecure_registries = [\"{alias}:{port}\"]\n"),
+    );
+    env.ok(["create", &by_alias, "--name", "a"]);
+    assert_eq!(env.sh("a", "echo $FOO"), "bar\n");
+
+    let env = TestEnv::new();
+    write_user_config(
+        &env,
+        &format!(
+            "[registry_mirrors]\n\"mirrored.invalid\" = [\"127.0.0.1:{dead}\", \"http://127.0.0.1:{port}/\"]\n"
+        ),
+    );
+    let image = "mirrored.invalid/devbox-test/busybox:v1";
+    let out = env.run(["create", image, "--name", "m"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let passed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("Mirror 127.0.0.1:{dead}: ")))
+        .collect();
+    assert_eq!(passed.len(), 1, "{err}");
+    assert!(passed[0].ends_with("trying the next source"), "{err}");
+    assert!(
+        err.contains(&format!("Trying mirror http://127.0.0.1:{port}/ of mirrored.invalid")),
+        "{err}"
+    );
+    assert_eq!(env.sh("m", "echo $FOO"), "bar\n");
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images[0]["source"], image);
+}
