@@ -15,6 +15,8 @@ use crate::progress::Reporter;
 /// into the cache, dropping it removes it.
 pub struct Fetched {
     tmp: tempfile::NamedTempFile,
+    /// Held until the file is kept or dropped: `image prune` leaves locked files alone.
+    _busy: nix::fcntl::Flock<std::fs::File>,
     dir: PathBuf,
     pub sha256: String,
     pub size: u64,
@@ -97,6 +99,15 @@ pub fn download(
         .prefix(".part-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    let busy = tmp
+        .as_file()
+        .try_clone()
+        .map_err(anyhow::Error::from)
+        .and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, e)| anyhow::Error::from(e))
+        })
+        .with_context(|| format!("cannot lock a temp file in {}", dir.display()))?;
     let bar = r.transfer("Downloading", total);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -158,6 +169,7 @@ pub fn download(
     check_sha256(url, expected, &sha256)?;
     Ok(Fetched {
         tmp,
+        _busy: busy,
         dir: dir.to_path_buf(),
         sha256,
         size,

@@ -211,7 +211,7 @@ fn is_image_layout(archive: &Path) -> Result<bool> {
 /// An archive of an OCI image layout or a docker-archive: unpacked (as the user, confined) into
 /// the cache, read like a registry's image, its layers applied.
 fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Result<ImageRecord> {
-    private_dir(&dirs.cache)?;
+    cache_dir(dirs)?;
     let work = tempfile::Builder::new()
         .prefix("layout-")
         .tempdir_in(&dirs.cache)?;
@@ -659,12 +659,43 @@ pub fn remove_image(dirs: &Dirs, id: &str) -> Result<()> {
     remove_tree(&trash)
 }
 
-/// Empties the download cache; returns the bytes freed.
+/// Empties the caches: downloaded archives (`downloads-v1`) and OCI blobs (`blobs-v1`), partial
+/// downloads included, except files a running devbox has locked (a download under way).
+/// Returns the bytes freed.
 pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
-    let d = dirs.cache.join("downloads-v1");
-    let freed = disk_usage(&d);
-    if d.exists() {
-        std::fs::remove_dir_all(&d).with_context(|| format!("cannot empty {}", d.display()))?;
+    let mut freed = 0;
+    for d in [
+        dirs.cache.join("downloads-v1"),
+        dirs.cache.join("blobs-v1").join("sha256"),
+    ] {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", d.display())),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            if name == "CACHEDIR.TAG" || !meta.is_file() {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            // A download under way holds its file locked.
+            let Ok(_held) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            else {
+                continue;
+            };
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => freed += meta.len(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot remove {}", e.path().display()))
+                }
+            }
+        }
     }
     Ok(freed)
 }
@@ -677,7 +708,7 @@ pub fn load(dirs: &Dirs, id: &str) -> Option<ImageRecord> {
 /// The cache directory, made private and tagged (CACHEDIR.TAG, so backup tools skip it).
 fn cache_dir(dirs: &Dirs) -> Result<()> {
     private_dir(&dirs.cache)?;
-    write_cachedir_tag(&dirs.cache);
+    crate::paths::mark_cache_dir(&dirs.cache);
     Ok(())
 }
 
@@ -685,20 +716,10 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
     cache_dir(dirs)?;
     let d = dirs.cache.join("downloads-v1");
     private_dir(&d)?;
-    write_cachedir_tag(&d);
+    crate::paths::mark_cache_dir(&d);
     Ok(d)
 }
 
-/// Marks `dir` as a cache (<https://bford.info/cachedir/>), unless it is marked already.
-pub fn write_cachedir_tag(dir: &Path) {
-    let tag = dir.join("CACHEDIR.TAG");
-    if !tag.exists() {
-        let _ = write_atomic(
-            &tag,
-            b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by devbox; it can be deleted.\n",
-        );
-    }
-}
 
 /// Removes `.tmp-*` entries of interrupted imports and removals: those whose lock no live
 /// devbox holds (see [`Staging`]). Call with the store lock held.

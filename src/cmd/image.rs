@@ -151,7 +151,7 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
     let freed = store::clear_cache(dirs)?;
     if !quiet {
         println!(
-            "Pruned {removed} image{} and {} of cached downloads",
+            "Pruned {removed} image{} and {} of cached downloads and layers",
             if removed == 1 { "" } else { "s" },
             crate::progress::human_bytes(freed)
         );

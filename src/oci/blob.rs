@@ -37,6 +37,9 @@ impl BlobStore {
                 path: dir.clone(),
                 source,
             })?;
+        if let Some(top) = dir.parent() {
+            crate::paths::mark_cache_dir(top);
+        }
         Ok(BlobStore { dir })
     }
 

@@ -298,6 +298,14 @@ fn downloads(env: &TestEnv) -> PathBuf {
     env.home.join(".cache/devbox/downloads-v1")
 }
 
+/// The files in the download cache, its CACHEDIR.TAG left out.
+fn cached(env: &TestEnv) -> Vec<String> {
+    names(&downloads(env))
+        .into_iter()
+        .filter(|n| n != "CACHEDIR.TAG")
+        .collect()
+}
+
 /// Images in the store (temp dirs included, the lock file not).
 fn images(env: &TestEnv) -> Vec<String> {
     names(&env.data().join("images-v1"))
@@ -319,7 +327,7 @@ fn assert_nothing_kept(env: &TestEnv) {
         "a failed create left a box"
     );
     assert_eq!(
-        names(&downloads(env)),
+        cached(env),
         Vec::<String>::new(),
         "a failed create left a download"
     );
@@ -333,9 +341,14 @@ fn create_from_url_works() {
     assert!(out.contains("web"), "{out}");
     env.ok(["run", "web", "--", "/bin/busybox", "true"]);
     assert_eq!(srv.hits("/busybox-rootfs.tar"), 1);
-    // The archive is kept in the download cache under its sha256, whole.
+    // The archive is kept in the download cache under its sha256, whole; the cache and the
+    // download cache are marked as caches.
+    for d in [downloads(&env), env.home.join(".cache/devbox")] {
+        let tag = std::fs::read_to_string(d.join("CACHEDIR.TAG")).unwrap();
+        assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"), "{tag}");
+    }
     let sha = fixture_sha256();
-    assert_eq!(names(&downloads(&env)), [format!("{sha}.archive")]);
+    assert_eq!(cached(&env), [format!("{sha}.archive")]);
     assert_eq!(
         std::fs::read(downloads(&env).join(format!("{sha}.archive"))).unwrap(),
         std::fs::read(fixture("busybox")).unwrap()

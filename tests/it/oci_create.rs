@@ -463,6 +463,13 @@ fn b_layer2_damaged() -> String {
     digest(&other).trim_start_matches("sha256:").to_string()
 }
 
+/// The id of the only image in the store.
+fn reg_image_id(env: &TestEnv) -> String {
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    images[0]["id"].as_str().unwrap().to_string()
+}
+
 fn blob_cache(env: &TestEnv) -> PathBuf {
     env.home.join(".cache/devbox/blobs-v1/sha256")
 }
@@ -513,8 +520,8 @@ fn layers_are_applied_while_they_download() {
     let manifest = digest(&b.manifests["v1"]);
     let by_digest = format!("127.0.0.1:{}/test/busy@{manifest}", reg.port);
     drop(reg);
-    env.ok(["rm", "--force", "s"]);
-    env.ok(["image", "prune"]);
+    // (`image rm`, unlike `image prune`, leaves the blob cache alone.)
+    env.ok(["image", "rm", "--force", &reg_image_id(&env)]);
     assert_eq!(store_entries(&env), Vec::<String>::new());
     let out = env.run(["create", &by_digest, "--name", "again"]);
     assert!(out.status.success(), "{}", stderr(&out));
