@@ -153,14 +153,23 @@ pub fn download(
             return Err(anyhow::anyhow!("download of {url} {what} after {of}: {broke}\n  hint: try again (without an ETag or Last-Modified from the server, or a --sha256, devbox does not resume it)").into());
         }
         if resumes >= RESUMES && resumed_at == Some(size) {
-            return Err(anyhow::anyhow!("download of {url} {what} after {of}: {broke}\n  hint: try again").into());
+            return Err(anyhow::anyhow!(
+                "download of {url} {what} after {of}: {broke}\n  hint: try again"
+            )
+            .into());
         }
         if resumed_at != Some(size) {
             resumes = 0;
         }
         resumes += 1;
         resumed_at = Some(size);
-        r.step(&format!("Download of {url} {what} after {of} ({broke}); resuming"));
+        if resumes > 1 {
+            // No progress since the last attempt: back off (1, 2, 4, 8 s).
+            std::thread::sleep(std::time::Duration::from_secs(1 << (resumes - 2).min(3)));
+        }
+        r.step(&format!(
+            "Download of {url} {what} after {of} ({broke}); resuming"
+        ));
         resp = resume(&client, url, size, total, validator.as_deref())
             .map_err(|e| anyhow::anyhow!("download of {url} {what} after {of}: {broke}; resuming it failed: {e}\n  hint: try again"))?;
     }
@@ -178,7 +187,10 @@ pub fn download(
 
 /// What proves a resumed answer is the same file: a strong ETag, else Last-Modified.
 fn validator(h: &reqwest::header::HeaderMap) -> Option<String> {
-    let get = |k| h.get(k).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok());
+    let get = |k| {
+        h.get(k)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+    };
     match get(reqwest::header::ETAG) {
         Some(e) if !e.starts_with("W/") => Some(e.to_string()),
         _ => get(reqwest::header::LAST_MODIFIED).map(String::from),

@@ -23,6 +23,10 @@ pub trait Reporter {
 pub trait Transfer {
     fn inc(&self, n: u64);
     fn finish(&self);
+    /// Whether it is drawn (callers can skip measuring progress for a hidden one).
+    fn shown(&self) -> bool {
+        false
+    }
 }
 
 /// The terminal reporter of the CLI.
@@ -109,6 +113,9 @@ impl Transfer for Bar {
     }
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+    fn shown(&self) -> bool {
+        true
     }
 }
 

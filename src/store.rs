@@ -123,7 +123,10 @@ fn import_url(
     };
     let staging = Staging::begin(dirs)?;
     let mut child = spawn_unpack(&staging.tmp, url, Stdio::piped())?;
-    let mut stdin = child.stdin.take().context("the unpack helper has no stdin")?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("the unpack helper has no stdin")?;
     let fetched = fetch::download(url, &dl, want.as_deref(), Some(&mut stdin), r);
     drop(stdin);
     let fetched = match fetched {
@@ -144,7 +147,9 @@ fn import_url(
         }
     };
     let spinner = r.activity("Unpacking");
-    let status = child.wait().context("cannot wait for devbox's unpack helper")?;
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's unpack helper")?;
     spinner.finish();
     if !status.success() {
         bail!("cannot unpack {url} (see above); nothing was kept");
@@ -335,7 +340,10 @@ fn apply_layers(
         .stdin(Stdio::piped())
         .spawn()
         .context("cannot run devbox's unpack helper")?;
-    let mut stdin = child.stdin.take().context("the unpack helper has no stdin")?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("the unpack helper has no stdin")?;
     let fed = feed(&mut stdin);
     drop(stdin);
     match fed {
@@ -354,7 +362,9 @@ fn apply_layers(
         }
     }
     let spinner = r.activity("Unpacking");
-    let status = child.wait().context("cannot wait for devbox's unpack helper")?;
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's unpack helper")?;
     spinner.finish();
     let _ = std::fs::remove_file(&spec);
     if !status.success() {
@@ -524,6 +534,9 @@ fn unpack_file_locked(
     let bar = r.transfer("Unpacking", Some(size));
     let mut shown = 0;
     let status = loop {
+        if !bar.shown() {
+            break child.wait()?;
+        }
         if let Some(status) = child.try_wait()? {
             break status;
         }
@@ -594,8 +607,8 @@ impl Staging {
             N.fetch_add(1, Ordering::SeqCst)
         ));
         private_dir(&tmp)?;
-        let dir = std::fs::File::open(&tmp)
-            .with_context(|| format!("cannot open {}", tmp.display()))?;
+        let dir =
+            std::fs::File::open(&tmp).with_context(|| format!("cannot open {}", tmp.display()))?;
         let held = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| e)
             .with_context(|| format!("cannot lock {}", tmp.display()))?;
@@ -609,7 +622,10 @@ impl Staging {
     /// Writes the record and renames the temp dir to `images-v1/<id>`; if another devbox put
     /// the same image there meanwhile, that one is used and this one removed.
     fn commit(mut self, dirs: &Dirs, rec: ImageRecord) -> Result<ImageRecord> {
-        write_atomic(&self.tmp.join("image.toml"), toml::to_string(&rec)?.as_bytes())?;
+        write_atomic(
+            &self.tmp.join("image.toml"),
+            toml::to_string(&rec)?.as_bytes(),
+        )?;
         let _store = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
         if let Some(existing) = load(dirs, &rec.id) {
             return Ok(existing);
@@ -692,7 +708,8 @@ pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
                 Ok(()) => freed += meta.len(),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => {
-                    return Err(err).with_context(|| format!("cannot remove {}", e.path().display()))
+                    return Err(err)
+                        .with_context(|| format!("cannot remove {}", e.path().display()))
                 }
             }
         }
@@ -720,7 +737,6 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
     Ok(d)
 }
 
-
 /// Removes `.tmp-*` entries of interrupted imports and removals: those whose lock no live
 /// devbox holds (see [`Staging`]). Call with the store lock held.
 fn clean_stale_temps(dirs: &Dirs) -> Result<()> {
@@ -739,8 +755,7 @@ fn clean_stale_temps(dirs: &Dirs) -> Result<()> {
             continue;
         };
         // Held by the devbox that is importing into it: not stale.
-        let Ok(_stale) =
-            nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        let Ok(_stale) = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
         else {
             continue;
         };
@@ -891,7 +906,12 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
             Ok(stats) => devices += stats.devices_skipped,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(e.context(format!("layer {} of {} ({})", i + 1, layers.len(), l.digest)));
+                return Err(e.context(format!(
+                    "layer {} of {} ({})",
+                    i + 1,
+                    layers.len(),
+                    l.digest
+                )));
             }
         }
     }

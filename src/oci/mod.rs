@@ -1,10 +1,12 @@
 //! Pulling images from OCI registries (the Distribution API v2) into a blob cache.
 //!
-//! [`pull`] resolves a [`Reference`] to one image manifest (choosing this host's platform from
-//! an index), then downloads its config and layers into `CACHE/blobs-v1/sha256/<hex>`,
-//! verified by digest and size, a few layers at a time. It does not unpack anything: the
-//! caller applies the layers in order, each read through [`layer_reader`], which decompresses
-//! it and checks it against its diff_id.
+//! [`prepare`] resolves a [`Reference`] to one image manifest (choosing this host's platform
+//! from an index) and fetches its config; [`Prepared::download`] then downloads the layers into
+//! `CACHE/blobs-v1/sha256/<hex>`, verified by digest and size, a few at a time, and can write
+//! them in order into a sink (the layer helper's stdin) as they arrive, the next layer while it
+//! downloads. It does not unpack anything: the layers are applied by the sink, or read through
+//! [`layer_reader`] / [`layer_stream`], which decompress a layer and check it against its
+//! diff_id. [`pull_with`] is both steps without a sink.
 //!
 //! What is reused without the network: blobs in the cache (layers and configs), and manifests
 //! fetched by digest (they are cached under their digest too). A tag always needs the
@@ -270,10 +272,7 @@ pub fn prepare(
             ));
             continue;
         };
-        reporter.step(&format!(
-            "Trying mirror {m} of {}",
-            r.registry_display()
-        ));
+        reporter.step(&format!("Trying mirror {m} of {}", r.registry_display()));
         match prepare_from(r, &source, cache_dir, reporter, &mirror_opts) {
             Ok(mut p) => {
                 p.client.set_retries(opts.retries);
@@ -804,13 +803,13 @@ fn feed(
     for l in layers {
         let mut reader: Box<dyn Read + '_> = match jobs.iter().find(|j| j.digest == l.digest) {
             Some(job) => Box::new(job.slot.reader(l.size, cancel)),
-            None => Box::new(std::fs::File::open(store.path(&l.digest)).map_err(|source| {
-                OciError::Io {
+            None => Box::new(
+                std::fs::File::open(store.path(&l.digest)).map_err(|source| OciError::Io {
                     action: "cannot open layer",
                     path: store.path(&l.digest),
                     source,
-                }
-            })?),
+                })?,
+            ),
         };
         let mut left = l.size;
         while left > 0 {
@@ -828,10 +827,9 @@ fn feed(
                 // The download failed (its own error is reported) or was cancelled.
                 Err(_) => return Err(OciError::Cancelled),
             };
-            sink.write_all(&buf[..n])
-                .map_err(|e| OciError::Feed {
-                    detail: e.to_string(),
-                })?;
+            sink.write_all(&buf[..n]).map_err(|e| OciError::Feed {
+                detail: e.to_string(),
+            })?;
             left -= n as u64;
             let _ = tx.send(Event::Fed(n as u64));
         }
@@ -839,6 +837,16 @@ fn feed(
     sink.flush().map_err(|e| OciError::Feed {
         detail: e.to_string(),
     })
+}
+
+/// The first line of a message (errors carry hints on later lines).
+pub(crate) fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// `sha256:0123456789ab`, for messages.
+pub(crate) fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
 }
 
 #[cfg(test)]
@@ -883,14 +891,4 @@ mod mirror_tests {
         assert!(mirror(&r("quay.io/a/b"), "ftp://m.lan", &o).is_none());
         assert!(mirror(&r("quay.io/a/b"), "https://", &o).is_none());
     }
-}
-
-/// The first line of a message (errors carry hints on later lines).
-pub(crate) fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
-}
-
-/// `sha256:0123456789ab`, for messages.
-pub(crate) fn short(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
 }

@@ -25,6 +25,7 @@ const MAX_CONNECTIONS: usize = 32;
 ///   /truncated.tar     a Content-Length of the whole fixture, then half of it, then close
 ///   /flaky.tar         like /truncated.tar (with an ETag), but a Range request gets the rest
 ///   /paced.tar         the fixture in 10 pieces, 80 ms apart
+///   /page.tar          1 MiB of HTML (a web page where an archive was expected)
 ///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
 ///                      in the store has made bin/arch from it, then the rest
 ///   anything else      404
@@ -140,7 +141,11 @@ fn serve(
         if !k.trim().eq_ignore_ascii_case("range") {
             return None;
         }
-        v.trim().strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+        v.trim()
+            .strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse()
+            .ok()
     });
 
     let ok_head = |len: usize| {
@@ -226,6 +231,11 @@ fn serve(
                 stream.write_all(&body[..body.len() / 2])?;
             }
         },
+        "/page.tar" => {
+            let page = "<html><body>Not the archive you wanted.</body></html>\n".repeat(20_000);
+            stream.write_all(ok_head(page.len()).as_bytes())?;
+            stream.write_all(page.as_bytes())?;
+        }
         "/paced.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             for piece in body.chunks(body.len() / 10 + 1) {
@@ -345,7 +355,10 @@ fn create_from_url_works() {
     // download cache are marked as caches.
     for d in [downloads(&env), env.home.join(".cache/devbox")] {
         let tag = std::fs::read_to_string(d.join("CACHEDIR.TAG")).unwrap();
-        assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"), "{tag}");
+        assert!(
+            tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"),
+            "{tag}"
+        );
     }
     let sha = fixture_sha256();
     assert_eq!(cached(&env), [format!("{sha}.archive")]);
@@ -405,11 +418,7 @@ fn a_cached_archive_makes_the_image_again_offline() {
     drop(srv);
     let out = env.run(["create", &url, "--name", "two", "--sha256", &sha]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("from the cache"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("from the cache"), "{}", stderr(&out));
     env.ok(["run", "two", "--", "/bin/busybox", "true"]);
     assert_eq!(images(&env), [sha]);
 }
@@ -487,6 +496,22 @@ fn not_found_fails_with_the_status() {
         "the URL should be named:\n{err}"
     );
     assert_eq!(srv.hits("/no-such-image.tar.gz"), 1);
+    assert_nothing_kept(&env);
+}
+
+/// The unpack helper stops reading a download that is no archive: the download stops too, the
+/// helper's reason is shown, and nothing is kept.
+#[test]
+fn a_download_that_is_no_archive_fails_and_keeps_nothing() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let err = env.fails(1, ["create", &srv.url("/page.tar"), "--name", "pg"]);
+    assert!(err.contains("archive"), "{err}");
+    assert!(
+        err.contains(&format!("cannot unpack {}", srv.url("/page.tar"))),
+        "{err}"
+    );
+    assert!(err.contains("nothing was kept"), "{err}");
     assert_nothing_kept(&env);
 }
 

@@ -219,7 +219,8 @@ fn small_layer() -> Vec<u8> {
 
 /// One image, `ROOT/test/busy`, in several tags:
 ///   v1     layer 1 = the busybox fixture tar (held back halfway until an unpack in the watched
-///          store has made bin/arch from it), layer 2 = [`small_layer`] (served at once)
+///          store has made bin/arch from it and layer 2 was served, at most 20 s), layer 2 =
+///          [`small_layer`] (served at once)
 ///   bad    like v1 but the manifest names a layer-2 digest its bytes do not have
 ///   baddiff  like v1 but the config's diff_id of layer 2 is wrong
 struct Scripted {
@@ -430,10 +431,16 @@ fn answer(
             s.flush()?;
             let store = watch.lock().unwrap().clone();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            // Until both: the unpack has made files of layer 1's first half, and layer 2 has
+            // been downloaded meanwhile (in parallel).
             while let Some(store) = &store {
                 if unpack_under_way(store) {
                     seen.store(true, Ordering::SeqCst);
-                    layer2_first.store(layer2_served.load(Ordering::SeqCst), Ordering::SeqCst);
+                }
+                if layer2_served.load(Ordering::SeqCst) {
+                    layer2_first.store(true, Ordering::SeqCst);
+                }
+                if seen.load(Ordering::SeqCst) && layer2_first.load(Ordering::SeqCst) {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
@@ -505,7 +512,10 @@ fn layers_are_applied_while_they_download() {
         reg.layer2_done_first.load(Ordering::SeqCst),
         "layer 2 should have been downloaded while layer 1 was held back"
     );
-    assert_eq!(env.sh("s", "cat /etc/layer2; echo $FOO"), "from layer 2\nscripted\n");
+    assert_eq!(
+        env.sh("s", "cat /etc/layer2; echo $FOO"),
+        "from layer 2\nscripted\n"
+    );
     assert_eq!(env.sh("s", "test -e /bin/arch || echo gone"), "gone\n");
     let b = blobs();
     for d in [&b.layer1, &b.layer2] {
@@ -628,7 +638,8 @@ fn insecure_registries_and_mirrors_from_the_user_configuration() {
     let by_alias = format!("{alias}:{port}/devbox-test/busybox:v1");
     let err = env.fails(1, ["create", &by_alias, "--name", "a"]);
     assert!(
-        err.contains("plain http") && err.contains(&format!("insecure_registries = [\"{alias}:{port}\"]")),
+        err.contains("plain http")
+            && err.contains(&format!("insecure_registries = [\"{alias}:{port}\"]")),
         "{err}"
     );
     write_user_config(
@@ -656,7 +667,9 @@ fn insecure_registries_and_mirrors_from_the_user_configuration() {
     assert_eq!(passed.len(), 1, "{err}");
     assert!(passed[0].ends_with("trying the next source"), "{err}");
     assert!(
-        err.contains(&format!("Trying mirror http://127.0.0.1:{port}/ of mirrored.invalid")),
+        err.contains(&format!(
+            "Trying mirror http://127.0.0.1:{port}/ of mirrored.invalid"
+        )),
         "{err}"
     );
     assert_eq!(env.sh("m", "echo $FOO"), "bar\n");
