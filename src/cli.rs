@@ -255,7 +255,7 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
     #[command(name = "__stop", hide = true)]
     StopHelper { name: String },
     #[command(name = "__unpack", hide = true)]
-    Unpack { archive: PathBuf, dest: PathBuf },
+    Unpack { dest: PathBuf, source: String },
     #[command(name = "__unpack-layers", hide = true)]
     UnpackLayers { spec: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]

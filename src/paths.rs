@@ -161,6 +161,18 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Marks `dir` as a cache (CACHEDIR.TAG, <https://bford.info/cachedir/>), so backup tools can
+/// skip it; does nothing if it is marked already. Best effort: a cache works without it.
+pub fn mark_cache_dir(dir: &Path) {
+    let tag = dir.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let _ = write_atomic(
+            &tag,
+            b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by devbox; it can be deleted.\n# For information about cache directory tags see https://bford.info/cachedir/\n",
+        );
+    }
+}
+
 /// An exclusive advisory lock (flock) held until dropped.
 pub struct Lock {
     _held: nix::fcntl::Flock<File>,

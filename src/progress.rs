@@ -1,61 +1,107 @@
 //! Progress reporting. Domain code talks to the `Reporter` trait; only this module knows
-//! indicatif, and bars stay hidden when stderr is not a terminal or with --quiet.
+//! indicatif. With a terminal on stderr, every transfer is a bar of its own (bytes, rate,
+//! ETA) under one `MultiProgress`, and step lines print above the bars; with --quiet, or when
+//! stderr is not a terminal, there are no bars and only the step lines (none with --quiet).
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub trait Reporter {
     /// A one-line step ("Downloading ...", "Unpacking ..."), printed unless quiet.
     fn step(&self, msg: &str);
-    /// A byte transfer of `total` bytes (if known).
+    /// A byte transfer of `total` bytes (if known): one bar, shown with the others.
     fn transfer(&self, what: &str, total: Option<u64>) -> Box<dyn Transfer>;
+    /// Work without a byte count of its own (finishing an unpack): a spinner.
+    fn activity(&self, what: &str) -> Box<dyn Transfer> {
+        let _ = what;
+        Box::new(NoBar)
+    }
 }
 
 pub trait Transfer {
     fn inc(&self, n: u64);
     fn finish(&self);
+    /// Whether it is drawn (callers can skip measuring progress for a hidden one).
+    fn shown(&self) -> bool {
+        false
+    }
 }
 
 /// The terminal reporter of the CLI.
 pub struct Term {
-    pub quiet: bool,
+    quiet: bool,
+    /// Present when bars are drawn (stderr is a terminal and not quiet).
+    multi: Option<MultiProgress>,
 }
 
 impl Term {
-    fn bars(&self) -> bool {
-        !self.quiet && std::io::stderr().is_terminal()
+    pub fn new(quiet: bool) -> Term {
+        Term::with_bars(quiet, !quiet && std::io::stderr().is_terminal())
+    }
+
+    fn with_bars(quiet: bool, bars: bool) -> Term {
+        let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Term { quiet, multi }
+    }
+
+    fn add(&self, bar: ProgressBar, what: &str) -> Box<dyn Transfer> {
+        let Some(multi) = &self.multi else {
+            return Box::new(NoBar);
+        };
+        let bar = multi.add(bar);
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Box::new(Bar(bar))
     }
 }
 
 impl Reporter for Term {
     fn step(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("{msg}");
+        if self.quiet {
+            return;
+        }
+        match &self.multi {
+            // Above the bars, which are redrawn below it.
+            Some(m) => {
+                if m.println(msg).is_err() {
+                    eprintln!("{msg}");
+                }
+            }
+            None => eprintln!("{msg}"),
         }
     }
 
     fn transfer(&self, what: &str, total: Option<u64>) -> Box<dyn Transfer> {
-        if !self.bars() {
+        if self.multi.is_none() {
             return Box::new(NoBar);
         }
         let bar = match total {
             Some(t) => ProgressBar::new(t).with_style(
                 ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    "{msg:<22} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}")
+                ProgressStyle::with_template("{spinner} {msg:<20} {bytes:>10} {binary_bytes_per_sec:>12}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         };
-        bar.set_message(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Box::new(Bar(bar))
+        self.add(bar, what)
+    }
+
+    fn activity(&self, what: &str) -> Box<dyn Transfer> {
+        if self.multi.is_none() {
+            return Box::new(NoBar);
+        }
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        self.add(bar, what)
     }
 }
 
@@ -67,6 +113,18 @@ impl Transfer for Bar {
     }
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+    fn shown(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        // A bar dropped on an error path must not stay on the screen.
+        if !self.0.is_finished() {
+            self.0.finish_and_clear();
+        }
     }
 }
 
@@ -95,9 +153,21 @@ pub fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn bytes_are_human() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(31_562_138), "30.1 MiB");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(31_562_138), "30.1 MiB");
+    }
+
+    #[test]
+    fn no_bars_when_quiet_or_not_a_terminal() {
+        for (quiet, bars) in [(true, false), (false, false)] {
+            let t = Term::with_bars(quiet, bars);
+            assert!(t.multi.is_none());
+        }
+        // --quiet wins even on a terminal.
+        assert!(Term::new(true).multi.is_none());
     }
 }

@@ -270,7 +270,7 @@ fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     if !ask(&format!("Recreate box '{name}'?"), yes)? {
         bail!("box '{name}' was left as it was\n  hint: run `devbox apply --yes` to recreate it without asking");
     }
-    crate::store::import(dirs, &p.image, None, &Term { quiet })?;
+    crate::store::import(dirs, &p.image, None, &Term::new(quiet))?;
     crate::cmd::rm::run(
         dirs,
         std::slice::from_ref(name),

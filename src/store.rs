@@ -4,6 +4,7 @@
 //! namespace, so ownership lands mapped) and renamed into place only when complete, under a lock;
 //! a `.tmp-*` left by an interrupted create is removed by the next import.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -79,17 +80,91 @@ pub fn import(
     }
 }
 
+/// An archive at a URL. With its sha256 known (--sha256, a catalog entry) and a verified copy
+/// in the download cache, that copy is unpacked and the network is not used. Otherwise it is
+/// downloaded and unpacked in one pass (see [`fetch::download`]): the bytes go from the socket
+/// through the hash into the cache file and the unpack helper's stdin at once. The unpacked
+/// tree becomes an image only when the download's size and sha256 check out and the helper
+/// succeeded; otherwise neither it nor the cache file is kept.
 fn import_url(
     dirs: &Dirs,
     url: &str,
     sha256: Option<&str>,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
-    let f = fetch::download(url, &downloads_dir(dirs)?, sha256, r)?;
-    let result = unpack_into_store(dirs, &f.path, &f.sha256, f.size, url, r);
-    // The archive is only needed until it is unpacked.
-    let _ = std::fs::remove_file(&f.path);
-    result
+    let dl = downloads_dir(dirs)?;
+    let want = sha256.map(|h| h.trim().trim_start_matches("sha256:").to_ascii_lowercase());
+    let _same_image = match &want {
+        Some(id) => {
+            if let Some(rec) = load(dirs, id) {
+                r.step(&format!("Using image {} from the store", short(id)));
+                return Ok(rec);
+            }
+            let lock = id_lock(dirs, id)?;
+            if let Some(rec) = load(dirs, id) {
+                return Ok(rec);
+            }
+            let cached = dl.join(format!("{id}.archive"));
+            if cached.is_file() {
+                let (actual, size) = fetch::hash_file(&cached)?;
+                if &actual == id {
+                    r.step(&format!(
+                        "Using the downloaded archive {} from the cache",
+                        short(id)
+                    ));
+                    return unpack_file_locked(dirs, &cached, id, size, url, r);
+                }
+                // Damaged: download it again.
+                let _ = std::fs::remove_file(&cached);
+            }
+            Some(lock)
+        }
+        None => None,
+    };
+    let staging = Staging::begin(dirs)?;
+    let mut child = spawn_unpack(&staging.tmp, url, Stdio::piped())?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("the unpack helper has no stdin")?;
+    let fetched = fetch::download(url, &dl, want.as_deref(), Some(&mut stdin), r);
+    drop(stdin);
+    let fetched = match fetched {
+        Ok(f) => f,
+        Err(fetch::StreamError::Download(e)) => {
+            // Nothing of it is kept: the helper is stopped, its temp dir removed.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Err(fetch::StreamError::Sink(e)) => {
+            // The helper stopped reading: it failed, and said why.
+            let status = child.wait()?;
+            if status.success() {
+                bail!("cannot pass {url} to devbox's unpack helper: {e}; nothing was kept");
+            }
+            bail!("cannot unpack {url} (see above); nothing was kept");
+        }
+    };
+    let spinner = r.activity("Unpacking");
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's unpack helper")?;
+    spinner.finish();
+    if !status.success() {
+        bail!("cannot unpack {url} (see above); nothing was kept");
+    }
+    let rec = ImageRecord {
+        id: fetched.sha256.clone(),
+        source: url.to_string(),
+        unpacked: crate::state::now_rfc3339(),
+        archive_bytes: fetched.size,
+        digest: None,
+        env: Vec::new(),
+    };
+    // Kept in the cache, so the image can be made again without the network.
+    fetched.keep()?;
+    staging.commit(dirs, rec)
 }
 
 fn import_file(
@@ -111,7 +186,7 @@ fn import_file(
     if load(dirs, &id).is_none() && is_image_layout(&abs)? {
         return import_layout_archive(dirs, &abs, r);
     }
-    unpack_into_store(dirs, &abs, &id, size, &abs.display().to_string(), r)
+    unpack_file(dirs, &abs, &id, size, &abs.display().to_string(), r)
 }
 
 /// Whether an archive holds an image layout rather than a root filesystem, from its entries:
@@ -141,7 +216,7 @@ fn is_image_layout(archive: &Path) -> Result<bool> {
 /// An archive of an OCI image layout or a docker-archive: unpacked (as the user, confined) into
 /// the cache, read like a registry's image, its layers applied.
 fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Result<ImageRecord> {
-    private_dir(&dirs.cache)?;
+    cache_dir(dirs)?;
     let work = tempfile::Builder::new()
         .prefix("layout-")
         .tempdir_in(&dirs.cache)?;
@@ -169,27 +244,58 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         image.manifest_digest.clone(),
         &image.config.env,
         r,
+        &mut |sink| feed_files(&image.layers, sink),
     )
 }
 
-/// Pulls an OCI image (blobs cached under the cache dir) and applies its layers in order.
+/// Pulls an OCI image and applies its layers in order, each streaming into the layer helper
+/// while it downloads (see [`crate::oci::Prepared::download`]); blobs stay in the cache.
 fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRecord> {
     let parsed = crate::oci::Reference::parse(reference)?;
-    private_dir(&dirs.cache)?;
-    let pulled = crate::oci::pull(&parsed, &dirs.cache, r)?;
+    cache_dir(dirs)?;
+    let prepared = crate::oci::prepare(&parsed, &dirs.cache, r, &oci_options()?)?;
+    let p = &prepared.pulled;
     apply_layers(
         dirs,
-        &pulled.config_digest,
-        &pulled.layers,
+        &p.config_digest,
+        &p.layers,
         &parsed.to_string(),
-        Some(pulled.manifest_digest.clone()),
-        &pulled.config.env,
+        Some(p.manifest_digest.clone()),
+        &p.config.env,
         r,
+        &mut |sink| match prepared.download(r, Some(sink)) {
+            Ok(()) => Ok(()),
+            Err(crate::oci::OciError::Feed { detail }) => Err(Fed::Sink(detail)),
+            Err(e) => Err(Fed::Source(e.into())),
+        },
     )
+}
+
+/// How feeding the layer helper failed.
+enum Fed {
+    /// Getting the bytes (a download, a file).
+    Source(anyhow::Error),
+    /// The helper stopped reading (it failed, and said why).
+    Sink(String),
+}
+
+/// Options of the OCI client from the user configuration: `insecure_registries` are spoken
+/// to over plain http, `registry_mirrors` are tried before their registry.
+fn oci_options() -> Result<crate::oci::Options> {
+    use crate::project::{resolve, Defaults, Flags, HostEnv, UserConfig};
+    let user = UserConfig::load(&HostEnv::current())?;
+    let settings = resolve(&Flags::default(), None, &user, &Defaults::builtin());
+    Ok(crate::oci::Options {
+        plain_http: user.insecure_registries,
+        mirrors: settings.registry_mirrors,
+        ..crate::oci::Options::default()
+    })
 }
 
 /// Applies an image's layers into a new store entry (id: its config digest) through the
-/// `__unpack-layers` helper.
+/// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
+/// other in order.
+#[allow(clippy::too_many_arguments)]
 fn apply_layers(
     dirs: &Dirs,
     config_digest: &str,
@@ -198,46 +304,70 @@ fn apply_layers(
     digest: Option<String>,
     env: &[String],
     r: &dyn Reporter,
+    feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
 ) -> Result<ImageRecord> {
     let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
         return Ok(rec);
     }
-    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    let _same_image = id_lock(dirs, &id)?;
     if let Some(rec) = load(dirs, &id) {
         return Ok(rec);
     }
-    clean_stale_temps(dirs)?;
-    let tmp = dirs.images.join(format!(".tmp-{id}"));
-    private_dir(&tmp)?;
-    let layers: Vec<LayerSpec> = layers
+    let staging = Staging::begin(dirs)?;
+    let specs: Vec<LayerSpec> = layers
         .iter()
         .map(|l| LayerSpec {
             digest: l.digest.clone(),
             size: l.size,
             media_type: l.media_type.clone(),
-            path: l.path.clone(),
             diff_id: l.diff_id.clone(),
         })
         .collect();
-    let size: u64 = layers.iter().map(|l| l.size).sum();
-    let spec = tmp.join("layers.json");
-    write_atomic(&spec, serde_json::to_string(&layers)?.as_bytes())?;
+    let size: u64 = specs.iter().map(|l| l.size).sum();
+    let spec = staging.tmp.join("layers.json");
+    write_atomic(&spec, serde_json::to_string(&specs)?.as_bytes())?;
     r.step(&format!(
-        "Unpacking {} layers ({})",
-        layers.len(),
+        "Unpacking {} layer{} ({})",
+        specs.len(),
+        if specs.len() == 1 { "" } else { "s" },
         human_bytes(size)
     ));
-    let status = crate::runtime::helper("__unpack-layers")
+    let mut child = crate::runtime::helper("__unpack-layers")
         .arg(&spec)
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .status()
+        .arg(&staging.tmp)
+        .stdin(Stdio::piped())
+        .spawn()
         .context("cannot run devbox's unpack helper")?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("the unpack helper has no stdin")?;
+    let fed = feed(&mut stdin);
+    drop(stdin);
+    match fed {
+        Ok(()) => {}
+        Err(Fed::Source(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context(format!("cannot get {source}; nothing was kept")));
+        }
+        Err(Fed::Sink(detail)) => {
+            let status = child.wait()?;
+            if status.success() {
+                bail!("cannot pass the layers of {source} to devbox's unpack helper: {detail}; nothing was kept");
+            }
+            bail!("cannot unpack {source} (see above); nothing was kept");
+        }
+    }
+    let spinner = r.activity("Unpacking");
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's unpack helper")?;
+    spinner.finish();
     let _ = std::fs::remove_file(&spec);
     if !status.success() {
-        remove_tree(&tmp)?;
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
     let rec = ImageRecord {
@@ -248,8 +378,39 @@ fn apply_layers(
         digest,
         env: env.to_vec(),
     };
-    finish(dirs, &tmp, &rec)?;
-    Ok(rec)
+    staging.commit(dirs, rec)
+}
+
+/// Feeds layer blobs from their files (an image layout's), in order.
+fn feed_files(
+    layers: &[crate::oci::Layer],
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<(), Fed> {
+    let mut buf = vec![0u8; 256 * 1024];
+    for l in layers {
+        let mut f = std::fs::File::open(&l.path)
+            .with_context(|| format!("cannot open layer {}", l.path.display()))
+            .map_err(Fed::Source)?;
+        let mut left = l.size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f
+                .read(&mut buf[..want])
+                .with_context(|| format!("cannot read layer {}", l.path.display()))
+                .map_err(Fed::Source)?;
+            if n == 0 {
+                return Err(Fed::Source(anyhow::anyhow!(
+                    "layer {} is shorter than the {} bytes its manifest says",
+                    l.path.display(),
+                    l.size
+                )));
+            }
+            sink.write_all(&buf[..n])
+                .map_err(|e| Fed::Sink(e.to_string()))?;
+            left -= n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// A catalog name: resolved through the entry's sources in order; the resolution is recorded,
@@ -324,23 +485,17 @@ fn last_resolution(dirs: &Dirs, key: &str) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// One OCI layer as the `__unpack-layers` helper receives it.
+/// One OCI layer as the `__unpack-layers` helper receives it (its blob comes on stdin).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSpec {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
-    pub path: PathBuf,
     pub diff_id: String,
 }
 
-fn finish(dirs: &Dirs, tmp: &Path, rec: &ImageRecord) -> Result<()> {
-    write_atomic(&tmp.join("image.toml"), toml::to_string(rec)?.as_bytes())?;
-    std::fs::rename(tmp, dirs.image_dir(&rec.id))
-        .context("cannot move the unpacked image into the store")
-}
-
-fn unpack_into_store(
+/// Unpacks an archive file whose sha256 is `id` into the store (unless it is there).
+fn unpack_file(
     dirs: &Dirs,
     archive: &Path,
     id: &str,
@@ -352,22 +507,48 @@ fn unpack_into_store(
         r.step(&format!("Using image {} from the store", short(id)));
         return Ok(rec);
     }
-    let _lock = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+    let _same_image = id_lock(dirs, id)?;
     if let Some(rec) = load(dirs, id) {
         return Ok(rec);
     }
-    clean_stale_temps(dirs)?;
-    let tmp = dirs.images.join(format!(".tmp-{id}"));
-    private_dir(&tmp)?;
+    unpack_file_locked(dirs, archive, id, size, source, r)
+}
+
+/// [`unpack_file`] with the image's [`id_lock`] held by the caller.
+fn unpack_file_locked(
+    dirs: &Dirs,
+    archive: &Path,
+    id: &str,
+    size: u64,
+    source: &str,
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let staging = Staging::begin(dirs)?;
     r.step(&format!("Unpacking {} ({})", source, human_bytes(size)));
-    let status = crate::runtime::helper("__unpack")
-        .arg(archive)
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot run devbox's unpack helper")?;
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
+    // The helper reads the file as its stdin; this handle shares its offset, which is the
+    // progress.
+    let mut offset = file.try_clone()?;
+    let mut child = spawn_unpack(&staging.tmp, source, Stdio::from(file))?;
+    let bar = r.transfer("Unpacking", Some(size));
+    let mut shown = 0;
+    let status = loop {
+        if !bar.shown() {
+            break child.wait()?;
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        use std::io::Seek;
+        if let Ok(pos) = offset.stream_position() {
+            bar.inc(pos.saturating_sub(shown));
+            shown = shown.max(pos);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    bar.finish();
     if !status.success() {
-        remove_tree(&tmp)?;
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
     let rec = ImageRecord {
@@ -378,8 +559,92 @@ fn unpack_into_store(
         digest: None,
         env: Vec::new(),
     };
-    finish(dirs, &tmp, &rec)?;
-    Ok(rec)
+    staging.commit(dirs, rec)
+}
+
+/// Starts `devbox __unpack DEST SOURCE`, which unpacks the archive on its stdin into
+/// DEST/rootfs (SOURCE names it in messages).
+fn spawn_unpack(dest: &Path, source: &str, stdin: Stdio) -> Result<std::process::Child> {
+    crate::runtime::helper("__unpack")
+        .arg(dest)
+        .arg(source)
+        .stdin(stdin)
+        .spawn()
+        .context("cannot run devbox's unpack helper")
+}
+
+/// Held while an image of a known id is being imported, so that two devbox commands making
+/// the same image at once unpack it once (the second waits, then finds it in the store). The
+/// lock files live in the runtime directory.
+fn id_lock(dirs: &Dirs, id: &str) -> Result<Lock> {
+    private_dir(&dirs.runtime)?;
+    Lock::acquire(
+        &dirs.runtime.join(format!("import-{id}.lock")),
+        &format!("image {}", short(id)),
+        3600,
+    )
+}
+
+/// An import in progress: a temp dir in the store (`images-v1/.tmp-PID-N`), flocked for as
+/// long as this lives, so that the cleanup of leftovers by another devbox (which takes only
+/// temp dirs whose lock it can get) never removes it. Made and cleaned up under the store
+/// lock. Dropped without `commit`, it is removed.
+struct Staging {
+    tmp: PathBuf,
+    _held: Option<nix::fcntl::Flock<std::fs::File>>,
+    done: bool,
+}
+
+impl Staging {
+    fn begin(dirs: &Dirs) -> Result<Staging> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let _store = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+        clean_stale_temps(dirs)?;
+        let tmp = dirs.images.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        private_dir(&tmp)?;
+        let dir =
+            std::fs::File::open(&tmp).with_context(|| format!("cannot open {}", tmp.display()))?;
+        let held = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock {}", tmp.display()))?;
+        Ok(Staging {
+            tmp,
+            _held: Some(held),
+            done: false,
+        })
+    }
+
+    /// Writes the record and renames the temp dir to `images-v1/<id>`; if another devbox put
+    /// the same image there meanwhile, that one is used and this one removed.
+    fn commit(mut self, dirs: &Dirs, rec: ImageRecord) -> Result<ImageRecord> {
+        write_atomic(
+            &self.tmp.join("image.toml"),
+            toml::to_string(&rec)?.as_bytes(),
+        )?;
+        let _store = Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)?;
+        if let Some(existing) = load(dirs, &rec.id) {
+            return Ok(existing);
+        }
+        std::fs::rename(&self.tmp, dirs.image_dir(&rec.id))
+            .context("cannot move the unpacked image into the store")?;
+        self.done = true;
+        Ok(rec)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = remove_tree(&self.tmp) {
+                eprintln!("devbox: {e:#}");
+            }
+        }
+    }
 }
 
 /// Every complete image in the store.
@@ -410,12 +675,44 @@ pub fn remove_image(dirs: &Dirs, id: &str) -> Result<()> {
     remove_tree(&trash)
 }
 
-/// Empties the download cache; returns the bytes freed.
+/// Empties the caches: downloaded archives (`downloads-v1`) and OCI blobs (`blobs-v1`), partial
+/// downloads included, except files a running devbox has locked (a download under way).
+/// Returns the bytes freed.
 pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
-    let d = dirs.cache.join("downloads-v1");
-    let freed = disk_usage(&d);
-    if d.exists() {
-        std::fs::remove_dir_all(&d).with_context(|| format!("cannot empty {}", d.display()))?;
+    let mut freed = 0;
+    for d in [
+        dirs.cache.join("downloads-v1"),
+        dirs.cache.join("blobs-v1").join("sha256"),
+    ] {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", d.display())),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            if name == "CACHEDIR.TAG" || !meta.is_file() {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            // A download under way holds its file locked.
+            let Ok(_held) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            else {
+                continue;
+            };
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => freed += meta.len(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("cannot remove {}", e.path().display()))
+                }
+            }
+        }
     }
     Ok(freed)
 }
@@ -425,29 +722,44 @@ pub fn load(dirs: &Dirs, id: &str) -> Option<ImageRecord> {
     toml::from_str(&text).ok()
 }
 
-fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
+/// The cache directory, made private and tagged (CACHEDIR.TAG, so backup tools skip it).
+fn cache_dir(dirs: &Dirs) -> Result<()> {
     private_dir(&dirs.cache)?;
-    let tag = dirs.cache.join("CACHEDIR.TAG");
-    if !tag.exists() {
-        let _ = std::fs::write(
-            &tag,
-            "Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by devbox; it can be deleted.\n",
-        );
-    }
+    crate::paths::mark_cache_dir(&dirs.cache);
+    Ok(())
+}
+
+fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
+    cache_dir(dirs)?;
     let d = dirs.cache.join("downloads-v1");
     private_dir(&d)?;
+    crate::paths::mark_cache_dir(&d);
     Ok(d)
 }
 
-/// Removes `.tmp-*` entries of interrupted imports. Call with the store lock held.
+/// Removes `.tmp-*` entries of interrupted imports and removals: those whose lock no live
+/// devbox holds (see [`Staging`]). Call with the store lock held.
 fn clean_stale_temps(dirs: &Dirs) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(&dirs.images) else {
         return Ok(());
     };
     for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            remove_tree(&e.path())?;
+        if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
         }
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(dir) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // Held by the devbox that is importing into it: not stale.
+        let Ok(_stale) = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue;
+        };
+        remove_tree(&path)?;
     }
     Ok(())
 }
@@ -472,11 +784,20 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// `devbox __unpack ARCHIVE DEST`: unpacks into DEST/rootfs as root of devbox's user namespace.
-pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
+/// `devbox __unpack DEST SOURCE`: unpacks the archive on stdin into DEST/rootfs as root of
+/// devbox's user namespace (SOURCE names it in messages). Reads stdin to its end even after
+/// the archive's last entry, so the devbox feeding it never sees a closed pipe from a
+/// successful unpack.
+pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
+    use std::os::fd::AsFd;
     let dirs = Dirs::from_env()?;
-    let file = std::fs::File::open(archive)
-        .with_context(|| format!("cannot open {}", archive.display()))?;
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(
+        stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot read the archive from stdin")?,
+    );
     let parent = nix::unistd::getppid();
     crate::runtime::userns::as_namespace_root(&dirs)?;
     // If the create that started us dies (Ctrl-C, kill), stop too: the half-unpacked temp dir
@@ -487,11 +808,11 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     }
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let reader = crate::unpack::decompressed(file)?;
+    let mut reader = crate::unpack::decompressed(file)?;
     let opts = crate::unpack::Options {
         preserve_owner: true,
     };
-    let stats = match crate::unpack::unpack(reader, &root, &opts, &mut |_| {}) {
+    let stats = match crate::unpack::unpack(&mut reader, &root, &opts, &mut |_| {}) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&root);
@@ -500,11 +821,12 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
     };
     if stats.entries == 0 {
         let _ = std::fs::remove_dir_all(&root);
-        anyhow::bail!(
-            "{} contains no files: it is not a root filesystem archive",
-            archive.display()
-        );
+        anyhow::bail!("{source} contains no files: it is not a root filesystem archive");
     }
+    // What follows the end-of-archive marker (padding, trailing bytes) is read and dropped.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    drop(reader);
+    let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
     if stats.devices_skipped > 0 {
         eprintln!(
             "Skipped {} device nodes (boxes use the host's /dev)",
@@ -518,26 +840,15 @@ pub fn unpack_helper(archive: &Path, dest: &Path) -> Result<()> {
 }
 
 /// `devbox __unpack-layers SPEC DEST`: applies an OCI image's layers, lowest first, onto
-/// DEST/rootfs as root of devbox's user namespace; each layer's uncompressed digest is checked
-/// against the image config's diff_id as it streams.
+/// DEST/rootfs as root of devbox's user namespace. The layers' blobs come on stdin one after
+/// the other, each exactly its size (SPEC lists them); each layer's uncompressed digest is
+/// checked against the image config's diff_id as it streams.
 pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     let dirs = Dirs::from_env()?;
     let layers: Vec<LayerSpec> = serde_json::from_str(
         &std::fs::read_to_string(spec)
             .with_context(|| format!("cannot read {}", spec.display()))?,
     )?;
-    let mut readers = Vec::new();
-    for l in &layers {
-        let layer = crate::oci::Layer {
-            digest: l.digest.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            path: l.path.clone(),
-            diff_id: l.diff_id.clone(),
-        };
-        // Opened before entering the namespace: the cache is readable by the user only.
-        readers.push((l.digest.clone(), crate::oci::layer_reader(&layer)?));
-    }
     let parent = nix::unistd::getppid();
     crate::runtime::userns::as_namespace_root(&dirs)?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
@@ -549,21 +860,58 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     let opts = crate::unpack::Options {
         preserve_owner: true,
     };
+    let mut input = {
+        use std::os::fd::AsFd;
+        std::fs::File::from(
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot read the layers from stdin")?,
+        )
+    };
     let mut devices = 0;
-    for (digest, mut reader) in readers {
-        let result = crate::unpack::unpack_layer(&mut reader, &root, &opts, &mut |_| {})
-            .map_err(anyhow::Error::from)
+    for (i, l) in layers.iter().enumerate() {
+        let layer = crate::oci::Layer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            path: PathBuf::from(format!("layer {} ({})", i + 1, l.digest)),
+            diff_id: l.diff_id.clone(),
+        };
+        let mut blob = (&mut input).take(l.size);
+        let result = (|| -> Result<crate::unpack::Stats> {
+            let mut reader = crate::oci::layer_stream(
+                &layer,
+                std::io::BufReader::with_capacity(256 * 1024, &mut blob),
+            )?;
+            let stats = crate::unpack::unpack_layer(&mut reader, &root, &opts, &mut |_| {})?;
             // The tar reader stops at the end-of-archive marker: read the rest, so the
             // uncompressed digest is checked against the config's diff_id at EOF.
-            .and_then(|stats| {
-                std::io::copy(&mut reader, &mut std::io::sink())?;
-                Ok(stats)
-            });
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(stats)
+        })();
+        let result = result.and_then(|stats| {
+            // Bytes of the blob after the compressed stream's end are read and dropped.
+            std::io::copy(&mut blob, &mut std::io::sink())?;
+            if blob.limit() > 0 {
+                bail!(
+                    "its blob ended after {} of {} bytes",
+                    l.size - blob.limit(),
+                    l.size
+                );
+            }
+            Ok(stats)
+        });
         match result {
             Ok(stats) => devices += stats.devices_skipped,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(e.context(format!("layer {digest}")));
+                return Err(e.context(format!(
+                    "layer {} of {} ({})",
+                    i + 1,
+                    layers.len(),
+                    l.digest
+                )));
             }
         }
     }

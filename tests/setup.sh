@@ -7,6 +7,7 @@
 #                                  at least 65536 ids
 #       devbox-nosub               deliberately WITHOUT subuid/subgid entries
 #   - makes /dev/fuse usable by unprivileged users (fuse-overlayfs fallback)
+#   - names 127.0.0.1 devbox-registry-alias in /etc/hosts (a non-loopback name for tests)
 #   - warms the fixture cache (tests/fixtures/*-rootfs.sh, tests/fixtures/apt-repo.sh)
 set -euo pipefail
 
@@ -123,6 +124,15 @@ if [[ -c /dev/fuse ]]; then
     else
         fuse_note="already world read-writable ($mode)"
     fi
+fi
+
+# ---- a name of 127.0.0.1 that is not "localhost" ------------------------------
+# The insecure-registry test names the loopback registry by a name devbox does not take for
+# a loopback one. The host name usually is such a name; when it does not resolve to 127.0.0.1,
+# this one is.
+if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bdevbox-registry-alias\b' /etc/hosts; then
+    printf '127.0.0.1 devbox-registry-alias\n' >>/etc/hosts
+    log "added devbox-registry-alias (127.0.0.1) to /etc/hosts"
 fi
 
 # ---- fixtures ---------------------------------------------------------------

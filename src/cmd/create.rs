@@ -102,7 +102,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     }
     crate::idmap::Mapping::current()?;
 
-    let term = Term { quiet };
+    let term = Term::new(quiet);
     let rec = store::import(dirs, image, sha256, &term)?;
     crate::ui::detail(crate::ui::image_line(image, &rec));
 

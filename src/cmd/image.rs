@@ -151,7 +151,7 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
     let freed = store::clear_cache(dirs)?;
     if !quiet {
         println!(
-            "Pruned {removed} image{} and {} of cached downloads",
+            "Pruned {removed} image{} and {} of cached downloads and layers",
             if removed == 1 { "" } else { "s" },
             crate::progress::human_bytes(freed)
         );
@@ -160,7 +160,7 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
 }
 
 pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Result<i32> {
-    let rec = store::import(dirs, image, sha256, &crate::progress::Term { quiet })?;
+    let rec = store::import(dirs, image, sha256, &crate::progress::Term::new(quiet))?;
     if !quiet {
         println!(
             "Image {} ({}) is in the store",

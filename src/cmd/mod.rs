@@ -26,7 +26,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Holder { ns_dir } => crate::runtime::holder::run(&ns_dir),
         Cmd::Start { name } => crate::runtime::start::run(&name).map(|()| 0),
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
-        Cmd::Unpack { archive, dest } => crate::store::unpack_helper(&archive, &dest).map(|()| 0),
+        Cmd::Unpack { dest, source } => crate::store::unpack_helper(&dest, &source).map(|()| 0),
         Cmd::UnpackLayers { spec, dest } => {
             crate::store::unpack_layers_helper(&spec, &dest).map(|()| 0)
         }

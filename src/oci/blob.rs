@@ -1,12 +1,18 @@
 //! The content-addressed blob cache (`CACHE/blobs-v1/sha256/<hex>`) and downloads into it:
 //! streamed to `<hex>.partial` while hashing, verified (size and sha256), renamed into place.
 //! A `.partial` left by an interrupted download is resumed with an HTTP Range request.
+//!
+//! While a blob downloads, a [`Slot`] publishes how far its `.partial` has grown, and
+//! [`Slot::reader`] follows it: the bytes of a layer can be read (and applied) while they
+//! arrive, from the file the download writes, without waiting for the whole blob.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
@@ -31,6 +37,9 @@ impl BlobStore {
                 path: dir.clone(),
                 source,
             })?;
+        if let Some(top) = dir.parent() {
+            crate::paths::mark_cache_dir(top);
+        }
         Ok(BlobStore { dir })
     }
 
@@ -104,20 +113,144 @@ pub(crate) fn sha256_digest(data: &[u8]) -> String {
 }
 
 /// One blob download: where it stands, so an interruption can be resumed.
-struct Partial {
+struct Partial<'s> {
     file: Flock<File>,
     path: PathBuf,
     hasher: Sha256,
     have: u64,
+    slot: Option<&'s Slot>,
 }
 
-impl Partial {
+impl Partial<'_> {
     fn reset(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         self.hasher = Sha256::new();
         self.have = 0;
+        self.publish();
         Ok(())
+    }
+
+    /// Tells a reader following the download how many bytes the file holds.
+    fn publish(&self) {
+        if let Some(s) = self.slot {
+            s.grow(self.have);
+        }
+    }
+}
+
+/// Where the download of one blob stands, for a reader that follows it ([`Slot::reader`]):
+/// the `.partial` file being written (a handle of its own, which stays valid when the file is
+/// renamed into place), how many bytes it holds, and the outcome.
+#[derive(Default)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    file: Option<Arc<File>>,
+    len: u64,
+    /// The blob's path in the cache, or why the download failed.
+    done: Option<Result<PathBuf, String>>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn opened(&self, file: &File, len: u64) {
+        let dup = file.try_clone().ok().map(Arc::new);
+        let mut st = self.lock();
+        st.file = dup;
+        st.len = len;
+        self.changed.notify_all();
+    }
+
+    fn grow(&self, len: u64) {
+        self.lock().len = len;
+        self.changed.notify_all();
+    }
+
+    /// The download ended: the verified blob's path, or why it failed.
+    pub fn finish(&self, outcome: Result<PathBuf, String>) {
+        self.lock().done = Some(outcome);
+        self.changed.notify_all();
+    }
+
+    /// Reads the blob (`size` bytes) from the start while it downloads, waiting for bytes
+    /// that are not there yet. If the download starts over (the registry would not resume),
+    /// the reader continues at its own position in the new bytes: the layer's bytes are
+    /// checked as a whole by its diff_id, the blob by its digest. It fails when the download
+    /// fails, or when `cancel` is set.
+    pub fn reader<'a>(&'a self, size: u64, cancel: &'a AtomicBool) -> SlotReader<'a> {
+        SlotReader {
+            slot: self,
+            size,
+            pos: 0,
+            cancel,
+        }
+    }
+}
+
+pub(crate) struct SlotReader<'a> {
+    slot: &'a Slot,
+    size: u64,
+    pos: u64,
+    cancel: &'a AtomicBool,
+}
+
+impl Read for SlotReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (file, upto) = {
+                let mut st = self.slot.lock();
+                loop {
+                    match &st.done {
+                        Some(Err(e)) => return Err(std::io::Error::other(e.clone())),
+                        Some(Ok(path)) => {
+                            if st.file.is_none() {
+                                // Cached before we looked, or finished by another devbox.
+                                st.file = Some(Arc::new(File::open(path)?));
+                            }
+                            break (st.file.clone(), self.size);
+                        }
+                        None => {}
+                    }
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Err(std::io::Error::other(OciError::Cancelled.to_string()));
+                    }
+                    if st.file.is_some() && st.len > self.pos {
+                        break (st.file.clone(), st.len.min(self.size));
+                    }
+                    st = self
+                        .slot
+                        .changed
+                        .wait_timeout(st, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            };
+            if self.pos >= upto {
+                return Ok(0);
+            }
+            let Some(file) = file else { continue };
+            let want = buf.len().min((upto - self.pos) as usize);
+            let n = file.read_at(&mut buf[..want], self.pos)?;
+            if n == 0 {
+                // Truncated under us (the download started over): wait for new bytes.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
     }
 }
 
@@ -145,12 +278,13 @@ pub(crate) fn download(
     note: &dyn Fn(String),
     progress: &dyn Fn(u64),
     cancel: &AtomicBool,
+    slot: Option<&Slot>,
 ) -> Result<PathBuf, OciError> {
     if let Some(p) = store.cached(digest, size) {
         progress(size);
         return Ok(p);
     }
-    let Some(mut part) = open_partial(store, digest, note)? else {
+    let Some(mut part) = open_partial(store, digest, note, slot)? else {
         // Another devbox finished it while we waited for its lock.
         progress(size);
         return Ok(store.path(digest));
@@ -271,11 +405,12 @@ pub(crate) fn download(
 
 /// Opens and locks `<hex>.partial` (waiting while another devbox downloads the same blob).
 /// None when the blob is complete by the time the lock is ours.
-fn open_partial(
+fn open_partial<'s>(
     store: &BlobStore,
     digest: &str,
     note: &dyn Fn(String),
-) -> Result<Option<Partial>, OciError> {
+    slot: Option<&'s Slot>,
+) -> Result<Option<Partial<'s>>, OciError> {
     let path = store.partial_path(digest);
     let io = |action, source| OciError::Io {
         action,
@@ -326,11 +461,15 @@ fn open_partial(
         let have = ours.len();
         file.seek(SeekFrom::Start(0))
             .map_err(|e| io("cannot seek", e))?;
+        if let Some(s) = slot {
+            s.opened(&file, have);
+        }
         return Ok(Some(Partial {
             file,
             path,
             hasher: Sha256::new(),
             have,
+            slot,
         }));
     }
     Err(io(
@@ -351,6 +490,7 @@ fn hash_prefix(part: &mut Partial) -> std::io::Result<()> {
             // Shorter than its length said (it changed under us): hash what is there.
             part.have -= left;
             part.file.set_len(part.have)?;
+            part.publish();
             break;
         }
         part.hasher.update(&buf[..n]);
@@ -409,7 +549,7 @@ fn fetch_rest(
             .headers()
             .get(reqwest::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_content_range);
+            .and_then(crate::fetch::parse_content_range);
         match range {
             Some((start, total)) if start == part.have => {
                 if let Some(t) = total.filter(|&t| t != size) {
@@ -458,6 +598,7 @@ fn fetch_rest(
             .map_err(|e| io_fatal("cannot write", &part.path, e))?;
         part.hasher.update(&buf[..n]);
         part.have += n as u64;
+        part.publish();
         progress(n as u64);
     }
     if part.have < size {
@@ -475,22 +616,11 @@ fn fetch_rest(
     Ok(())
 }
 
-/// `bytes START-END/TOTAL` (TOTAL may be `*`) → (START, TOTAL).
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (start, _end) = range.split_once('-')?;
-    let start = start.trim().parse().ok()?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((start, total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::fetch::parse_content_range;
 
     #[test]
     fn parses_content_ranges() {
@@ -501,6 +631,63 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("bytes */200"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn a_slot_reader_follows_a_growing_file_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob.partial");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let slot = Slot::default();
+        let cancel = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                slot.opened(&f, 0);
+                f.write_all(&data[..100_000]).unwrap();
+                slot.grow(100_000);
+                std::thread::sleep(Duration::from_millis(30));
+                // The download starts over from byte 0.
+                f.set_len(0).unwrap();
+                f.seek(SeekFrom::Start(0)).unwrap();
+                slot.grow(0);
+                let mut have = 0;
+                for chunk in data.chunks(50_000) {
+                    f.write_all(chunk).unwrap();
+                    have += chunk.len() as u64;
+                    slot.grow(have);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                slot.finish(Ok(path.clone()));
+            });
+            let mut out = Vec::new();
+            slot.reader(data.len() as u64, &cancel)
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == data, "the reader got other bytes");
+        });
+        // A blob already complete is read from its path.
+        let done = Slot::default();
+        done.finish(Ok(path.clone()));
+        let mut out = Vec::new();
+        done.reader(data.len() as u64, &cancel)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == data);
+        // A failed download fails the reader, and so does a cancellation.
+        let failed = Slot::default();
+        failed.finish(Err("digest mismatch".into()));
+        let e = failed.reader(10, &cancel).read(&mut [0; 4]).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        let waiting = Slot::default();
+        cancel.store(true, Ordering::SeqCst);
+        assert!(waiting.reader(10, &cancel).read(&mut [0; 4]).is_err());
     }
 
     #[test]

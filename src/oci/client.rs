@@ -257,6 +257,11 @@ impl Client {
         (self.retry_base * factor).min(Duration::from_secs(30))
     }
 
+    /// Sets the retries of later requests (a mirror gets few until it has answered).
+    pub fn set_retries(&mut self, retries: u32) {
+        self.retries = retries;
+    }
+
     pub fn max_attempts(&self) -> u32 {
         self.retries + 1
     }
@@ -504,10 +509,10 @@ impl Client {
         }
         if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
             return Failure::Fatal(OciError::Network {
-                registry,
+                registry: registry.clone(),
                 url,
                 detail,
-                hint: "the registry seems to speak plain http, not https; devbox speaks plain http only to registries on this machine (localhost, 127.0.0.1, ::1)".into(),
+                hint: format!("the registry seems to speak plain http, not https; devbox speaks plain http only to registries on this machine (localhost, 127.0.0.1, ::1) and to those listed in insecure_registries in ~/.config/devbox/config.toml, e.g. insecure_registries = [\"{registry}\"]"),
             });
         }
         Failure::Retry {

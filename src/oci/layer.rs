@@ -18,6 +18,20 @@ use super::{Layer, OciError};
 /// rest (e.g. `io::copy(&mut reader, &mut io::sink())`) after the last entry, so the check
 /// runs. Until it has run, nothing extracted from the layer has been verified.
 pub fn layer_reader(layer: &Layer) -> Result<Box<dyn Read + Send>, OciError> {
+    let file = File::open(&layer.path).map_err(|source| OciError::Io {
+        action: "cannot open layer",
+        path: layer.path.clone(),
+        source,
+    })?;
+    layer_stream(layer, BufReader::with_capacity(256 * 1024, file))
+}
+
+/// Like [`layer_reader`], for the layer's blob read from `blob` (a pipe, a part of one)
+/// instead of its file; `layer.path` only names it in messages.
+pub fn layer_stream<'a>(
+    layer: &Layer,
+    mut blob: impl BufRead + Send + 'a,
+) -> Result<Box<dyn Read + Send + 'a>, OciError> {
     if layer_compression(&layer.media_type).is_none() {
         return Err(OciError::Unsupported {
             reference: layer.digest.clone(),
@@ -32,13 +46,7 @@ pub fn layer_reader(layer: &Layer) -> Result<Box<dyn Read + Send>, OciError> {
         what: "diff_id".into(),
         detail,
     })?;
-    let file = File::open(&layer.path).map_err(|source| OciError::Io {
-        action: "cannot open layer",
-        path: layer.path.clone(),
-        source,
-    })?;
-    let mut buf = BufReader::with_capacity(256 * 1024, file);
-    let magic = buf
+    let magic = blob
         .fill_buf()
         .map_err(|source| OciError::Io {
             action: "cannot read layer",
@@ -46,11 +54,11 @@ pub fn layer_reader(layer: &Layer) -> Result<Box<dyn Read + Send>, OciError> {
             source,
         })?
         .to_vec();
-    let inner: Box<dyn Read + Send> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buf))
+    let inner: Box<dyn Read + Send + 'a> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(blob))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let mut dec =
-            zstd::stream::read::Decoder::with_buffer(buf).map_err(|source| OciError::Io {
+            zstd::stream::read::Decoder::with_buffer(blob).map_err(|source| OciError::Io {
                 action: "cannot start decompressing layer",
                 path: layer.path.clone(),
                 source,
@@ -63,7 +71,7 @@ pub fn layer_reader(layer: &Layer) -> Result<Box<dyn Read + Send>, OciError> {
         })?;
         Box::new(dec)
     } else {
-        Box::new(buf)
+        Box::new(blob)
     };
     Ok(Box::new(DiffIdReader {
         inner,
@@ -81,15 +89,15 @@ enum State {
 }
 
 /// Hashes what passes through and checks it against the diff_id at the end of the stream.
-struct DiffIdReader {
-    inner: Box<dyn Read + Send>,
+struct DiffIdReader<'a> {
+    inner: Box<dyn Read + Send + 'a>,
     hasher: Sha256,
     expected: String,
     layer: String,
     state: State,
 }
 
-impl Read for DiffIdReader {
+impl Read for DiffIdReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.state {
             State::Verified => return Ok(0),

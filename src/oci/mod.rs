@@ -1,18 +1,20 @@
 //! Pulling images from OCI registries (the Distribution API v2) into a blob cache.
 //!
-//! [`pull`] resolves a [`Reference`] to one image manifest (choosing this host's platform from
-//! an index), then downloads its config and layers into `CACHE/blobs-v1/sha256/<hex>`,
-//! verified by digest and size, a few layers at a time. It does not unpack anything: the
-//! caller applies the layers in order, each read through [`layer_reader`], which decompresses
-//! it and checks it against its diff_id.
+//! [`prepare`] resolves a [`Reference`] to one image manifest (choosing this host's platform
+//! from an index) and fetches its config; [`Prepared::download`] then downloads the layers into
+//! `CACHE/blobs-v1/sha256/<hex>`, verified by digest and size, a few at a time, and can write
+//! them in order into a sink (the layer helper's stdin) as they arrive, the next layer while it
+//! downloads. It does not unpack anything: the layers are applied by the sink, or read through
+//! [`layer_reader`] / [`layer_stream`], which decompress a layer and check it against its
+//! diff_id. [`pull_with`] is both steps without a sink.
 //!
 //! What is reused without the network: blobs in the cache (layers and configs), and manifests
 //! fetched by digest (they are cached under their digest too). A tag always needs the
 //! registry, since tags move; pull by `@sha256:` to work offline from the cache.
 //!
 //! Transport: https, except plain http for registries on this machine (`localhost`,
-//! 127.0.0.0/8, `::1`) and those in [`Options::plain_http`] (the place for a future "insecure
-//! registries" setting of the user configuration). Proxies come from the usual environment
+//! 127.0.0.0/8, `::1`), those in [`Options::plain_http`] (the user configuration's
+//! `insecure_registries`) and `http://` mirrors. Mirrors: see [`prepare`]. Proxies come from the usual environment
 //! variables (reqwest's defaults). Credentials: see [`auth::default_auth_files`].
 
 mod auth;
@@ -25,6 +27,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -32,7 +35,7 @@ use std::time::Duration;
 
 // The public API; until `create` uses it, parts of it are used only by the tests.
 #[allow(unused_imports)]
-pub use layer::layer_reader;
+pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
 pub use manifest::{ImageConfig, Platform};
@@ -146,6 +149,10 @@ pub enum OciError {
 
     #[error("cancelled because another download failed")]
     Cancelled,
+
+    /// The unpack helper the layers stream into stopped reading (it says why itself).
+    #[error("cannot pass the layers to the unpack helper: {detail}")]
+    Feed { detail: String },
 }
 
 /// Knobs of a pull; `Options::default()` is what the CLI uses.
@@ -153,9 +160,12 @@ pub enum OciError {
 pub struct Options {
     /// The platform to choose from an index; None: this host's ([`Platform::host`]).
     pub platform: Option<Platform>,
-    /// Registries (`host` or `host:port`) to speak plain http to besides loopback ones. Empty
-    /// for now; this is where a user-configured list of insecure registries goes.
+    /// Registries (`host` or `host:port`) to speak plain http to besides loopback ones: the
+    /// user configuration's `insecure_registries`.
     pub plain_http: Vec<String>,
+    /// Registry (as the user writes it: `docker.io`, `host:port`) -> mirrors to try first, in
+    /// order: the user configuration's `registry_mirrors` (see [`prepare`]).
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     /// Credential files to read; None: [`auth::default_auth_files`].
     pub auth_files: Option<Vec<PathBuf>>,
     /// Layers downloaded at the same time (clamped to 1..=4).
@@ -173,6 +183,7 @@ impl Default for Options {
         Options {
             platform: None,
             plain_http: Vec::new(),
+            mirrors: std::collections::BTreeMap::new(),
             auth_files: None,
             parallel: 3,
             retries: 4,
@@ -212,23 +223,161 @@ pub struct Layer {
 }
 
 /// Pulls `r` into `cache_dir` (blobs under `cache_dir/blobs-v1/sha256/`) with default options.
+#[allow(dead_code)]
 pub fn pull(r: &Reference, cache_dir: &Path, reporter: &dyn Reporter) -> Result<Pulled, OciError> {
     pull_with(r, cache_dir, reporter, &Options::default())
 }
 
+/// Pulls everything into the cache: [`prepare`], then [`Prepared::download`] without a sink.
 pub fn pull_with(
     r: &Reference,
     cache_dir: &Path,
     reporter: &dyn Reporter,
     opts: &Options,
 ) -> Result<Pulled, OciError> {
+    let p = prepare(r, cache_dir, reporter, opts)?;
+    p.download(reporter, None)?;
+    Ok(p.pulled)
+}
+
+/// An image whose manifest and config are in the cache and checked, and whose layers are
+/// known but not downloaded yet.
+pub struct Prepared {
+    client: Client,
+    store: BlobStore,
+    parallel: usize,
+    pub pulled: Pulled,
+}
+
+/// Resolves `r` to one image manifest (choosing this host's platform from an index) and
+/// fetches its config: everything but the layers.
+///
+/// When the user configured mirrors for `r`'s registry ([`Options::mirrors`]), each is tried
+/// in order before the registry itself, and the first that serves the manifest and config is
+/// the one the layers come from too. A mirror that cannot be reached, has no such image (404)
+/// or fails on its side (5xx, 429) is passed over with a one-line message; any other failure
+/// of a mirror (a refused login, a blob that does not match its digest) is the error.
+pub fn prepare(
+    r: &Reference,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+    opts: &Options,
+) -> Result<Prepared, OciError> {
+    reporter.step(&format!("Pulling {r}"));
+    for m in mirrors_of(r, &opts.mirrors) {
+        let Some((source, mirror_opts)) = mirror(r, m, opts) else {
+            reporter.step(&format!(
+                "warning: mirror {m:?} of {} is not a host or an http(s) URL; skipped",
+                r.registry_display()
+            ));
+            continue;
+        };
+        reporter.step(&format!("Trying mirror {m} of {}", r.registry_display()));
+        match prepare_from(r, &source, cache_dir, reporter, &mirror_opts) {
+            Ok(mut p) => {
+                p.client.set_retries(opts.retries);
+                return Ok(p);
+            }
+            Err(e) if passes_over(&e) => reporter.step(&format!(
+                "Mirror {m}: {}; trying the next source",
+                first_line(&e.to_string())
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    prepare_from(r, r, cache_dir, reporter, opts)
+}
+
+/// The mirrors configured for `r`'s registry (keys compared without case; Docker Hub by any of
+/// its names).
+fn mirrors_of<'a>(
+    r: &Reference,
+    mirrors: &'a std::collections::BTreeMap<String, Vec<String>>,
+) -> &'a [String] {
+    let names = [r.registry.as_str(), r.registry_display()];
+    mirrors
+        .iter()
+        .find(|(k, _)| {
+            let k = match Reference::parse(&format!("{k}/x/y")) {
+                Ok(p) => p.registry,
+                Err(_) => k.to_ascii_lowercase(),
+            };
+            names.iter().any(|n| n.eq_ignore_ascii_case(&k))
+        })
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or(&[])
+}
+
+/// Where `r` is on mirror `m` (`host[:port][/prefix]` or an http(s) URL of that shape): the
+/// same tag or digest, the repository under the prefix. A trailing `/v2` (the API root, often
+/// written in mirror URLs) is not part of the prefix. An `http://` mirror is spoken to over
+/// plain http. A mirror gets one retry per request before it is passed over.
+fn mirror(r: &Reference, m: &str, opts: &Options) -> Option<(Reference, Options)> {
+    let (plain, rest) = match m.split_once("://") {
+        Some(("http", rest)) => (true, rest),
+        Some(("https", rest)) => (false, rest),
+        Some(_) => return None,
+        None => (false, m),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, prefix) = match rest.split_once('/') {
+        Some((h, p)) => (h, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    let prefix = prefix
+        .strip_suffix("/v2")
+        .unwrap_or(if prefix == "v2" { "" } else { prefix });
+    if host.is_empty() {
+        return None;
+    }
+    let repository = if prefix.is_empty() {
+        r.repository.clone()
+    } else {
+        format!("{prefix}/{}", r.repository)
+    };
+    // Checked like any reference (host syntax, repository characters).
+    let parsed = Reference::parse(&format!("{host}/{repository}")).ok()?;
+    let source = Reference {
+        registry: host.to_ascii_lowercase(),
+        repository: parsed.repository,
+        tag: r.tag.clone(),
+        digest: r.digest.clone(),
+    };
+    let mut o = opts.clone();
+    if plain {
+        o.plain_http.push(source.registry.clone());
+    }
+    o.retries = o.retries.min(1);
+    Some((source, o))
+}
+
+/// Whether a mirror's failure passes the pull on to the next source.
+fn passes_over(e: &OciError) -> bool {
+    match e {
+        OciError::Network { .. }
+        | OciError::NotFound { .. }
+        | OciError::BlobNotFound { .. }
+        | OciError::RateLimited { .. }
+        | OciError::Interrupted { .. } => true,
+        OciError::Http { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// [`prepare`] from one source: `source` is `r` itself or where a mirror keeps it.
+fn prepare_from(
+    r: &Reference,
+    source: &Reference,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+    opts: &Options,
+) -> Result<Prepared, OciError> {
     let store = BlobStore::open(cache_dir)?;
-    let (client, notes) = Client::new(r, opts)?;
+    let (client, notes) = Client::new(source, opts)?;
     for n in notes {
         reporter.step(&format!("warning: {n}"));
     }
     let note = |m: String| reporter.step(&m);
-    reporter.step(&format!("Pulling {r}"));
 
     // The manifest the reference names: by digest from the cache if possible.
     let (top, top_digest) = match &r.digest {
@@ -344,7 +493,7 @@ pub fn pull_with(
         }
     }
 
-    // The layers.
+    // The layers, to be downloaded.
     let layers: Vec<Layer> = image
         .layers
         .iter()
@@ -357,16 +506,43 @@ pub fn pull_with(
             diff_id: diff_id.clone(),
         })
         .collect();
-    download_layers(&client, &store, &layers, reporter, opts.parallel)?;
-
-    Ok(Pulled {
-        reference: r.clone(),
-        manifest_digest,
-        index_digest,
-        config_digest: image.config.digest.clone(),
-        config,
-        layers,
+    Ok(Prepared {
+        pulled: Pulled {
+            reference: r.clone(),
+            manifest_digest,
+            index_digest,
+            config_digest: image.config.digest.clone(),
+            config,
+            layers,
+        },
+        client,
+        store,
+        parallel: opts.parallel,
     })
+}
+
+impl Prepared {
+    /// Downloads the layers that are not in the cache, a few at a time, each verified by
+    /// digest and size. With a `sink`, the layers' bytes are also written to it, in order,
+    /// lowest first, as they become available: a layer in the cache from its file, the next
+    /// layer being downloaded from its `.partial` file as it grows (it streams while it
+    /// downloads), later layers once the ones before them are through. The sink (an unpack
+    /// helper) checks each layer against its diff_id; the caller uses what it made only when
+    /// this returns Ok, i.e. when every blob matched its digest too.
+    pub fn download(
+        &self,
+        reporter: &dyn Reporter,
+        sink: Option<&mut (dyn Write + Send)>,
+    ) -> Result<(), OciError> {
+        download_layers(
+            &self.client,
+            &self.store,
+            &self.pulled.layers,
+            reporter,
+            self.parallel,
+            sink,
+        )
+    }
 }
 
 fn check_digest(r: &Reference, what: &str, d: &str) -> Result<(), OciError> {
@@ -440,49 +616,73 @@ fn manifest_by_digest(
 }
 
 enum Event {
-    Bytes(u64),
+    /// Job `.0` started: its bar appears.
+    Started(usize),
+    Bytes(usize, u64),
+    /// Job `.0` ended (either way): its bar goes.
+    Done(usize),
     Note(String),
+    /// Bytes passed to the sink.
+    Fed(u64),
 }
 
-/// Downloads the layers not yet in the cache, `parallel` at a time, reporting from this
-/// thread (the reporter need not be thread-safe: workers send it events).
+struct Job {
+    digest: String,
+    size: u64,
+    what: String,
+    slot: blob::Slot,
+}
+
+/// Downloads the layers not yet in the cache, `parallel` at a time, and feeds the sink (see
+/// [`Prepared::download`]); reports from this thread (the reporter need not be thread-safe:
+/// workers send it events).
 fn download_layers(
     client: &Client,
     store: &BlobStore,
     layers: &[Layer],
     reporter: &dyn Reporter,
     parallel: usize,
+    sink: Option<&mut (dyn Write + Send)>,
 ) -> Result<(), OciError> {
     let n = layers.len();
-    let mut jobs: Vec<(String, u64, String)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        if jobs.iter().any(|j| j.0 == l.digest) || store.cached(&l.digest, l.size).is_some() {
+        if jobs.iter().any(|j| j.digest == l.digest) || store.cached(&l.digest, l.size).is_some() {
             continue;
         }
-        jobs.push((l.digest.clone(), l.size, format!("layer {} of {n}", i + 1)));
+        jobs.push(Job {
+            digest: l.digest.clone(),
+            size: l.size,
+            what: format!("layer {} of {n}", i + 1),
+            slot: blob::Slot::default(),
+        });
     }
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    let cached = n - jobs.len();
     if jobs.is_empty() {
         reporter.step(&format!("All {n} layers are in the cache"));
-        return Ok(());
-    }
-    let total: u64 = jobs.iter().map(|j| j.1).sum();
-    let cached = n - jobs.len();
-    reporter.step(&format!(
-        "Downloading {} layer{} ({}){}",
-        jobs.len(),
-        if jobs.len() == 1 { "" } else { "s" },
-        human_bytes(total),
-        if cached > 0 {
-            format!(", {cached} in the cache")
-        } else {
-            String::new()
+        if sink.is_none() {
+            return Ok(());
         }
-    ));
+    } else {
+        reporter.step(&format!(
+            "Downloading {} layer{} ({}){}",
+            jobs.len(),
+            if jobs.len() == 1 { "" } else { "s" },
+            human_bytes(total),
+            if cached > 0 {
+                format!(", {cached} in the cache")
+            } else {
+                String::new()
+            }
+        ));
+    }
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
     let errors: Mutex<Vec<(usize, OciError)>> = Mutex::new(Vec::new());
     let workers = parallel.clamp(1, 4).min(jobs.len());
     let (tx, rx) = mpsc::channel::<Event>();
+    let feeding = sink.is_some();
     std::thread::scope(|s| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -491,43 +691,152 @@ fn download_layers(
                 let note = |m: String| {
                     let _ = tx.send(Event::Note(m));
                 };
-                let progress = |b: u64| {
-                    let _ = tx.send(Event::Bytes(b));
-                };
                 while !cancel.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((digest, size, what)) = jobs.get(i) else {
+                    let Some(job) = jobs.get(i) else {
                         break;
                     };
+                    let _ = tx.send(Event::Started(i));
+                    let progress = |b: u64| {
+                        let _ = tx.send(Event::Bytes(i, b));
+                    };
                     let res = blob::download(
-                        client, store, digest, *size, what, &note, &progress, cancel,
+                        client,
+                        store,
+                        &job.digest,
+                        job.size,
+                        &job.what,
+                        &note,
+                        &progress,
+                        cancel,
+                        Some(&job.slot),
                     );
-                    if let Err(e) = res {
-                        cancel.store(true, Ordering::SeqCst);
-                        errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, e));
+                    let _ = tx.send(Event::Done(i));
+                    match res {
+                        Ok(path) => job.slot.finish(Ok(path)),
+                        Err(e) => {
+                            job.slot.finish(Err(first_line(&e.to_string()).to_string()));
+                            cancel.store(true, Ordering::SeqCst);
+                            errors
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((i, e));
+                        }
                     }
                 }
             });
         }
+        if let Some(sink) = sink {
+            let tx = tx.clone();
+            let (cancel, errors, jobs) = (&cancel, &errors, &jobs);
+            s.spawn(move || {
+                if let Err(e) = feed(store, layers, jobs, sink, cancel, &tx) {
+                    cancel.store(true, Ordering::SeqCst);
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((usize::MAX, e));
+                }
+            });
+        }
         drop(tx);
-        let bar = reporter.transfer("Downloading layers", Some(total));
+        let mut bars: Vec<Option<Box<dyn crate::progress::Transfer>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let applied = feeding.then(|| {
+            let all: u64 = layers.iter().map(|l| l.size).sum();
+            reporter.transfer("Unpacking layers", Some(all))
+        });
         for ev in rx {
             match ev {
-                Event::Bytes(b) => bar.inc(b),
+                Event::Started(i) => {
+                    let j = &jobs[i];
+                    bars[i] = Some(reporter.transfer(&j.what, Some(j.size)));
+                }
+                Event::Bytes(i, b) => {
+                    if let Some(bar) = &bars[i] {
+                        bar.inc(b);
+                    }
+                }
+                Event::Done(i) => {
+                    if let Some(bar) = bars[i].take() {
+                        bar.finish();
+                    }
+                }
+                Event::Fed(b) => {
+                    if let Some(bar) = &applied {
+                        bar.inc(b);
+                    }
+                }
                 Event::Note(m) => reporter.step(&m),
             }
         }
-        bar.finish();
+        if let Some(bar) = applied {
+            bar.finish();
+        }
     });
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
-    errors.sort_by_key(|(i, e)| (matches!(e, OciError::Cancelled), *i));
+    // The first real failure, not a cancellation it caused; a download's own error before
+    // the sink's (which may only be the download failing under it).
+    errors.sort_by_key(|(i, e)| {
+        (
+            matches!(e, OciError::Cancelled),
+            matches!(e, OciError::Feed { .. }),
+            *i,
+        )
+    });
     match errors.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Writes the layers' bytes to `sink` in order: from the cache, or following a download.
+fn feed(
+    store: &BlobStore,
+    layers: &[Layer],
+    jobs: &[Job],
+    sink: &mut (dyn Write + Send),
+    cancel: &AtomicBool,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), OciError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    for l in layers {
+        let mut reader: Box<dyn Read + '_> = match jobs.iter().find(|j| j.digest == l.digest) {
+            Some(job) => Box::new(job.slot.reader(l.size, cancel)),
+            None => Box::new(
+                std::fs::File::open(store.path(&l.digest)).map_err(|source| OciError::Io {
+                    action: "cannot open layer",
+                    path: store.path(&l.digest),
+                    source,
+                })?,
+            ),
+        };
+        let mut left = l.size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(OciError::Io {
+                        action: "the layer ended early in",
+                        path: store.path(&l.digest),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // The download failed (its own error is reported) or was cancelled.
+                Err(_) => return Err(OciError::Cancelled),
+            };
+            sink.write_all(&buf[..n]).map_err(|e| OciError::Feed {
+                detail: e.to_string(),
+            })?;
+            left -= n as u64;
+            let _ = tx.send(Event::Fed(n as u64));
+        }
+    }
+    sink.flush().map_err(|e| OciError::Feed {
+        detail: e.to_string(),
+    })
 }
 
 /// The first line of a message (errors carry hints on later lines).
@@ -538,4 +847,48 @@ pub(crate) fn first_line(s: &str) -> &str {
 /// `sha256:0123456789ab`, for messages.
 pub(crate) fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    fn r(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
+    }
+
+    #[test]
+    fn mirrors_are_found_by_any_name_of_the_registry() {
+        let m: std::collections::BTreeMap<String, Vec<String>> = [
+            ("docker.io".to_string(), vec!["m1".to_string()]),
+            ("Registry.LAN:5000".to_string(), vec!["m2".to_string()]),
+        ]
+        .into();
+        assert_eq!(mirrors_of(&r("debian:12"), &m), ["m1"]);
+        assert_eq!(mirrors_of(&r("index.docker.io/library/debian"), &m), ["m1"]);
+        assert_eq!(mirrors_of(&r("registry.lan:5000/a/b"), &m), ["m2"]);
+        assert!(mirrors_of(&r("registry.lan/a/b"), &m).is_empty());
+        assert!(mirrors_of(&r("quay.io/a/b"), &m).is_empty());
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_tag_and_prefixes_the_repository() {
+        let o = Options::default();
+        let (s, so) = mirror(&r("debian:12"), "mirror.lan:5000", &o).unwrap();
+        assert_eq!(s.to_string(), "mirror.lan:5000/library/debian:12");
+        assert!(so.plain_http.is_empty());
+        assert_eq!(so.retries, 1);
+        let pinned = format!("quay.io/a/b@sha256:{}", "0".repeat(64));
+        let (s, so) = mirror(&r(&pinned), "http://m.lan/cache/", &o).unwrap();
+        assert_eq!(s.registry, "m.lan");
+        assert_eq!(s.digest, r(&pinned).digest);
+        assert_eq!(s.repository, "cache/a/b");
+        assert_eq!(so.plain_http, ["m.lan"]);
+        let (s, _) = mirror(&r("quay.io/a/b:1"), "https://m.lan/v2", &o).unwrap();
+        assert_eq!(s.to_string(), "m.lan/a/b:1");
+        let (s, _) = mirror(&r("quay.io/a/b:1"), "https://m.lan/pre/v2/", &o).unwrap();
+        assert_eq!(s.to_string(), "m.lan/pre/a/b:1");
+        assert!(mirror(&r("quay.io/a/b"), "ftp://m.lan", &o).is_none());
+        assert!(mirror(&r("quay.io/a/b"), "https://", &o).is_none());
+    }
 }

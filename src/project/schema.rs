@@ -161,6 +161,11 @@ pub(crate) static USER: TableSchema = TableSchema {
             Ty::StrListMap("[registry_mirrors]"),
             "[registry_mirrors]\n\"docker.io\" = [\"mirror.gcr.io\"]",
         ),
+        field(
+            "insecure_registries",
+            Ty::StrList,
+            "insecure_registries = [\"registry.lan:5000\"]",
+        ),
     ],
 };
 

@@ -25,12 +25,14 @@
 //! default_box = "dev"             # box for enter/run when no name is given and no project applies
 //! catalog_dir = "~/devbox-images" # more catalog entries (*.toml); ~ and $VAR expand,
 //!                                 # relative paths start at this file's directory
+//! insecure_registries = ["registry.lan:5000"] # spoken to over plain http (no TLS)
 //! [registry_mirrors]              # registry host -> mirrors tried in order before it
 //! "docker.io" = ["mirror.gcr.io", "https://registry.example.org"]
 //! ```
 //!
 //! A registry is a host name with an optional port (`docker.io`, `localhost:5000`); a mirror is
-//! a host (with optional port and path) or an `http://`/`https://` URL.
+//! a host (with optional port and path) or an `http://`/`https://` URL. Registries on this
+//! machine (localhost, 127.0.0.0/8, ::1) are spoken to over plain http without being listed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +117,8 @@ pub struct UserConfig {
     pub catalog_dir: Option<PathBuf>,
     /// Registry host -> mirrors, in the order to try them.
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
+    /// Registries (`host` or `host:port`) spoken to over plain http.
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +129,17 @@ struct RawUser {
     catalog_dir: Option<Spanned<String>>,
     #[serde(default)]
     registry_mirrors: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    insecure_registries: Vec<Spanned<String>>,
+}
+
+/// Whether `r` is written as a registry host: a host name or address with an optional port,
+/// no scheme, no path.
+fn is_registry_host(r: &str) -> bool {
+    !(r.is_empty()
+        || r.contains("://")
+        || r.contains('/')
+        || r.chars().any(|c| c.is_whitespace() || c.is_control()))
 }
 
 impl UserConfig {
@@ -214,11 +229,7 @@ impl UserConfig {
         let mut registry_mirrors = BTreeMap::new();
         for (reg, mirrors) in raw.registry_mirrors {
             let r = reg.get_ref();
-            let bad_reg = r.is_empty()
-                || r.contains("://")
-                || r.contains('/')
-                || r.chars().any(|c| c.is_whitespace() || c.is_control());
-            if bad_reg {
+            if !is_registry_host(r) {
                 return Err(doc.err(
                     reg.span(),
                     format!("{r:?} in [registry_mirrors] is not a registry host"),
@@ -246,12 +257,28 @@ impl UserConfig {
             registry_mirrors.insert(reg.into_inner(), list);
         }
 
+        let mut insecure_registries = Vec::new();
+        for r in raw.insecure_registries {
+            if !is_registry_host(r.get_ref()) {
+                return Err(doc.err(
+                    r.span(),
+                    format!(
+                        "{:?} in `insecure_registries` is not a registry host",
+                        r.get_ref()
+                    ),
+                    Some("write a host with an optional port and no scheme, e.g. insecure_registries = [\"registry.lan:5000\"]".to_string()),
+                ));
+            }
+            insecure_registries.push(r.into_inner());
+        }
+
         Ok(UserConfig {
             file: Some(file.to_path_buf()),
             default_image,
             default_box,
             catalog_dir,
             registry_mirrors,
+            insecure_registries,
         })
     }
 }
@@ -406,6 +433,9 @@ catalog_dir = "~/imgs"
             vec!["mirror.gcr.io", "https://m.example.org/v2"]
         );
         assert!(u.registry_mirrors["localhost:5000"].is_empty());
+        assert!(u.insecure_registries.is_empty());
+        let u = parse_user("insecure_registries = [\"registry.lan:5000\", \"10.0.0.7\"]").unwrap();
+        assert_eq!(u.insecure_registries, ["registry.lan:5000", "10.0.0.7"]);
         // Empty file: all defaults; relative catalog_dir starts at the file's directory.
         assert_eq!(
             parse_user("").unwrap(),
@@ -426,7 +456,7 @@ catalog_dir = "~/imgs"
         let e = user_err("default_box = \"dev\"\ndefault_imag = \"x\"\n");
         assert!(e.starts_with(&format!("{f} (line 2, column 1): unknown key `default_imag` at the top level; did you mean `default_image`?")), "{e}");
         assert!(
-            e.contains("`default_image`, `default_box`, `catalog_dir`, `registry_mirrors`"),
+            e.contains("`default_image`, `default_box`, `catalog_dir`, `registry_mirrors`, `insecure_registries`"),
             "{e}"
         );
         let e = user_err("default-box = \"dev\"");
@@ -473,6 +503,10 @@ catalog_dir = "~/imgs"
             )),
             "{e}"
         );
+        let e = user_err("insecure_registries = \"registry.lan\"");
+        assert!(e.starts_with(&format!("{f} (line 1, column 23): `insecure_registries` at the top level must be a list of strings, not a string")), "{e}");
+        let e = user_err("\ninsecure_registries = [\"ok:5000\", \"http://registry.lan\"]");
+        assert!(e.starts_with(&format!("{f} (line 2, column 35): \"http://registry.lan\" in `insecure_registries` is not a registry host")), "{e}");
         let e = user_err("default_box = \"dev");
         assert!(
             e.starts_with(&format!("{f} (line 1, column 19): this is not valid TOML")),
@@ -506,6 +540,7 @@ catalog_dir = "~/imgs"
             default_box: Some("user-box".into()),
             catalog_dir: Some("/user/catalog".into()),
             registry_mirrors: [("docker.io".to_string(), vec!["user-mirror".to_string()])].into(),
+            insecure_registries: Vec::new(),
         }
     }
 

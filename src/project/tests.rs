@@ -466,7 +466,8 @@ fn schema_and_serde_agree() {
             "default_image",
             "default_box",
             "catalog_dir",
-            "registry_mirrors"
+            "registry_mirrors",
+            "insecure_registries"
         ]
     );
     // FULL sets every key of every table, and serde takes it.

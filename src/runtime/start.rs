@@ -304,6 +304,9 @@ impl BoxSetup<'_> {
                     return Ok(());
                 }
                 Forked::Child => {
+                    // Named before anything can see it: sessions may look at their pid 1 as
+                    // soon as the box is reported ready.
+                    let _ = nix::sys::prctl::set_name(c"devbox-init");
                     let r = self.build(ch);
                     if let Err(e) = r {
                         ch.send(&Report::Failed(format!("{e:#}")));
@@ -473,7 +476,6 @@ fn wait_go(go: OwnedFd) {
 /// The box's pid 1: reaps orphans until told to stop (SIGTERM, SIGINT or SIGHUP).
 fn init_loop() -> ! {
     sys::stdio_to_null();
-    let _ = nix::sys::prctl::set_name(c"devbox-init");
     let _ = nix::unistd::setsid();
     let mut set = SigSet::empty();
     for s in [

@@ -1,6 +1,8 @@
 //! Images from http:// URLs, served by a tiny HTTP server on loopback written here: downloads
-//! verified by --sha256, failures (404, truncated bodies, wrong checksums) keep nothing, and a
-//! known checksum reuses the store without a request.
+//! verified by --sha256, failures (404, truncated bodies, wrong checksums) keep nothing, a
+//! known checksum reuses the store without a request, the archive is unpacked while it
+//! downloads (one pass), a broken-off download resumes with a Range request, and the archive
+//! kept in the download cache makes the image again without the network.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,12 +23,19 @@ const MAX_CONNECTIONS: usize = 32;
 /// An HTTP/1.1 server on 127.0.0.1 serving:
 ///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
 ///   /truncated.tar     a Content-Length of the whole fixture, then half of it, then close
+///   /flaky.tar         like /truncated.tar (with an ETag), but a Range request gets the rest
+///   /paced.tar         the fixture in 10 pieces, 80 ms apart
+///   /page.tar          1 MiB of HTML (a web page where an archive was expected)
+///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
+///                      in the store has made bin/arch from it, then the rest
 ///   anything else      404
 /// Each connection answers one request and is closed. The thread stops when the server is
 /// dropped or after MAX_CONNECTIONS connections.
 struct Server {
     port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    /// The store (images-v1) that /slow.tar watches, and whether it saw the unpack under way.
+    watch: Arc<Watch>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -38,16 +47,17 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(HashMap::new()));
+        let watch = Arc::new(Watch::default());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (hits, stop) = (Arc::clone(&hits), Arc::clone(&stop));
+            let (hits, stop, watch) = (Arc::clone(&hits), Arc::clone(&stop), Arc::clone(&watch));
             std::thread::spawn(move || {
                 let mut served = 0;
                 while served < MAX_CONNECTIONS && !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             served += 1;
-                            let _ = serve(stream, &body, &hits);
+                            let _ = serve(stream, &body, &hits, &watch);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(10));
@@ -60,6 +70,7 @@ impl Server {
         Server {
             port,
             hits,
+            watch,
             stop,
             thread: Some(thread),
         }
@@ -83,11 +94,28 @@ impl Drop for Server {
     }
 }
 
+#[derive(Default)]
+struct Watch {
+    store: Mutex<Option<PathBuf>>,
+    seen: AtomicBool,
+}
+
+/// Whether an unpack under way in `store` (a `.tmp-*` dir) has made `rootfs/bin/arch`.
+fn unpack_under_way(store: &std::path::Path) -> bool {
+    std::fs::read_dir(store).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(".tmp-")
+                && std::fs::symlink_metadata(e.path().join("rootfs/bin/arch")).is_ok()
+        })
+    })
+}
+
 /// Answers one request on `stream`.
 fn serve(
     mut stream: TcpStream,
     body: &[u8],
     hits: &Mutex<HashMap<String, usize>>,
+    watch: &Watch,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -108,6 +136,17 @@ fn serve(
     let target = first.next().unwrap_or("/").to_string();
     let path = target.split('?').next().unwrap_or("/").to_string();
     *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+    let range_from: Option<usize> = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if !k.trim().eq_ignore_ascii_case("range") {
+            return None;
+        }
+        v.trim()
+            .strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse()
+            .ok()
+    });
 
     let ok_head = |len: usize| {
         format!(
@@ -168,6 +207,62 @@ fn serve(
             stream.write_all(ok_head(text.len()).as_bytes())?;
             stream.write_all(text.as_bytes())?;
         }
+        "/flaky.tar" => match range_from {
+            Some(from) if from < body.len() => {
+                stream.write_all(
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Type: application/x-tar\r\nETag: \"v1\"\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len() - 1,
+                        body.len(),
+                        body.len() - from
+                    )
+                    .as_bytes(),
+                )?;
+                stream.write_all(&body[from..])?;
+            }
+            _ => {
+                stream.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )?;
+                stream.write_all(&body[..body.len() / 2])?;
+            }
+        },
+        "/page.tar" => {
+            let page = "<html><body>Not the archive you wanted.</body></html>\n".repeat(20_000);
+            stream.write_all(ok_head(page.len()).as_bytes())?;
+            stream.write_all(page.as_bytes())?;
+        }
+        "/paced.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            for piece in body.chunks(body.len() / 10 + 1) {
+                stream.write_all(piece)?;
+                stream.flush()?;
+                std::thread::sleep(Duration::from_millis(80));
+            }
+        }
+        "/slow.tar" => {
+            stream.write_all(ok_head(body.len()).as_bytes())?;
+            let half = body.len() / 2;
+            stream.write_all(&body[..half])?;
+            stream.flush()?;
+            let store = watch.store.lock().unwrap().clone();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while let Some(store) = &store {
+                if unpack_under_way(store) {
+                    watch.seen.store(true, Ordering::SeqCst);
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stream.write_all(&body[half..])?;
+        }
         "/truncated.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             stream.write_all(&body[..body.len() / 2])?;
@@ -213,6 +308,14 @@ fn downloads(env: &TestEnv) -> PathBuf {
     env.home.join(".cache/devbox/downloads-v1")
 }
 
+/// The files in the download cache, its CACHEDIR.TAG left out.
+fn cached(env: &TestEnv) -> Vec<String> {
+    names(&downloads(env))
+        .into_iter()
+        .filter(|n| n != "CACHEDIR.TAG")
+        .collect()
+}
+
 /// Images in the store (temp dirs included, the lock file not).
 fn images(env: &TestEnv) -> Vec<String> {
     names(&env.data().join("images-v1"))
@@ -234,7 +337,7 @@ fn assert_nothing_kept(env: &TestEnv) {
         "a failed create left a box"
     );
     assert_eq!(
-        names(&downloads(env)),
+        cached(env),
         Vec::<String>::new(),
         "a failed create left a download"
     );
@@ -248,9 +351,76 @@ fn create_from_url_works() {
     assert!(out.contains("web"), "{out}");
     env.ok(["run", "web", "--", "/bin/busybox", "true"]);
     assert_eq!(srv.hits("/busybox-rootfs.tar"), 1);
-    // The archive is only kept until it is unpacked.
-    assert_eq!(names(&downloads(&env)), Vec::<String>::new());
+    // The archive is kept in the download cache under its sha256, whole; the cache and the
+    // download cache are marked as caches.
+    for d in [downloads(&env), env.home.join(".cache/devbox")] {
+        let tag = std::fs::read_to_string(d.join("CACHEDIR.TAG")).unwrap();
+        assert!(
+            tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"),
+            "{tag}"
+        );
+    }
+    let sha = fixture_sha256();
+    assert_eq!(cached(&env), [format!("{sha}.archive")]);
+    assert_eq!(
+        std::fs::read(downloads(&env).join(format!("{sha}.archive"))).unwrap(),
+        std::fs::read(fixture("busybox")).unwrap()
+    );
+    assert_eq!(images(&env), [sha]);
+}
+
+/// One pass: the unpack helper has made files of the first half of the archive while the
+/// server still holds back the second half.
+#[test]
+fn the_archive_is_unpacked_while_it_downloads() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    *srv.watch.store.lock().unwrap() = Some(env.data().join("images-v1"));
+    env.ok(["create", &srv.url("/slow.tar"), "--name", "slow"]);
+    assert!(
+        srv.watch.seen.load(Ordering::SeqCst),
+        "nothing was unpacked before the download ended"
+    );
+    env.ok(["run", "slow", "--", "/bin/busybox", "true"]);
     assert_eq!(images(&env), [fixture_sha256()]);
+}
+
+/// The connection closes halfway: devbox asks for the rest with a Range request (If-Range
+/// with the ETag) and the resumed bytes continue the same stream into the unpack.
+#[test]
+fn a_broken_off_download_resumes_into_the_same_unpack() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let out = env.run(["create", &srv.url("/flaky.tar"), "--name", "flaky"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    assert_eq!(srv.hits("/flaky.tar"), 2);
+    env.ok(["run", "flaky", "--", "/bin/busybox", "true"]);
+    let sha = fixture_sha256();
+    assert_eq!(images(&env), std::slice::from_ref(&sha));
+    assert_eq!(
+        std::fs::read(downloads(&env).join(format!("{sha}.archive"))).unwrap(),
+        std::fs::read(fixture("busybox")).unwrap()
+    );
+}
+
+/// With its checksum known, an archive in the download cache makes the image again after the
+/// image was removed, with the server gone.
+#[test]
+fn a_cached_archive_makes_the_image_again_offline() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let sha = fixture_sha256();
+    let url = srv.url("/busybox-rootfs.tar");
+    env.ok(["create", &url, "--name", "one", "--sha256", &sha]);
+    env.ok(["image", "rm", "--force", &sha]);
+    assert_eq!(images(&env), Vec::<String>::new());
+    drop(srv);
+    let out = env.run(["create", &url, "--name", "two", "--sha256", &sha]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("from the cache"), "{}", stderr(&out));
+    env.ok(["run", "two", "--", "/bin/busybox", "true"]);
+    assert_eq!(images(&env), [sha]);
 }
 
 #[test]
@@ -329,6 +499,22 @@ fn not_found_fails_with_the_status() {
     assert_nothing_kept(&env);
 }
 
+/// The unpack helper stops reading a download that is no archive: the download stops too, the
+/// helper's reason is shown, and nothing is kept.
+#[test]
+fn a_download_that_is_no_archive_fails_and_keeps_nothing() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let err = env.fails(1, ["create", &srv.url("/page.tar"), "--name", "pg"]);
+    assert!(err.contains("archive"), "{err}");
+    assert!(
+        err.contains(&format!("cannot unpack {}", srv.url("/page.tar"))),
+        "{err}"
+    );
+    assert!(err.contains("nothing was kept"), "{err}");
+    assert_nothing_kept(&env);
+}
+
 #[test]
 fn truncated_download_fails_and_keeps_nothing() {
     let srv = Server::start();
@@ -343,6 +529,26 @@ fn truncated_download_fails_and_keeps_nothing() {
         "the error should say the download is incomplete:\n{err}"
     );
     assert!(srv.hits("/truncated.tar") >= 1);
+    assert_nothing_kept(&env);
+
+    // With the checksum known devbox tries to resume; this server cannot (it answers 200).
+    let before = srv.hits("/truncated.tar");
+    let err = env.fails(
+        1,
+        [
+            "create",
+            &srv.url("/truncated.tar"),
+            "--name",
+            "tr",
+            "--sha256",
+            &fixture_sha256(),
+        ],
+    );
+    assert!(
+        err.contains("truncated") && err.contains("resuming it failed"),
+        "{err}"
+    );
+    assert_eq!(srv.hits("/truncated.tar"), before + 2);
     assert_nothing_kept(&env);
 }
 
@@ -444,7 +650,8 @@ arch = {{ amd64 = "amd64", arm64 = "arm64" }}
     drop(server);
     let out = create(&["create", "testos", "--name", "t2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("last resolved"), "{}", stderr(&out));
+    // The entry's checksum names the image in the store: no request is needed.
+    assert!(stderr(&out).contains("from the store"), "{}", stderr(&out));
     env.ok(["run", "t2", "--", "/bin/busybox", "true"]);
 }
 
@@ -538,4 +745,64 @@ arch = {{ amd64 = "amd64", arm64 = "arm64" }}
         "the highest version was fetched"
     );
     assert_eq!(server.hits("/busybox-1.9.tar"), 0);
+    // Without the server the sums file cannot be read: the image last resolved is used.
+    drop(server);
+    let out = env
+        .cmd(["create", "sumos", "--name", "s2"])
+        .env("DEVBOX_CATALOG_DIR", &cat)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("last resolved"), "{}", stderr(&out));
+}
+
+/// Without a terminal on stderr, the output is step lines only: no bar, no cursor movement;
+/// with --quiet, nothing at all.
+#[test]
+fn progress_without_a_terminal_is_step_lines_only() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let out = env.run(["create", &srv.url("/paced.tar"), "--name", "p"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Downloading"), "{err}");
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b') && !err.contains("ETA"),
+        "bars or escapes without a terminal:\n{err:?}"
+    );
+    assert!(err.lines().all(|l| !l.trim().is_empty()), "{err:?}");
+    let out = env.run(["create", &srv.url("/paced.tar"), "--name", "q", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out), "");
+}
+
+/// On a terminal (script(1) gives devbox a pty), a download draws a bar with its rate and ETA,
+/// and the step lines are still there; --quiet draws nothing.
+#[test]
+fn progress_on_a_terminal_draws_bars_unless_quiet() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let on_tty = |extra: &str, name: &str| {
+        let cmd = format!(
+            "{} create {} --name {name} {extra}",
+            env.bin().display(),
+            srv.url("/paced.tar")
+        );
+        let out = env
+            .raw("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .output()
+            .expect("script (util-linux)");
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let shown = on_tty("", "t1");
+    assert!(shown.contains("Downloading"), "{shown:?}");
+    assert!(
+        shown.contains("ETA") && shown.contains("/s"),
+        "no download bar on a terminal:\n{shown:?}"
+    );
+    let quiet = on_tty("--quiet", "t2");
+    assert_eq!(quiet, "", "--quiet should print nothing");
 }

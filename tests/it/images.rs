@@ -1,6 +1,73 @@
 //! The image store commands: list, rm, prune.
 
 use crate::harness::*;
+use crate::registry::{make_image, Registry};
+
+/// Files in a directory, CACHEDIR.TAG left out (empty if it does not exist).
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "CACHEDIR.TAG")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `image prune` empties the OCI blob cache (partial downloads included) and the download
+/// cache, but not a file a running download holds locked; every cache dir keeps its
+/// CACHEDIR.TAG.
+#[test]
+fn prune_empties_the_blob_and_download_caches() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    make_image(
+        &work.path().join("img"),
+        &["--tag", "v1", "--push", &reg.repo()],
+    );
+    let env = TestEnv::new();
+    env.ok(["create", &format!("{}:v1", reg.repo()), "--name", "o"]);
+    let cache = env.home.join(".cache/devbox");
+    let blobs = cache.join("blobs-v1/sha256");
+    let downloads = cache.join("downloads-v1");
+    // Manifest, config, three layers.
+    assert_eq!(files(&blobs).len(), 5, "{:?}", files(&blobs));
+    for d in [cache.clone(), cache.join("blobs-v1")] {
+        let tag = std::fs::read_to_string(d.join("CACHEDIR.TAG"))
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        assert!(
+            tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"),
+            "{tag}"
+        );
+    }
+    // Leftovers of interrupted downloads, one of them still being written (locked).
+    env.mkdir_as_user(&downloads);
+    let stale = blobs.join(format!("{}.partial", "a".repeat(64)));
+    let busy = blobs.join(format!("{}.partial", "b".repeat(64)));
+    let part = downloads.join(".part-x1y2z3");
+    for f in [&stale, &busy, &part] {
+        env.write_as_user(f, b"half a blob");
+    }
+    let lock = nix::fcntl::Flock::lock(
+        std::fs::File::open(&busy).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    env.ok(["rm", "--force", "o"]);
+    let out = env.ok(["image", "prune"]);
+    assert!(out.contains("Pruned 1 image"), "{out}");
+    assert_eq!(files(&blobs), [busy.file_name().unwrap().to_string_lossy()]);
+    assert_eq!(files(&downloads), Vec::<String>::new());
+    drop(lock);
+    env.ok(["image", "prune"]);
+    assert_eq!(files(&blobs), Vec::<String>::new());
+    for d in [cache.clone(), cache.join("blobs-v1")] {
+        assert!(d.join("CACHEDIR.TAG").is_file(), "{}", d.display());
+    }
+}
 
 #[test]
 fn image_list_rm_and_prune() {

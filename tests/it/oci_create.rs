@@ -1,10 +1,15 @@
 //! `devbox create HOST/PATH:TAG` against a real registry on loopback: layers applied with
 //! whiteouts and opaque directories exactly as umoci applies them, the image's Env in the box,
-//! the digest recorded, a multi-arch index resolved to this host.
+//! the digest recorded, a multi-arch index resolved to this host. Against a scripted one:
+//! layers applied while they download, and blobs or layers that do not match keep nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::harness::*;
 use crate::registry::{make_image, Registry};
@@ -174,4 +179,501 @@ fn archives_that_are_image_layouts_are_unpacked_as_images() {
     assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
     let listing = |b: &str| env.sh(b, "find / -xdev | sort | md5sum");
     assert_eq!(listing("lay"), listing("saved"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted registry on loopback, for what a real one cannot be made to do: hold a layer back
+// halfway, or serve blobs that do not match the manifest.
+// ---------------------------------------------------------------------------------------------
+
+fn digest(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// A small plain-tar layer: `etc/layer2` and a whiteout of `bin/arch`.
+fn small_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("etc/layer2", &b"from layer 2\n"[..]),
+        ("bin/.wh.arch", &b""[..]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// One image, `ROOT/test/busy`, in several tags:
+///   v1     layer 1 = the busybox fixture tar (held back halfway until an unpack in the watched
+///          store has made bin/arch from it and layer 2 was served, at most 20 s), layer 2 =
+///          [`small_layer`] (served at once)
+///   bad    like v1 but the manifest names a layer-2 digest its bytes do not have
+///   baddiff  like v1 but the config's diff_id of layer 2 is wrong
+struct Scripted {
+    port: u16,
+    watch: Arc<Mutex<Option<PathBuf>>>,
+    seen: Arc<AtomicBool>,
+    layer2_done_first: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Blobs {
+    /// digest -> bytes
+    blobs: HashMap<String, Vec<u8>>,
+    /// tag -> manifest
+    manifests: HashMap<String, Vec<u8>>,
+    layer1: String,
+    layer2: String,
+}
+
+fn blobs() -> Blobs {
+    let l1 = std::fs::read(fixture("busybox")).unwrap();
+    let l2 = small_layer();
+    let (d1, d2) = (digest(&l1), digest(&l2));
+    let mut blobs = HashMap::new();
+    let mut manifests = HashMap::new();
+    let config = |diff2: &str| {
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["FOO=scripted"]}},"rootfs":{{"type":"layers","diff_ids":["{d1}","{diff2}"]}}}}"#
+        )
+        .into_bytes()
+    };
+    let manifest = |config: &[u8], layer2: &str, size2: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d1}","size":{}}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer2}","size":{size2}}}]}}"#,
+            digest(config),
+            config.len(),
+            l1.len()
+        )
+        .into_bytes()
+    };
+    let good = config(&d2);
+    manifests.insert("v1".to_string(), manifest(&good, &d2, l2.len()));
+    // The manifest names a digest that the bytes served under it do not have.
+    let wrong = format!("sha256:{}", b_layer2_damaged());
+    manifests.insert("bad".to_string(), manifest(&good, &wrong, l2.len()));
+    blobs.insert(wrong, l2.clone());
+    let bad_diff = config(&digest(b"something else"));
+    manifests.insert("baddiff".to_string(), manifest(&bad_diff, &d2, l2.len()));
+    blobs.insert(digest(&good), good);
+    blobs.insert(digest(&bad_diff), bad_diff);
+    blobs.insert(d1.clone(), l1);
+    blobs.insert(d2.clone(), l2);
+    Blobs {
+        blobs,
+        manifests,
+        layer1: d1,
+        layer2: d2,
+    }
+}
+
+impl Scripted {
+    fn start() -> Scripted {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let watch = Arc::new(Mutex::new(None));
+        let seen = Arc::new(AtomicBool::new(false));
+        let layer2_done_first = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let b = Arc::new(blobs());
+        let layer2_served = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (watch, seen, first, stop) = (
+                Arc::clone(&watch),
+                Arc::clone(&seen),
+                Arc::clone(&layer2_done_first),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while served < 64 && !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            served += 1;
+                            let (b, watch, seen, first, l2) = (
+                                Arc::clone(&b),
+                                Arc::clone(&watch),
+                                Arc::clone(&seen),
+                                Arc::clone(&first),
+                                Arc::clone(&layer2_served),
+                            );
+                            // Concurrent: the layers download in parallel.
+                            std::thread::spawn(move || {
+                                let _ = answer(stream, &b, &watch, &seen, &first, &l2);
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Scripted {
+            port,
+            watch,
+            seen,
+            layer2_done_first,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("127.0.0.1:{}/test/busy:{tag}", self.port)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether an unpack under way in `store` (a `.tmp-*` dir) has made `rootfs/bin/arch`.
+fn unpack_under_way(store: &Path) -> bool {
+    std::fs::read_dir(store).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(".tmp-")
+                && std::fs::symlink_metadata(e.path().join("rootfs/bin/arch")).is_ok()
+        })
+    })
+}
+
+fn answer(
+    mut s: std::net::TcpStream,
+    b: &Blobs,
+    watch: &Mutex<Option<PathBuf>>,
+    seen: &AtomicBool,
+    layer2_first: &AtomicBool,
+    layer2_served: &AtomicBool,
+) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let reply = |s: &mut std::net::TcpStream, status: &str, ct: &str, body: &[u8]| {
+        s.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )?;
+        s.write_all(body)
+    };
+    if path == "/v2/" {
+        reply(&mut s, "200 OK", "application/json", b"{}")?;
+    } else if let Some(tag) = path.strip_prefix("/v2/test/busy/manifests/") {
+        match b.manifests.get(tag) {
+            Some(m) => reply(
+                &mut s,
+                "200 OK",
+                "application/vnd.oci.image.manifest.v1+json",
+                m,
+            )?,
+            None => reply(
+                &mut s,
+                "404 Not Found",
+                "application/json",
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            )?,
+        }
+    } else if let Some(d) = path.strip_prefix("/v2/test/busy/blobs/") {
+        let Some(blob) = b.blobs.get(d) else {
+            return reply(&mut s, "404 Not Found", "application/json", b"{}");
+        };
+        if *d == b.layer1 {
+            // Half, then nothing until the unpack has made files from it, then the rest.
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    blob.len()
+                )
+                .as_bytes(),
+            )?;
+            let half = blob.len() / 2;
+            s.write_all(&blob[..half])?;
+            s.flush()?;
+            let store = watch.lock().unwrap().clone();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            // Until both: the unpack has made files of layer 1's first half, and layer 2 has
+            // been downloaded meanwhile (in parallel).
+            while let Some(store) = &store {
+                if unpack_under_way(store) {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                if layer2_served.load(Ordering::SeqCst) {
+                    layer2_first.store(true, Ordering::SeqCst);
+                }
+                if seen.load(Ordering::SeqCst) && layer2_first.load(Ordering::SeqCst) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            s.write_all(&blob[half..])?;
+        } else {
+            reply(&mut s, "200 OK", "application/octet-stream", blob)?;
+            if *d == b.layer2 {
+                layer2_served.store(true, Ordering::SeqCst);
+            }
+        }
+    } else {
+        reply(&mut s, "404 Not Found", "text/plain", b"not found\n")?;
+    }
+    s.flush()?;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+/// The hex digest the "bad" manifest names for layer 2.
+fn b_layer2_damaged() -> String {
+    let mut other = small_layer();
+    other[600] ^= 1;
+    digest(&other).trim_start_matches("sha256:").to_string()
+}
+
+/// The id of the only image in the store.
+fn reg_image_id(env: &TestEnv) -> String {
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    images[0]["id"].as_str().unwrap().to_string()
+}
+
+fn blob_cache(env: &TestEnv) -> PathBuf {
+    env.home.join(".cache/devbox/blobs-v1/sha256")
+}
+
+fn store_entries(env: &TestEnv) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.data().join("images-v1"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".lock")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Layer 1 is applied while it downloads (the registry holds its second half back until the
+/// unpack has made files of the first), layer 2, downloaded meanwhile into the blob cache, is
+/// applied after it from there; the image is right, and made again from the cache alone.
+#[test]
+fn layers_are_applied_while_they_download() {
+    let reg = Scripted::start();
+    let env = TestEnv::new();
+    *reg.watch.lock().unwrap() = Some(env.data().join("images-v1"));
+    let out = env.run(["create", &reg.image("v1"), "--name", "s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        reg.seen.load(Ordering::SeqCst),
+        "nothing of layer 1 was applied before its download ended"
+    );
+    assert!(
+        reg.layer2_done_first.load(Ordering::SeqCst),
+        "layer 2 should have been downloaded while layer 1 was held back"
+    );
+    assert_eq!(
+        env.sh("s", "cat /etc/layer2; echo $FOO"),
+        "from layer 2\nscripted\n"
+    );
+    assert_eq!(env.sh("s", "test -e /bin/arch || echo gone"), "gone\n");
+    let b = blobs();
+    for d in [&b.layer1, &b.layer2] {
+        let p = blob_cache(&env).join(d.trim_start_matches("sha256:"));
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            b.blobs[d.as_str()],
+            "blob {d} in the cache"
+        );
+    }
+    // Without the image, with the registry gone: by digest, from the blob cache.
+    let manifest = digest(&b.manifests["v1"]);
+    let by_digest = format!("127.0.0.1:{}/test/busy@{manifest}", reg.port);
+    drop(reg);
+    // (`image rm`, unlike `image prune`, leaves the blob cache alone.)
+    env.ok(["image", "rm", "--force", &reg_image_id(&env)]);
+    assert_eq!(store_entries(&env), Vec::<String>::new());
+    let out = env.run(["create", &by_digest, "--name", "again"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("All 2 layers are in the cache"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sh("again", "cat /etc/layer2"), "from layer 2\n");
+}
+
+/// A blob that does not match its digest, or a layer that does not match its diff_id: the
+/// create fails saying so, and neither an image nor a temp dir nor a partial blob is kept.
+#[test]
+fn a_layer_that_does_not_match_keeps_nothing() {
+    let reg = Scripted::start();
+    let env = TestEnv::new();
+    let err = env.fails(1, ["create", &reg.image("bad"), "--name", "b"]);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    assert_eq!(store_entries(&env), Vec::<String>::new());
+    // Of the blob that did not match, neither a file nor a partial one. (The other layer's
+    // partial download may stay: it is resumed by the next pull.)
+    let damaged = b_layer2_damaged();
+    let left: Vec<String> = std::fs::read_dir(blob_cache(&env))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(damaged.as_str()))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+
+    let err = env.fails(1, ["create", &reg.image("baddiff"), "--name", "b"]);
+    assert!(err.contains("does not match its diff_id"), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    assert_eq!(store_entries(&env), Vec::<String>::new());
+    assert!(env.ok(["list"]).contains("No boxes"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The user configuration: insecure registries and mirrors
+// ---------------------------------------------------------------------------------------------
+
+/// A name of this machine's 127.0.0.1 that is not a loopback name to devbox (not `localhost`,
+/// not an address): the host name, or another name /etc/hosts gives 127.0.0.1.
+fn loopback_alias() -> String {
+    use std::net::ToSocketAddrs;
+    let mut candidates = Vec::new();
+    if let Ok(h) = nix::unistd::gethostname() {
+        candidates.push(h.to_string_lossy().into_owned());
+    }
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+        for line in hosts.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() == Some("127.0.0.1") {
+                candidates.extend(words.map(String::from));
+            }
+        }
+    }
+    let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+    for c in candidates {
+        if c.is_empty() || c.starts_with("localhost") || c.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let resolves = (c.as_str(), 80)
+            .to_socket_addrs()
+            .is_ok_and(|mut a| a.any(|a| a.ip() == loopback));
+        if resolves {
+            return c;
+        }
+    }
+    panic!("no name of 127.0.0.1 other than localhost: add `127.0.0.1 devbox-registry-alias` to /etc/hosts (run `sudo tests/setup.sh`)");
+}
+
+fn write_user_config(env: &TestEnv, text: &str) {
+    let dir = env.home.join(".config/devbox");
+    env.mkdir_as_user(&env.home.join(".config"));
+    env.mkdir_as_user(&dir);
+    env.write_as_user(&dir.join("config.toml"), text.as_bytes());
+}
+
+/// `insecure_registries`: a registry named by a non-loopback name is spoken to over https
+/// unless listed (the error says so), and over plain http when listed. `registry_mirrors`: an
+/// image of a registry that does not exist comes from its mirror, after a dead mirror before
+/// it was passed over with one line.
+#[test]
+fn insecure_registries_and_mirrors_from_the_user_configuration() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    make_image(
+        &work.path().join("img"),
+        &["--tag", "v1", "--push", &reg.repo()],
+    );
+    let alias = loopback_alias();
+    let port = reg.port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let env = TestEnv::new();
+    let by_alias = format!("{alias}:{port}/devbox-test/busybox:v1");
+    let err = env.fails(1, ["create", &by_alias, "--name", "a"]);
+    assert!(
+        err.contains("plain http")
+            && err.contains(&format!("insecure_registries = [\"{alias}:{port}\"]")),
+        "{err}"
+    );
+    write_user_config(
+        &env,
+        &format!("insecure_registries = [\"{alias}:{port}\"]\n"),
+    );
+    env.ok(["create", &by_alias, "--name", "a"]);
+    assert_eq!(env.sh("a", "echo $FOO"), "bar\n");
+
+    let env = TestEnv::new();
+    write_user_config(
+        &env,
+        &format!(
+            "[registry_mirrors]\n\"mirrored.invalid\" = [\"127.0.0.1:{dead}\", \"http://127.0.0.1:{port}/\"]\n"
+        ),
+    );
+    let image = "mirrored.invalid/devbox-test/busybox:v1";
+    let out = env.run(["create", image, "--name", "m"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let passed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("Mirror 127.0.0.1:{dead}: ")))
+        .collect();
+    assert_eq!(passed.len(), 1, "{err}");
+    assert!(passed[0].ends_with("trying the next source"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Trying mirror http://127.0.0.1:{port}/ of mirrored.invalid"
+        )),
+        "{err}"
+    );
+    assert_eq!(env.sh("m", "echo $FOO"), "bar\n");
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images[0]["source"], image);
 }

@@ -71,6 +71,10 @@ impl Registry {
         }
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(crate) fn repo(&self) -> String {
         format!("127.0.0.1:{}/devbox-test/busybox", self.port)
     }
