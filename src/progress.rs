@@ -80,13 +80,13 @@ impl Reporter for Term {
         let bar = match total {
             Some(t) => ProgressBar::new(t).with_style(
                 ProgressStyle::with_template(
-                    "{msg:<22} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+                    "{msg:<16} [{bar:20}] {bytes:>9}/{total_bytes:<9} {binary_bytes_per_sec:>11} ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg:<20} {bytes:>10} {binary_bytes_per_sec:>12}")
+                ProgressStyle::with_template("{spinner} {msg:<16} {bytes:>9} {binary_bytes_per_sec:>11}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         };
