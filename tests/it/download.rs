@@ -134,8 +134,22 @@ fn serve(
     let mut first = head.lines().next().unwrap_or("").split_whitespace();
     let method = first.next().unwrap_or("").to_string();
     let target = first.next().unwrap_or("/").to_string();
+    // A request in proxy form (`GET http://HOST/PATH`) is served as PATH and counted under
+    // `proxied:PATH`, so tests can tell that a download went through the proxy variables.
+    let (target, proxied) = match target.strip_prefix("http://") {
+        Some(rest) => (
+            format!("/{}", rest.split_once('/').map_or("", |(_, p)| p)),
+            true,
+        ),
+        None => (target, false),
+    };
     let path = target.split('?').next().unwrap_or("/").to_string();
-    *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+    let counted = if proxied {
+        format!("proxied:{path}")
+    } else {
+        path.clone()
+    };
+    *hits.lock().unwrap().entry(counted).or_insert(0) += 1;
     let range_from: Option<usize> = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         if !k.trim().eq_ignore_ascii_case("range") {
@@ -367,6 +381,33 @@ fn create_from_url_works() {
         std::fs::read(fixture("busybox")).unwrap()
     );
     assert_eq!(images(&env), [sha]);
+}
+
+/// The proxy variables are honoured: a host this machine cannot resolve is reached through
+/// `http_proxy` (the loopback server answering in proxy form), and `no_proxy` exempts hosts.
+#[test]
+fn downloads_go_through_the_proxy_variables() {
+    let srv = Server::start();
+    let env = TestEnv::new();
+    let url = "http://devbox-proxy-test.invalid/busybox-rootfs.tar";
+    let out = env
+        .cmd(["create", url, "--name", "viaproxy"])
+        .env("http_proxy", srv.url(""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(srv.hits("proxied:/busybox-rootfs.tar"), 1);
+    env.ok(["run", "viaproxy", "--", "/bin/busybox", "true"]);
+    // Exempted by no_proxy, the same host is looked up directly, which fails, and says so.
+    let out = env
+        .cmd(["create", url, "--name", "direct"])
+        .env("http_proxy", srv.url(""))
+        .env("no_proxy", "devbox-proxy-test.invalid")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("proxy"), "{}", stderr(&out));
+    assert_eq!(srv.hits("proxied:/busybox-rootfs.tar"), 1);
 }
 
 /// One pass: the unpack helper has made files of the first half of the archive while the
