@@ -828,10 +828,10 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
     drop(reader);
     let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
     if stats.devices_skipped > 0 {
-        eprintln!(
+        crate::ui::note(format_args!(
             "Skipped {} device nodes (boxes use the host's /dev)",
             stats.devices_skipped
-        );
+        ));
     }
     if let Some(p) = &stats.stripped_prefix {
         eprintln!("The archive keeps its root in {p}/: unpacked that directory as the root");
@@ -916,7 +916,9 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
         }
     }
     if devices > 0 {
-        eprintln!("Skipped {devices} device nodes (boxes use the host's /dev)");
+        crate::ui::note(format_args!(
+            "Skipped {devices} device nodes (boxes use the host's /dev)"
+        ));
     }
     Ok(())
 }

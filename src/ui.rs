@@ -14,13 +14,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `--verbose`, so they are verbose too. A user may set it as well.
 pub const VERBOSE_ENV: &str = "DEVBOX_VERBOSE";
 
+/// Set to `1` in the environment of devbox's helper processes when devbox runs with
+/// `--quiet`, so their notes are quiet too.
+pub const QUIET_ENV: &str = "DEVBOX_QUIET";
+
 static VERBOSE: AtomicBool = AtomicBool::new(false);
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// Sets the verbosity for this process: `--verbose`, else `DEVBOX_VERBOSE=1`; `--quiet` wins
 /// over the environment (clap refuses both flags together).
 pub fn init(verbose_flag: bool, quiet: bool) {
     let from_env = std::env::var_os(VERBOSE_ENV).is_some_and(|v| v == "1");
     VERBOSE.store(verbose_flag || (from_env && !quiet), Ordering::Relaxed);
+    let quiet_env = std::env::var_os(QUIET_ENV).is_some_and(|v| v == "1");
+    QUIET.store(quiet || (quiet_env && !verbose_flag), Ordering::Relaxed);
+}
+
+/// A note for the user (not an error) on stderr, unless `--quiet`.
+pub fn note(msg: impl Display) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("{msg}");
+    }
 }
 
 /// True with `--verbose`.
@@ -52,6 +66,11 @@ pub fn pass_on(cmd: &mut Command) {
         cmd.env(VERBOSE_ENV, "1");
     } else {
         cmd.env_remove(VERBOSE_ENV);
+    }
+    if QUIET.load(Ordering::Relaxed) {
+        cmd.env(QUIET_ENV, "1");
+    } else {
+        cmd.env_remove(QUIET_ENV);
     }
 }
 

@@ -517,6 +517,11 @@ fn device_nodes_are_skipped_with_a_message() {
     assert!(lstat(&root.join("dev/evilsda")).is_none());
     a.env.ok(["run", "dv", "--", "/bin/busybox", "true"]);
     a.assert_outside_empty();
+    // --quiet reaches the unpack helper: nothing but errors.
+    let env = TestEnv::new();
+    let out = env.run(["create", "-q", img.to_str().unwrap(), "--name", "dq"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
 }
 
 #[test]
