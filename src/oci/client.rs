@@ -515,6 +515,18 @@ impl Client {
                 hint: format!("the registry seems to speak plain http, not https; devbox speaks plain http only to registries on this machine (localhost, 127.0.0.1, ::1) and to those listed in insecure_registries in ~/.config/devbox/config.toml, e.g. insecure_registries = [\"{registry}\"]"),
             });
         }
+        if lower.contains("name or service not known")
+            || lower.contains("no address associated with hostname")
+        {
+            // The name does not exist (not a temporary resolver failure): asking again is
+            // only waiting.
+            return Failure::Fatal(OciError::Network {
+                hint: format!("the host name of {registry} does not resolve: check the image reference, or your network's DNS"),
+                registry,
+                url,
+                detail,
+            });
+        }
         Failure::Retry {
             err: OciError::Network {
                 registry,

@@ -179,3 +179,22 @@ fn concurrent_creates_of_one_image_unpack_it_once() {
         Some("12")
     );
 }
+
+/// A registry whose host name does not exist fails at once, saying so; it is not retried like
+/// a connection that may come back.
+#[test]
+fn a_registry_that_does_not_resolve_fails_at_once() {
+    let env = TestEnv::new();
+    let started = std::time::Instant::now();
+    let out = env.run(["image", "pull", "registry.devbox-test.invalid/some/image:1"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("does not resolve"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{err}"
+    );
+    // Nothing was kept.
+    assert!(env.ok(["image", "list", "--json"]).trim() == "[]");
+}
