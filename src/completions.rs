@@ -24,7 +24,58 @@ pub const VAR: &str = "DEVBOX_COMPLETE";
 /// Shells with a registration script.
 pub const SHELLS: &[&str] = &["bash", "zsh", "fish", "elvish", "powershell"];
 
-const ALL: Shells<'static> = Shells(&[&DevboxBash, &DevboxZsh, &Fish, &Elvish, &Powershell]);
+const ALL: Shells<'static> = Shells(&[
+    &OwnScript {
+        shell: "bash",
+        script: BASH_SCRIPT,
+        words: Bash,
+    },
+    &OwnScript {
+        shell: "zsh",
+        script: ZSH_SCRIPT,
+        words: Zsh,
+    },
+    &Fish,
+    &Elvish,
+    &Powershell,
+]);
+
+/// A shell whose registration script is devbox's own (`script`, with `VAR` and `BIN` filled
+/// in) and whose words are computed as clap_complete's `words` computes them.
+struct OwnScript<C> {
+    shell: &'static str,
+    script: &'static str,
+    words: C,
+}
+
+impl<C: EnvCompleter> EnvCompleter for OwnScript<C> {
+    fn name(&self) -> &'static str {
+        self.shell
+    }
+    fn is(&self, name: &str) -> bool {
+        name == self.shell
+    }
+    fn write_registration(
+        &self,
+        var: &str,
+        _name: &str,
+        bin: &str,
+        _completer: &str,
+        buf: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        let script = self.script.replace("VAR", var).replace("BIN", bin);
+        buf.write_all(script.as_bytes())
+    }
+    fn write_complete(
+        &self,
+        cmd: &mut clap::Command,
+        args: Vec<std::ffi::OsString>,
+        current_dir: Option<&std::path::Path>,
+        buf: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        self.words.write_complete(cmd, args, current_dir, buf)
+    }
+}
 
 /// Answers a completion request and exits, when the shell made one.
 pub fn answer_if_asked() {
@@ -92,8 +143,6 @@ pub fn catalog_candidates(names: &[String], current: &str) -> Vec<String> {
 
 /// bash: clap_complete's protocol, with words glued back across `:` and `=` (see the module
 /// documentation).
-struct DevboxBash;
-
 const BASH_SCRIPT: &str = r#"# bash completion for BIN; the words come from BIN itself (VAR=bash).
 _BIN_complete() {
     local IFS=$'\013'
@@ -159,43 +208,8 @@ complete -o nospace -o bashdefault -o nosort -F _BIN_complete BIN 2>/dev/null ||
     complete -o nospace -o bashdefault -F _BIN_complete BIN
 "#;
 
-impl EnvCompleter for DevboxBash {
-    fn name(&self) -> &'static str {
-        "bash"
-    }
-    fn is(&self, name: &str) -> bool {
-        name == "bash"
-    }
-    fn write_registration(
-        &self,
-        var: &str,
-        _name: &str,
-        bin: &str,
-        _completer: &str,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        buf.write_all(
-            BASH_SCRIPT
-                .replace("VAR", var)
-                .replace("BIN", bin)
-                .as_bytes(),
-        )
-    }
-    fn write_complete(
-        &self,
-        cmd: &mut clap::Command,
-        args: Vec<std::ffi::OsString>,
-        current_dir: Option<&std::path::Path>,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        Bash.write_complete(cmd, args, current_dir, buf)
-    }
-}
-
 /// zsh: clap_complete's protocol, in a script that completes when autoloaded from `$fpath`
 /// as well as when sourced.
-struct DevboxZsh;
-
 const ZSH_SCRIPT: &str = r#"#compdef BIN
 # zsh completion for BIN; the words come from BIN itself (VAR=zsh). Put this file in a
 # directory of $fpath as _BIN before compinit runs, or source it after compinit.
@@ -228,39 +242,6 @@ else
     compdef _BIN BIN
 fi
 "#;
-
-impl EnvCompleter for DevboxZsh {
-    fn name(&self) -> &'static str {
-        "zsh"
-    }
-    fn is(&self, name: &str) -> bool {
-        name == "zsh"
-    }
-    fn write_registration(
-        &self,
-        var: &str,
-        _name: &str,
-        bin: &str,
-        _completer: &str,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        buf.write_all(
-            ZSH_SCRIPT
-                .replace("VAR", var)
-                .replace("BIN", bin)
-                .as_bytes(),
-        )
-    }
-    fn write_complete(
-        &self,
-        cmd: &mut clap::Command,
-        args: Vec<std::ffi::OsString>,
-        current_dir: Option<&std::path::Path>,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        Zsh.write_complete(cmd, args, current_dir, buf)
-    }
-}
 
 #[cfg(test)]
 mod tests {
