@@ -77,6 +77,9 @@ fn bash_and_fish_complete_commands_and_box_names() {
         "devbox stop ",
         "devbox rm ",
         "devbox inspect ",
+        "devbox apply ",
+        "devbox config ",
+        "devbox export ",
     ];
 
     let mut bash = Bash::start(&env);
