@@ -129,31 +129,13 @@ fn import_url(
         .context("the unpack helper has no stdin")?;
     let fetched = fetch::download(url, &dl, want.as_deref(), Some(&mut stdin), r);
     drop(stdin);
-    let fetched = match fetched {
-        Ok(f) => f,
-        Err(fetch::StreamError::Download(e)) => {
-            // Nothing of it is kept: the helper is stopped, its temp dir removed.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        Err(fetch::StreamError::Sink(e)) => {
-            // The helper stopped reading: it failed, and said why.
-            let status = child.wait()?;
-            if status.success() {
-                bail!("cannot pass {url} to devbox's unpack helper: {e}; nothing was kept");
-            }
-            bail!("cannot unpack {url} (see above); nothing was kept");
-        }
+    let (fetched, fed) = match fetched {
+        Ok(f) => (Some(f), Ok(())),
+        Err(fetch::StreamError::Download(e)) => (None, Err(Fed::Source(e))),
+        Err(fetch::StreamError::Sink(e)) => (None, Err(Fed::Sink(e.to_string()))),
     };
-    let spinner = r.activity("Unpacking");
-    let status = child
-        .wait()
-        .context("cannot wait for devbox's unpack helper")?;
-    spinner.finish();
-    if !status.success() {
-        bail!("cannot unpack {url} (see above); nothing was kept");
-    }
+    finish_unpack(&mut child, fed, url, url, r)?;
+    let fetched = fetched.context("the download ended without a result")?;
     let rec = ImageRecord {
         id: fetched.sha256.clone(),
         source: url.to_string(),
@@ -272,6 +254,43 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
 }
 
 /// How feeding the layer helper failed.
+/// Waits for an unpack helper fed with `what` from `source`, given how the feeding ended, and
+/// turns the outcome into the import's: any failure keeps nothing (the helper is stopped; the
+/// caller's staging dir goes when it is dropped).
+fn finish_unpack(
+    child: &mut std::process::Child,
+    fed: Result<(), Fed>,
+    what: &str,
+    source: &str,
+    r: &dyn Reporter,
+) -> Result<()> {
+    match fed {
+        Ok(()) => {}
+        Err(Fed::Source(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Err(Fed::Sink(detail)) => {
+            // The helper stopped reading: it failed, and said why.
+            let status = child.wait()?;
+            if status.success() {
+                bail!("cannot pass {what} to devbox's unpack helper: {detail}; nothing was kept");
+            }
+            bail!("cannot unpack {source} (see above); nothing was kept");
+        }
+    }
+    let spinner = r.activity("Unpacking");
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's unpack helper")?;
+    spinner.finish();
+    if !status.success() {
+        bail!("cannot unpack {source} (see above); nothing was kept");
+    }
+    Ok(())
+}
+
 enum Fed {
     /// Getting the bytes (a download, a file).
     Source(anyhow::Error),
@@ -346,30 +365,18 @@ fn apply_layers(
         .context("the unpack helper has no stdin")?;
     let fed = feed(&mut stdin);
     drop(stdin);
-    match fed {
-        Ok(()) => {}
-        Err(Fed::Source(e)) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.context(format!("cannot get {source}; nothing was kept")));
-        }
-        Err(Fed::Sink(detail)) => {
-            let status = child.wait()?;
-            if status.success() {
-                bail!("cannot pass the layers of {source} to devbox's unpack helper: {detail}; nothing was kept");
-            }
-            bail!("cannot unpack {source} (see above); nothing was kept");
-        }
-    }
-    let spinner = r.activity("Unpacking");
-    let status = child
-        .wait()
-        .context("cannot wait for devbox's unpack helper")?;
-    spinner.finish();
+    let fed = fed.map_err(|f| match f {
+        Fed::Source(e) => Fed::Source(e.context(format!("cannot get {source}; nothing was kept"))),
+        sink => sink,
+    });
+    finish_unpack(
+        &mut child,
+        fed,
+        &format!("the layers of {source}"),
+        source,
+        r,
+    )?;
     let _ = std::fs::remove_file(&spec);
-    if !status.success() {
-        bail!("cannot unpack {source} (see above); nothing was kept");
-    }
     let rec = ImageRecord {
         id: id.clone(),
         source: source.to_string(),
