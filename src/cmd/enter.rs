@@ -48,8 +48,8 @@ pub fn run(
     let cfg = BoxConfig::load(dirs, &name)?;
     let mut env: Vec<(String, String)> = cfg.vars.clone().into_iter().collect();
     let mut hooks = Vec::new();
-    if let Some(p) = &proj {
-        if let Some(changes) = crate::provision::pending(dirs, &cfg, p) {
+    if let Some(p) = proj {
+        if let Some(changes) = crate::provision::pending(dirs, &cfg, &p) {
             eprintln!(
                 "devbox: {} changed since box '{}' was made:",
                 p.file.display(),
@@ -60,8 +60,8 @@ pub fn run(
             }
             eprintln!("  run `devbox apply` to bring the box in line");
         }
-        env.extend(p.env.clone());
-        hooks = p.hooks.enter.clone();
+        env.extend(p.env);
+        hooks = p.hooks.enter;
     }
     join::run(
         dirs,
