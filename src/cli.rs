@@ -249,7 +249,7 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
     #[command(subcommand)]
     Image(ImageCmd),
     #[command(name = "__holder", hide = true)]
-    Holder { ns_dir: PathBuf },
+    Holder { ns_dir: PathBuf, store: PathBuf },
     #[command(name = "__start", hide = true)]
     Start { name: String },
     #[command(name = "__stop", hide = true)]

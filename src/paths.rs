@@ -3,9 +3,14 @@
 //!
 //! Layout (versioned so a future layout can live beside this one):
 //!   $XDG_DATA_HOME/devbox/images-v1/<sha256>/{rootfs/,image.toml}   unpacked images (read-only use)
-//!   $XDG_DATA_HOME/devbox/boxes-v1/<name>/{box.toml,upper/,work/,merged/}
+//!   $XDG_DATA_HOME/devbox/boxes-v1/<name>/{box.toml,upper/,work/,merged/,lock,run,hosts}
+//!   $XDG_DATA_HOME/devbox/run/                                        holder record, ns/ mount point
 //!   $XDG_CACHE_HOME/devbox/downloads-v1/                              downloaded archives
-//!   $XDG_RUNTIME_DIR/devbox/ (or /tmp/devbox-<uid>/)                 holder pid, locks, ns/ mount
+//!
+//! devbox's runtime state lives in the store, not under `$XDG_RUNTIME_DIR`: every shell of the
+//! user that uses the same store finds the same holder and the same boxes, whatever its
+//! environment says (`su`, cron and ssh sessions differ in `XDG_RUNTIME_DIR`). The session's
+//! `XDG_RUNTIME_DIR` is only what a box gets bound in, checked by [`session_runtime_dir`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,6 +25,8 @@ pub struct Dirs {
     pub images: PathBuf,
     pub boxes: PathBuf,
     pub cache: PathBuf,
+    /// devbox's runtime state for this store (`$DATA/devbox/run`): the holder's record and the
+    /// mount point of its namespace tmpfs, import locks, scratch.
     pub runtime: PathBuf,
 }
 
@@ -30,24 +37,19 @@ impl Dirs {
             .context("cannot determine your home directory: set $HOME")?;
         let data = base.data_dir().join("devbox");
         let cache = base.cache_dir().join("devbox");
-        let uid = nix::unistd::getuid().as_raw();
-        let runtime = match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => {
-                PathBuf::from(d).join("devbox")
-            }
-            _ => PathBuf::from(format!("/tmp/devbox-{uid}")),
-        };
         Ok(Dirs {
             images: data.join("images-v1"),
             boxes: data.join("boxes-v1"),
+            runtime: data.join("run"),
             data,
             cache,
-            runtime,
         })
     }
 
-    /// Creates the store directories (0700) if needed.
+    /// Creates the store directories (0700) if needed, after checking that no other user can
+    /// rename anything on the way to them.
     pub fn ensure_store(&self) -> Result<()> {
+        check_path_safe(&self.data)?;
         for d in [&self.data, &self.images, &self.boxes] {
             private_dir(d)?;
         }
@@ -57,6 +59,7 @@ impl Dirs {
     /// Creates (0700) and checks the runtime directory: it must be a real directory owned by us
     /// and closed to everyone else, since it holds the way into our boxes.
     pub fn ensure_runtime(&self) -> Result<()> {
+        self.ensure_store()?;
         private_dir(&self.runtime)?;
         fs::create_dir_all(self.ns_dir())
             .with_context(|| format!("cannot create {}", self.ns_dir().display()))?;
@@ -69,6 +72,7 @@ impl Dirs {
         self.runtime.join("ns")
     }
 
+    /// "PID STARTTIME" of the store's holder, written by the devbox that started it.
     pub fn holder_pid_file(&self) -> PathBuf {
         self.runtime.join("holder.pid")
     }
@@ -85,15 +89,112 @@ impl Dirs {
         self.runtime.join(format!("{what}.lock"))
     }
 
-    /// Runtime record of a started box (init pid, namespace inode), host-visible.
+    /// Serialises starting, stopping and removing box `name`; lives in the box's own directory,
+    /// so it goes with the box.
+    pub fn box_lock_file(&self, name: &str) -> PathBuf {
+        self.box_dir(name).join("lock")
+    }
+
+    /// Runtime record of a started box (its init, its mount namespace), host-visible.
     pub fn box_run_file(&self, name: &str) -> PathBuf {
-        self.runtime.join(format!("box-{name}.run"))
+        self.box_dir(name).join("run")
     }
 
     /// The /etc/hosts of a started box (the host's, with the box's name).
     pub fn box_hosts_file(&self, name: &str) -> PathBuf {
-        self.runtime.join(format!("box-{name}.hosts"))
+        self.box_dir(name).join("hosts")
     }
+}
+
+/// Checks every existing directory on the way to `path` (the path itself included): each must
+/// belong to us or to root, and one that others may write to must be sticky and not belong to
+/// another user. Otherwise someone else could rename a directory of ours away and put their own
+/// in its place. Symbolic links on the way are followed and their targets checked likewise.
+pub fn check_path_safe(path: &Path) -> Result<()> {
+    let uid = nix::unistd::getuid().as_raw();
+    // The part of the path that exists: the rest devbox makes itself, as the user, 0700.
+    let mut existing = path.to_path_buf();
+    while fs::symlink_metadata(&existing).is_err() {
+        if !existing.pop() {
+            return Ok(());
+        }
+    }
+    // As written (links included), then as resolved: both routes must be closed to others.
+    let resolved = fs::canonicalize(&existing)
+        .with_context(|| format!("cannot resolve {}", existing.display()))?;
+    for route in [&existing, &resolved] {
+        let mut at = PathBuf::new();
+        for comp in route.components() {
+            at.push(comp);
+            let meta = fs::symlink_metadata(&at)
+                .with_context(|| format!("cannot inspect {}", at.display()))?;
+            if let Some(why) = unsafe_dir_reason(&meta, uid) {
+                bail!(
+                    "{} {why}, so another user could replace what devbox keeps below it\n  hint: keep devbox's store ({}) in a directory only you (or root) control, e.g. set XDG_DATA_HOME to one in your home",
+                    at.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a directory (or link) with these attributes is unsafe for user `uid` to keep things in.
+fn unsafe_dir_reason(meta: &fs::Metadata, uid: u32) -> Option<String> {
+    let owner = meta.uid();
+    if owner != uid && owner != 0 {
+        return Some(format!(
+            "belongs to uid {owner}, not to you (uid {uid}) or root"
+        ));
+    }
+    if meta.file_type().is_symlink() {
+        return None;
+    }
+    let writable_by_others = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        return Some(format!(
+            "may be written by other users (mode {:o}) without the sticky bit",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// The session's runtime directory (`$XDG_RUNTIME_DIR`), which boxes get bound in: `None` when
+/// it is unset or not an absolute path; an error when it is not the user's own (`su` without
+/// `-` keeps the other user's), since binding it would hand that user's sockets to the box.
+pub fn session_runtime_dir() -> Result<Option<PathBuf>> {
+    let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+    else {
+        return Ok(None);
+    };
+    let meta = match fs::metadata(&dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "XDG_RUNTIME_DIR ({}) cannot be used\n  hint: it may be another user's (`su` without `-` keeps it): log in as yourself (`su - USER`, `sudo -iu USER`) or unset XDG_RUNTIME_DIR",
+                    dir.display()
+                )
+            })
+        }
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    if meta.uid() != uid {
+        bail!(
+            "XDG_RUNTIME_DIR ({}) belongs to uid {}, not to you (uid {uid}): it is another user's session directory\n  hint: `su` without `-` keeps the other user's; log in as yourself (`su - USER`, `sudo -iu USER`) or unset XDG_RUNTIME_DIR",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    check_path_safe(&dir).context("XDG_RUNTIME_DIR cannot be used")?;
+    Ok(Some(dir))
 }
 
 /// Creates `dir` (and parents) and makes sure it is a directory owned by us with mode 0700.

@@ -217,7 +217,7 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
         return recreate(dirs, p, yes, quiet);
     }
 
-    let was_running = crate::runtime::start::RunRecord::load(dirs, name).is_some();
+    let was_running = crate::runtime::status_now(dirs, name)?.in_use();
     if action == Action::Restart {
         // Saved first, so a box that provisioning starts comes up with them.
         cfg.mounts = mount_specs(p);

@@ -36,7 +36,7 @@ pub fn run(dirs: &Dirs, name: &str, args: Args, quiet: bool) -> Result<i32> {
             || !edit.unmount.is_empty()
             || edit.isolate.is_some()
             || edit.home.is_some();
-        if restart && crate::runtime::start::RunRecord::load(dirs, name).is_some() {
+        if restart && crate::runtime::status_now(dirs, name)?.in_use() {
             println!("Box '{name}' is running: the new settings apply after `devbox stop {name}`.");
         }
     }

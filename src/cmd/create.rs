@@ -126,6 +126,15 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         vars: Default::default(),
         sudoers: false,
     };
+    // A removed box of the same name may have left namespaces in the holder, or processes on
+    // its deleted layer: the new box must never be entered through them.
+    if crate::runtime::status_now(dirs, name)?.in_use() {
+        let ended = crate::runtime::stop::stop_locked(name)?;
+        eprintln!(
+            "devbox: ended what was left of an earlier box '{name}' ({} session(s))",
+            ended.sessions
+        );
+    }
     let made = (|| -> Result<()> {
         std::fs::create_dir(tmp.join("merged"))?;
         cfg.save_in(&tmp)?;

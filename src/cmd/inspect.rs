@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::paths::Dirs;
-use crate::runtime::holder::Holder;
 use crate::state::{self, BoxConfig, BoxPaths};
 
 #[derive(Serialize)]
@@ -43,14 +42,11 @@ struct Layers {
 pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
     state::validate_name(name)?;
     let cfg = BoxConfig::load(dirs, name)?;
-    let holder = Holder::current(dirs)?;
-    let running = holder.is_some_and(|h| {
-        crate::runtime::is_running(dirs, &crate::runtime::box_ns_path(dirs, &h, name), &cfg)
-    });
+    let status = crate::runtime::status_now(dirs, name)?;
     let p = BoxPaths::new(dirs, name);
     let info = Inspect {
         name: cfg.name.clone(),
-        status: if running { "running" } else { "stopped" },
+        status: status.word(),
         image: cfg.image.clone(),
         image_id: cfg.image_id.clone(),
         created: cfg.created.clone(),
@@ -71,7 +67,10 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
             work: p.work,
             mountpoint: p.merged,
         },
-        holder_pid: holder.filter(|_| running).map(|h| h.pid),
+        holder_pid: (status == crate::runtime::Status::Running)
+            .then(|| crate::runtime::holder::Holder::current(dirs).ok().flatten())
+            .flatten()
+            .map(|h| h.pid),
     };
     let mut out = std::io::stdout().lock();
     if json {

@@ -21,19 +21,18 @@ struct Row {
 
 pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
     let holder = Holder::current(dirs)?;
+    let scan = crate::runtime::inuse::Scan::take();
     let mut rows = Vec::new();
     for name in state::list_names(dirs)? {
         let Ok(cfg) = BoxConfig::load(dirs, &name) else {
             continue;
         };
-        let running = holder.is_some_and(|h| {
-            crate::runtime::is_running(dirs, &crate::runtime::box_ns_path(dirs, &h, &name), &cfg)
-        });
+        let status = crate::runtime::status(dirs, holder.as_ref(), &scan, &name);
         rows.push(Row {
             name,
             image: cfg.image,
             image_id: cfg.image_id,
-            status: if running { "running" } else { "stopped" },
+            status: status.word(),
             created: cfg.created,
             disk_bytes: 0,
         });

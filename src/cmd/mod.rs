@@ -23,8 +23,16 @@ use crate::paths::Dirs;
 /// Runs the command and returns the process exit status.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Cmd::Holder { ns_dir } => crate::runtime::holder::run(&ns_dir),
-        Cmd::Start { name } => crate::runtime::start::run(&name).map(|()| 0),
+        // The holder and the box starter leave processes behind that live as long as boxes do:
+        // they must not keep what the caller had open (a lock, a jobserver pipe, a CI log).
+        Cmd::Holder { ns_dir, store } => {
+            crate::sys::close_inherited_fds();
+            crate::runtime::holder::run(&ns_dir, &store)
+        }
+        Cmd::Start { name } => {
+            crate::sys::close_inherited_fds();
+            crate::runtime::start::run(&name).map(|()| 0)
+        }
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
         Cmd::Unpack { dest, source } => crate::store::unpack_helper(&dest, &source).map(|()| 0),
         Cmd::UnpackLayers { spec, dest } => {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::export::{self, Places};
 use crate::paths::Dirs;
-use crate::runtime::stop::stop_box;
+use crate::runtime::stop::{box_lock, stop_locked};
 use crate::state::{self, BoxConfig};
 
 /// What happens to the exports of a removed box.
@@ -33,11 +33,14 @@ pub fn run(
     }
     let places = Places::from_env()?;
     for n in names {
-        if crate::runtime::start::RunRecord::load(dirs, n).is_some() {
+        // Under the box's lock, so nothing starts it between the check and the removal.
+        let lock = box_lock(dirs, n)?;
+        let status = crate::runtime::status_now(dirs, n)?;
+        if status.in_use() {
             if !force {
-                bail!("box '{n}' is running\n  hint: stop it first with `devbox stop {n}`, or use `devbox rm --force {n}`");
+                bail!("box '{n}' is {}\n  hint: stop it first with `devbox stop {n}`, or use `devbox rm --force {n}`", status.word());
             }
-            stop_box(dirs, n)?;
+            stop_locked(n)?;
         }
         // Decided before anything is removed, so an interrupted question leaves all in place.
         let found = export::scan(&places, Some(n));
@@ -47,6 +50,7 @@ pub fn run(
             .boxes
             .join(format!(".trash-{n}-{}", std::process::id()));
         std::fs::rename(dirs.box_dir(n), &trash)?;
+        drop(lock);
         crate::store::remove_tree(&trash)?;
         if !quiet {
             println!("Removed box '{n}'");

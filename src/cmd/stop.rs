@@ -15,19 +15,39 @@ pub fn run(dirs: &Dirs, names: &[String], all: bool, quiet: bool) -> Result<i32>
         state::validate_name(n)?;
         BoxConfig::load(dirs, n)?;
     }
+    let mut sessions = 0;
     for n in &names {
-        stop_box(dirs, n)?;
+        let was = crate::runtime::status_now(dirs, n)?;
+        let stopped = stop_box(dirs, n)?;
+        sessions += stopped.sessions;
         if !quiet && !all {
-            println!("Stopped box '{n}'");
+            match (was.in_use(), stopped.sessions) {
+                (false, _) => println!("Box '{n}' was not running"),
+                (true, 0) => println!("Stopped box '{n}'"),
+                (true, s) => println!("Stopped box '{n}' (ended {})", sessions_word(s)),
+            }
         }
     }
     if all {
+        // Every box was stopped above, each by what holds its overlay; the holder goes last,
+        // with any namespaces left under names that have no box.
         if let Some(h) = Holder::current(dirs)? {
             h.kill(dirs);
         }
         if !quiet {
-            println!("Stopped all boxes");
+            match sessions {
+                0 => println!("Stopped all boxes"),
+                s => println!("Stopped all boxes (ended {})", sessions_word(s)),
+            }
         }
     }
     Ok(0)
+}
+
+fn sessions_word(n: usize) -> String {
+    if n == 1 {
+        "1 session".into()
+    } else {
+        format!("{n} sessions")
+    }
 }

@@ -40,8 +40,10 @@ pub fn alive(pid: i32, start: u64) -> bool {
 }
 
 impl Holder {
-    /// The running holder, if any. A recorded holder that has died (or whose pid was reused) is
-    /// stale: its record and the run records of its boxes are removed.
+    /// The store's running holder, if any: the one its record in the store names, alive with
+    /// the recorded start time. A holder keeps a lock on the store's directory for as long as
+    /// it lives, so there is never more than one per store, whatever the environment of the
+    /// commands that look for it.
     pub fn current(dirs: &Dirs) -> Result<Option<Holder>> {
         let path = dirs.holder_pid_file();
         let text = match std::fs::read_to_string(&path) {
@@ -58,52 +60,27 @@ impl Holder {
                 }));
             }
         }
-        Self::clean_stale(dirs);
         Ok(None)
-    }
-
-    fn clean_stale(dirs: &Dirs) {
-        let _ = std::fs::remove_file(dirs.holder_pid_file());
-        if let Ok(rd) = std::fs::read_dir(&dirs.runtime) {
-            for e in rd.flatten() {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                if n.starts_with("box-") && n.ends_with(".run") {
-                    // A box with its own pid namespace keeps its init alive on its own: end it
-                    // with the holder. (The owner of a user namespace may signal any process in
-                    // it, so no setns is needed.)
-                    let rec = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let mut it = rec.split_whitespace().map(|v| v.parse::<u64>().ok());
-                    if let (Some(Some(pid)), Some(Some(start))) = (it.next(), it.next()) {
-                        if pid > 0 && alive(pid as i32, start) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid as i32),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                    }
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
     }
 
     /// The running holder, started if needed.
     pub fn ensure(dirs: &Dirs) -> Result<Holder> {
-        // The hot path: one check of the runtime dir, then the pid record. (A record planted by
-        // someone else could not be used anyway: another user's /proc/PID/ns files are closed
-        // to us.)
+        // The hot path: the store's path is checked (nobody else can swap a directory on the
+        // way), then the record. A record planted by someone else could not be used anyway:
+        // another user's /proc/PID/ns files are closed to us.
+        crate::paths::check_path_safe(&dirs.data)?;
         crate::paths::check_private(&dirs.runtime)?;
         if let Some(h) = Self::current(dirs)? {
             return Ok(h);
         }
         dirs.ensure_runtime()?;
-        let _lock = Lock::acquire(&dirs.lock_file("holder"), "the holder", 30)?;
+        let _lock = Lock::acquire(&dirs.lock_file("holder-start"), "the holder", 30)?;
         if let Some(h) = Self::current(dirs)? {
             return Ok(h);
         }
         let mut cmd = crate::runtime::helper("__holder");
         cmd.arg(dirs.ns_dir())
+            .arg(&dirs.data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(crate::ui::helper_stderr())
@@ -117,15 +94,25 @@ impl Holder {
             BufReader::new(out).read_line(&mut line)?;
         }
         let line = line.trim_end();
-        if line != "ok" {
+        let pid = if let Some(other) = line.strip_prefix("held ") {
+            // A holder lives whose record was lost (a devbox killed between starting it and
+            // writing the record, or a removed file): it is the store's holder; record it.
+            let _ = child.wait();
+            other
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p > 0)
+                .context("devbox's holder process gave a bad answer")?
+        } else if line == "ok" {
+            child.id() as i32
+        } else {
             let _ = child.wait();
             let msg = line.strip_prefix("error: ").unwrap_or(line);
             if msg.is_empty() {
                 bail!("devbox's holder process failed to start\n  hint: see `devbox doctor`");
             }
             bail!("{}", msg.replace("\\n", "\n"));
-        }
-        let pid = child.id() as i32;
+        };
         let start = start_time(pid).context("the holder process vanished right after starting")?;
         write_atomic(
             &dirs.holder_pid_file(),
@@ -137,21 +124,69 @@ impl Holder {
         })
     }
 
-    /// Stops the holder; every box's namespaces go with it.
+    /// Stops the holder; every box's namespaces that no process uses go with it.
     pub fn kill(&self, dirs: &Dirs) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
-        Self::clean_stale(dirs);
+        let _ = std::fs::remove_file(dirs.holder_pid_file());
     }
 }
 
-/// `devbox __holder NSDIR`: the holder's main. Reports "ok" or "error: ..." on stdout, then
+/// Takes the store's holder lock (a flock on the store's directory) for the life of this
+/// process, or names the process that holds it.
+fn lock_store(
+    store: &std::path::Path,
+) -> Result<std::result::Result<nix::fcntl::Flock<std::fs::File>, i32>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir =
+        std::fs::File::open(store).with_context(|| format!("cannot open {}", store.display()))?;
+    match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        // The lock lives as long as the file stays open: for the holder's whole life.
+        Ok(held) => Ok(Ok(held)),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+            use std::os::unix::fs::MetadataExt;
+            let meta = f.metadata()?;
+            Ok(Err(lock_owner(meta.dev(), meta.ino()).unwrap_or(0)))
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", store.display())),
+    }
+}
+
+/// The process that took a flock on the file `dev`/`ino`, from /proc/locks.
+fn lock_owner(dev: u64, ino: u64) -> Option<i32> {
+    let want = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 6 && f[1] == "FLOCK" && f[5] == want)
+            .then(|| f[4].parse().ok())
+            .flatten()
+    })
+}
+
+/// `devbox __holder NSDIR STORE`: the holder's main. Reports "ok" or "error: ..." on stdout, then
 /// detaches its output and sleeps until killed.
-pub fn run(ns_dir: &std::path::Path) -> ! {
-    let result = setup(ns_dir);
+pub fn run(ns_dir: &std::path::Path, store: &std::path::Path) -> ! {
     let mut out = std::io::stdout().lock();
+    // Kept open (and so locked) until the holder dies.
+    let _store_lock = match lock_store(store) {
+        Ok(Ok(f)) => f,
+        Ok(Err(other)) => {
+            let _ = writeln!(out, "held {other}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error: {}", format!("{e:#}").replace('\n', "\\n"));
+            std::process::exit(1);
+        }
+    };
+    let result = setup(ns_dir);
     match result {
         Ok(()) => {
             let _ = writeln!(out, "ok");

@@ -13,7 +13,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{Gid, Uid};
 
-use crate::paths::{Dirs, Lock};
+use crate::paths::Dirs;
 use crate::runtime::holder::Holder;
 use crate::runtime::start;
 use crate::runtime::userns;
@@ -80,6 +80,8 @@ pub const EXIT_DEVBOX: i32 = 125;
 /// Joins the box (starting it if needed) and runs the session. Returns only on failure or, with
 /// a pid namespace, with the command's exit status.
 pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
+    // Passed into the box (and bound there at start): it must be the user's own.
+    crate::paths::session_runtime_dir()?;
     let (holder, box_ns) = ensure_running(dirs, cfg)?;
     // The namespaces the box was started with, which can differ from its settings after
     // `devbox config`/`apply` changed them (they apply from its next start).
@@ -275,21 +277,21 @@ fn running(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> bool {
 
 fn start(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> Result<()> {
     let name = cfg.name.as_str();
-    let _lock = Lock::acquire(
-        &dirs.lock_file(&format!("box-{name}")),
-        &format!("box '{name}'"),
-        60,
-    )?;
+    let _lock = crate::runtime::stop::box_lock(dirs, name)?;
     if running(dirs, cfg, box_ns) {
         return Ok(());
     }
-    if box_ns.join("mnt").exists() {
-        // Stale: its init died. Release what is left before building it again.
-        crate::runtime::stop::stop_box(dirs, name)?;
+    if box_ns.exists() {
+        // Stale: its init died, or a start or stop was cut short. Release what is left (and
+        // end what still runs in it) before building it again.
+        crate::runtime::stop::stop_locked(name)?;
     }
     let run_starter = |fuse: bool| {
         let mut cmd = crate::runtime::helper("__start");
-        cmd.arg(name).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.arg(name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .current_dir("/");
         if fuse {
             cmd.env("DEVBOX_OVERLAY", "fuse-overlayfs");
         }

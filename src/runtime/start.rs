@@ -124,9 +124,7 @@ pub fn run(name: &str) -> Result<()> {
         home: user.home.clone(),
         isolated_home: cfg.home.clone(),
         project_dir: cfg.project_dir.clone(),
-        runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute() && p.is_dir()),
+        runtime_dir: crate::paths::session_runtime_dir()?,
         resolv_conf: Path::new("/etc/resolv.conf").exists(),
         hosts: box_hosts_file(&dirs, name)?,
     };
@@ -134,6 +132,9 @@ pub fn run(name: &str) -> Result<()> {
     let holder = Holder::current(&dirs)?.context("devbox's holder process is not running")?;
     let ns_dir = dirs.ns_dir();
     let box_ns = ns_dir.join(name);
+    // One overlay per box, ever: whatever the records say, nothing may still hold this box's
+    // layer when a new overlay of it is mounted.
+    refuse_if_held(name, &paths, &holder)?;
 
     userns::join_user(holder.pid)?;
     userns::join_mnt(holder.pid)?;
@@ -467,10 +468,55 @@ fn fuse_overlay(lower: &Path, p: &BoxPaths) -> Result<()> {
     }
 }
 
+/// Waits for the starter's word that the box is persisted. Its end of the pipe closes without
+/// a word when the starter died: then this process must not stay (it would hold the overlay
+/// with nothing to find it by), and exits.
 fn wait_go(go: OwnedFd) {
     let mut b = [0u8; 1];
-    let _ = nix::unistd::read(&go, &mut b);
+    let said = matches!(nix::unistd::read(&go, &mut b), Ok(1));
     drop(go);
+    if !said {
+        std::process::exit(1);
+    }
+}
+
+/// Fails when processes still keep the box's overlay mounted (its holder died while they ran,
+/// or a stop was cut short). A lone init of the box's own, left by a dead holder, is ended
+/// instead: nothing of the user's runs in it. A fuse-overlayfs daemon of the box left in a dead
+/// holder's namespace is ended too, so two daemons never serve one layer.
+fn refuse_if_held(name: &str, paths: &BoxPaths, holder: &Holder) -> Result<()> {
+    let users = crate::runtime::inuse::Scan::take().users(&paths.upper, &paths.merged);
+    let holder_ns = std::fs::read_link(format!("/proc/{}/ns/mnt", holder.pid)).ok();
+    for p in &users.daemon_ns {
+        let ns = std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+        if ns != holder_ns && crate::runtime::stop::is_fuse_daemon_of(*p, &paths.upper) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGTERM);
+        }
+    }
+    if users.is_empty() {
+        return Ok(());
+    }
+    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    if users.pids.iter().all(|p| comm(*p).trim() == "devbox-init") {
+        for p in &users.pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline
+            && !crate::runtime::inuse::Scan::take()
+                .users(&paths.upper, &paths.merged)
+                .is_empty()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        return Ok(());
+    }
+    let pids: Vec<String> = users.pids.iter().map(|p| p.to_string()).collect();
+    bail!(
+        "box '{name}' is still in use by {} process(es) that devbox lost track of (its holder process ended while they ran): {}\n  hint: end them with `devbox stop {name}` (shells get SIGHUP first and can save their history), then try again",
+        pids.len(),
+        pids.join(" ")
+    )
 }
 
 /// The box's pid 1: reaps orphans until told to stop (SIGTERM, SIGINT or SIGHUP).

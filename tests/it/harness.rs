@@ -268,7 +268,7 @@ impl TestEnv {
     }
 
     pub fn holder_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.runtime.join("devbox/holder.pid")).ok()?;
+        let text = std::fs::read_to_string(self.data().join("run/holder.pid")).ok()?;
         text.split_whitespace().next()?.parse().ok()
     }
 
