@@ -12,6 +12,7 @@ mod harness;
 mod images;
 mod inbox;
 mod oci_create;
+mod onebox;
 mod project;
 mod registry;
 mod runtime;

@@ -306,7 +306,7 @@ fn stale_holder_and_dead_init_are_detected_and_cleaned_up() {
 
     // The init of a pid-namespace box killed: the next run notices and starts it afresh.
     env.ok(["run", "sp", "--", "true"]);
-    let rec = std::fs::read_to_string(env.runtime.join("devbox/box-sp.run")).unwrap();
+    let rec = std::fs::read_to_string(env.data().join("boxes-v1/sp/run")).unwrap();
     let init: i32 = rec.split_whitespace().next().unwrap().parse().unwrap();
     assert!(init > 0);
     nix::sys::signal::kill(
@@ -434,7 +434,7 @@ fn runtime_dir_is_private_and_other_users_cannot_enter() {
     let env = TestEnv::new();
     env.busybox("mine", &[]);
     env.ok(["run", "mine", "--", "true"]);
-    let rt = std::fs::metadata(env.runtime.join("devbox")).unwrap();
+    let rt = std::fs::metadata(env.data().join("run")).unwrap();
     assert_eq!(rt.mode() & 0o777, 0o700);
     let data = std::fs::metadata(env.data()).unwrap();
     assert_eq!(data.mode() & 0o777, 0o700);
