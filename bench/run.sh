@@ -300,8 +300,11 @@ log "creating box '$BOX' from the busybox fixture"
 dvx create "$BUSYBOX_TAR" --name "$BOX" >/dev/null
 dvx run "$BOX" -- /bin/true
 
-read -r HOLDER _ <"$RUN_DIR/devbox/holder.pid"
-NS="/proc/$HOLDER/root$RUN_DIR/devbox/ns/$BOX"
+# devbox's runtime state lives in its store (the holder's record, the mount point of its
+# namespace tmpfs), whatever XDG_RUNTIME_DIR says.
+STATE="$BENCH_HOME/.local/share/devbox/run"
+read -r HOLDER _ <"$STATE/holder.pid"
+NS="/proc/$HOLDER/root$STATE/ns/$BOX"
 NSENTER=(nsenter "--user=/proc/$HOLDER/ns/user" "--uts=$NS/uts" "--mount=$NS/mnt"
     --preserve-credentials -- /bin/true)
 
@@ -324,12 +327,28 @@ out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
 read -r dv bl <<<"$out"
 row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
+WARM_ONE=$dv
+
+# ---- 1b. warm run with 100 boxes running ------------------------------------------------------
+log "1b/5 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
+for ((i = 1; i < 100; i++)); do
+    dvx create "$BUSYBOX_TAR" --name "many-$i" >/dev/null 2>&1
+    dvx run "many-$i" -- /bin/true
+done
+out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
+    @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
+read -r dv bl <<<"$out"
+row "warm run, 100 boxes running (vs 1 box above)" "$dv" "$WARM_ONE" ms "<=1.10" ""
+row "  the same run's nsenter baseline" "$dv" "$bl" ms "<=1.25" ""
+for ((i = 1; i < 100; i++)); do
+    dvx rm --force "many-$i" >/dev/null 2>&1
+done
 
 # ---- 2. cold start ---------------------------------------------------------------------------
 # `stop --all` must really end the holder, or the "cold" runs would be warm.
 dvx stop --all >/dev/null
 holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 || true)
-if [[ -e "$RUN_DIR/devbox/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
+if [[ -e "$STATE/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
 log "2/5 cold start ($COLD_RUNS runs, each after stop --all)"

@@ -64,6 +64,7 @@ impl Scan {
                 .push(pid);
         }
         for g in groups.values_mut() {
+            g.pids.sort_unstable();
             for pid in &g.pids {
                 if let Ok(text) = std::fs::read_to_string(proc.join(format!("{pid}/mountinfo"))) {
                     for m in text.lines().filter_map(Mount::parse) {
