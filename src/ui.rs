@@ -45,7 +45,11 @@ pub fn verbose() -> bool {
 /// With `--verbose`, prints `devbox: MSG` on stderr.
 pub fn detail(msg: impl Display) {
     if verbose() {
-        eprintln!("devbox: {}", printable(&msg.to_string()));
+        // One write for the whole line: helpers share this stderr, and a line written in
+        // pieces can be cut by another process's line.
+        use std::io::Write;
+        let line = format!("devbox: {}\n", printable(&msg.to_string()));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 

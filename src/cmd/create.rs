@@ -40,6 +40,14 @@ pub fn run(
     Ok(0)
 }
 
+/// IMAGE as the box records it: a local file by its absolute path, anything else as given.
+fn asked_for(image: &str) -> String {
+    match store::ImageRef::classify(image) {
+        store::ImageRef::File(p) => std::fs::canonicalize(&p).unwrap_or(p).display().to_string(),
+        _ => image.to_string(),
+    }
+}
+
 /// The image of `devbox create` without IMAGE: the user configuration's `default_image`, else
 /// devbox's default.
 fn default_image() -> Result<String> {
@@ -113,7 +121,9 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     private_dir(&tmp)?;
     let cfg = BoxConfig {
         name: name.to_string(),
-        image: rec.source.clone(),
+        // What the user asked for: an image already in the store under another source
+        // (the same bytes from another file or URL) is still this box's IMAGE.
+        image: asked_for(image),
         image_id: rec.id.clone(),
         created: state::now_rfc3339(),
         isolate,

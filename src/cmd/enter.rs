@@ -47,7 +47,7 @@ pub fn run(
     }
     let cfg = BoxConfig::load(dirs, &name)?;
     let mut env: Vec<(String, String)> = cfg.vars.clone().into_iter().collect();
-    let mut hooks = Vec::new();
+    let mut hooks = crate::runtime::hooks::Hooks::default();
     if let Some(p) = proj {
         if let Some(changes) = crate::provision::pending(dirs, &cfg, &p) {
             eprintln!(
@@ -61,7 +61,10 @@ pub fn run(
             eprintln!("  run `devbox apply` to bring the box in line");
         }
         env.extend(p.env);
-        hooks = p.hooks.enter;
+        hooks = crate::runtime::hooks::Hooks {
+            commands: p.hooks.enter,
+            file: p.file.clone(),
+        };
     }
     join::run(
         dirs,
@@ -72,6 +75,7 @@ pub fn run(
             argv: cmd,
             env,
             hooks,
+            prompt: None,
         },
     )
 }

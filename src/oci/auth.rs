@@ -120,16 +120,28 @@ impl Credentials {
 }
 
 /// Where credentials are looked for, in order. `$REGISTRY_AUTH_FILE` alone when it is set
-/// (as podman does); else podman's `$XDG_RUNTIME_DIR/containers/auth.json` and
-/// `~/.config/containers/auth.json`, then Docker's `$DOCKER_CONFIG/config.json` or
-/// `~/.docker/config.json`.
+/// (as podman does); else podman's runtime auth file (`$XDG_RUNTIME_DIR/containers/auth.json`,
+/// or without XDG_RUNTIME_DIR where podman then keeps it: `/run/user/UID/...` and
+/// `$TMPDIR/podman-run-UID/...`) and `~/.config/containers/auth.json`, then Docker's
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
 pub fn default_auth_files() -> Vec<PathBuf> {
     if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
         return vec![PathBuf::from(f)];
     }
     let mut files = Vec::new();
-    if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        files.push(Path::new(&rt).join("containers/auth.json"));
+    let uid = nix::unistd::getuid().as_raw();
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(rt) => files.push(Path::new(&rt).join("containers/auth.json")),
+        None => {
+            files.push(PathBuf::from(format!(
+                "/run/user/{uid}/containers/auth.json"
+            )));
+            let tmp = std::env::var_os("TMPDIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            files.push(tmp.join(format!("podman-run-{uid}/containers/auth.json")));
+        }
     }
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
     match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
@@ -151,37 +163,232 @@ pub fn default_auth_files() -> Vec<PathBuf> {
     files
 }
 
-/// The credentials for `registry`/`repository` from the first of `files` that has any.
-/// Unreadable or malformed files are skipped (a note is returned for the caller to show).
+/// What a credentials search found, and where it looked (for the error when nothing was).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub credentials: Option<Credentials>,
+    /// Files that could not be used, helpers that failed: one line each, to show.
+    pub notes: Vec<String>,
+    /// Every place looked at, in order.
+    pub looked: Vec<String>,
+}
+
+/// The credentials for `registry`/`repository` from the first of `files` that has any: in
+/// each file, a credential helper named for the registry (`credHelpers`), then the `auths`
+/// entries, then the file's default helper (`credsStore`). Helpers are run as
+/// `docker-credential-NAME get` (Docker's helper protocol). Unreadable or malformed files are
+/// skipped with a note, and so is a file in a directory another user could write to.
 pub fn find_credentials(
     registry: &str,
     repository: &str,
     files: &[PathBuf],
-) -> (Option<Credentials>, Vec<String>) {
-    let mut notes = Vec::new();
+    helper_path: Option<&std::ffi::OsStr>,
+) -> Found {
+    let mut found = Found::default();
     for f in files {
+        found.looked.push(f.display().to_string());
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                notes.push(format!("cannot read {}: {e}", f.display()));
+                found
+                    .notes
+                    .push(format!("cannot read {}: {e}", f.display()));
                 continue;
             }
         };
+        if let Some(why) = foreign(f) {
+            found.notes.push(format!("ignoring {}: {why}", f.display()));
+            continue;
+        }
+        let helpers = match helpers_from_json(&text, registry) {
+            Ok(h) => h,
+            Err(e) => {
+                found.notes.push(format!("ignoring {}: {e}", f.display()));
+                continue;
+            }
+        };
+        if let Some(name) = &helpers.for_registry {
+            found
+                .looked
+                .push(format!("docker-credential-{name} (credHelpers)"));
+            match run_helper(name, registry, helper_path) {
+                Ok(Some(c)) => {
+                    found.credentials = Some(c);
+                    return found;
+                }
+                Ok(None) => {}
+                Err(e) => found.notes.push(e),
+            }
+        }
         match credentials_from_json(&text, registry, repository) {
-            Ok(Some(c)) => return (Some(c), notes),
+            Ok(Some(c)) => {
+                found.credentials = Some(c);
+                return found;
+            }
             Ok(None) => {}
-            Err(e) => notes.push(format!("ignoring {}: {e}", f.display())),
+            Err(e) => found.notes.push(format!("ignoring {}: {e}", f.display())),
+        }
+        if let Some(name) = &helpers.store {
+            found
+                .looked
+                .push(format!("docker-credential-{name} (credsStore)"));
+            match run_helper(name, registry, helper_path) {
+                Ok(Some(c)) => {
+                    found.credentials = Some(c);
+                    return found;
+                }
+                Ok(None) => {}
+                Err(e) => found.notes.push(e),
+            }
         }
     }
-    (None, notes)
+    found
+}
+
+/// Why a credentials file is not to be trusted: it, or its directory, belongs to another
+/// user or may be written by others (a file under /tmp that someone else planted).
+fn foreign(f: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::getuid().as_raw();
+    for p in [Some(f), f.parent()].into_iter().flatten() {
+        let m = std::fs::metadata(p).ok()?;
+        if m.uid() != uid && m.uid() != 0 {
+            return Some(format!(
+                "{} belongs to uid {}, not to you",
+                p.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+            return Some(format!("{} may be written by other users", p.display()));
+        }
+    }
+    None
+}
+
+/// The credential helpers a file names for `registry`.
+#[derive(Debug, Default, PartialEq)]
+struct Helpers {
+    /// `credHelpers[registry]`.
+    for_registry: Option<String>,
+    /// `credsStore`.
+    store: Option<String>,
+}
+
+fn helpers_from_json(text: &str, registry: &str) -> Result<Helpers, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let name_ok = |n: &&str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let for_registry = v
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| same_registry(&normalize_key(k).0, registry))
+                .and_then(|(_, n)| n.as_str())
+        })
+        .filter(name_ok)
+        .map(String::from);
+    let store = v
+        .get("credsStore")
+        .and_then(|n| n.as_str())
+        .filter(name_ok)
+        .map(String::from);
+    Ok(Helpers {
+        for_registry,
+        store,
+    })
+}
+
+/// The server name a helper knows a registry by: Docker Hub's old URL, else the host.
+fn helper_server(registry: &str) -> String {
+    if registry == DOCKER_HUB {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    }
+}
+
+/// `docker-credential-NAME get` (found in `path`, else `$PATH`), the server on its stdin,
+/// `{"Username","Secret"}` on its stdout. Not found (a non-zero exit saying so) is `None`; a
+/// helper that is missing or fails otherwise is an error line to show.
+fn run_helper(
+    name: &str,
+    registry: &str,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<Option<Credentials>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{name}");
+    let search = path
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let exe = std::env::split_paths(&search)
+        .map(|d| d.join(&program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("{program} (a credential helper your login configured) is not installed or not on PATH")
+        })?;
+    let mut child = Command::new(&exe)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run {program} (a credential helper your login configured): {e}")
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(helper_server(registry).as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{program} failed: {e}"))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if said.to_ascii_lowercase().contains("not found") {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            said.trim().lines().next().unwrap_or("")
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username", default)]
+        username: String,
+        #[serde(rename = "Secret", default)]
+        secret: String,
+    }
+    let a: Answer = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{program} answered something that is not credentials: {e}"))?;
+    if a.secret.is_empty() {
+        return Ok(None);
+    }
+    if a.username == "<token>" {
+        return Err(format!(
+            "{program} holds an identity token for {registry}, which devbox cannot use; log in with a user name and password or access token"
+        ));
+    }
+    Ok(Some(Credentials {
+        username: a.username,
+        password: a.secret,
+    }))
 }
 
 /// Looks `registry`/`repository` up in an auth file's `auths`: keys are a registry host
 /// (`quay.io`), optionally with a repository path (`quay.io/org`, the longest match wins) or
 /// an old-style URL (`https://index.docker.io/v1/`). An entry gives `auth` (base64 of
-/// `user:password`) or `username` and `password`. Credential helpers (`credsStore`,
-/// `credHelpers`) are not run.
+/// `user:password`) or `username` and `password`. Credential helpers are [`find_credentials`]'s.
 pub fn credentials_from_json(
     text: &str,
     registry: &str,
@@ -446,15 +653,96 @@ mod tests {
         )
         .unwrap();
         let missing = dir.path().join("missing.json");
-        let (c, notes) = find_credentials("quay.io", "x/y", &[missing, a, b]);
+        let found = find_credentials(
+            "quay.io",
+            "x/y",
+            &[missing.clone(), a.clone(), b.clone()],
+            None,
+        );
         assert_eq!(
-            c,
+            found.credentials,
             Some(Credentials {
                 username: "u".into(),
                 password: "pw".into()
             })
         );
-        assert!(notes.is_empty(), "{notes:?}");
+        assert!(found.notes.is_empty(), "{:?}", found.notes);
+        let none = find_credentials("ghcr.io", "x/y", &[missing, a, b], None);
+        assert!(none.credentials.is_none());
+        assert_eq!(none.looked.len(), 3, "{:?}", none.looked);
+    }
+
+    /// A credential helper speaking Docker's protocol, written by the test: it knows one
+    /// server and logs what it was asked.
+    fn helper(dir: &Path, name: &str, server: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r s\necho \"$s\" >> {log}\nif [ \"$s\" = \"{server}\" ]; then echo '{{\"ServerURL\":\"{server}\",\"Username\":\"hu\",\"Secret\":\"hs-{name}\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+                log = dir.join(format!("{name}.log")).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn credential_helpers_answer_for_their_registries() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        helper(&bin, "per", "quay.io");
+        helper(&bin, "store", "https://index.docker.io/v1/");
+        let conf = dir.path().join("config.json");
+        std::fs::write(
+            &conf,
+            r#"{"auths":{"ghcr.io":{"auth":"dTpwdw=="}},"credHelpers":{"quay.io":"per"},"credsStore":"store"}"#,
+        )
+        .unwrap();
+        let path = Some(bin.as_os_str());
+        let files = [conf.clone()];
+        let hs = |user: &str, pw: &str| {
+            Some(Credentials {
+                username: user.into(),
+                password: pw.into(),
+            })
+        };
+        // credHelpers for its registry; auths before credsStore; credsStore for the rest
+        // (Docker Hub under its old server URL).
+        assert_eq!(
+            find_credentials("quay.io", "a/b", &files, path).credentials,
+            hs("hu", "hs-per")
+        );
+        assert_eq!(
+            find_credentials("ghcr.io", "a/b", &files, path).credentials,
+            hs("u", "pw")
+        );
+        assert_eq!(
+            find_credentials(DOCKER_HUB, "library/debian", &files, path).credentials,
+            hs("hu", "hs-store")
+        );
+        // A registry no helper knows: none, nothing to complain about, every place named.
+        let none = find_credentials("example.com", "a", &files, path);
+        assert!(none.credentials.is_none());
+        assert!(none.notes.is_empty(), "{:?}", none.notes);
+        assert!(
+            none.looked
+                .iter()
+                .any(|l| l.contains("docker-credential-store (credsStore)")),
+            "{:?}",
+            none.looked
+        );
+        // A helper that is not installed is said, not fatal.
+        std::fs::write(&conf, r#"{"credsStore":"missing"}"#).unwrap();
+        let miss = find_credentials("example.com", "a", &files, path);
+        assert!(miss.credentials.is_none());
+        assert!(
+            miss.notes[0].contains("docker-credential-missing"),
+            "{:?}",
+            miss.notes
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub(crate) struct Client {
     pub reference: Reference,
     origin: Url,
     creds: Option<Credentials>,
+    /// Where credentials were looked for (told when access is denied without any).
+    looked: Vec<String>,
     auth: Mutex<AuthState>,
     retries: u32,
     retry_base: Duration,
@@ -99,13 +101,20 @@ impl Client {
             Some(f) => f.clone(),
             None => auth::default_auth_files(),
         };
-        let (creds, notes) = auth::find_credentials(&r.registry, &r.repository, &files);
+        let found = auth::find_credentials(
+            &r.registry,
+            &r.repository,
+            &files,
+            opts.helper_path.as_deref(),
+        );
+        let (creds, notes, looked) = (found.credentials, found.notes, found.looked);
         Ok((
             Client {
                 http,
                 reference: r.clone(),
                 origin,
                 creds,
+                looked,
                 auth: Mutex::new(AuthState::None),
                 retries: opts.retries,
                 retry_base: opts.retry_base,
@@ -577,6 +586,7 @@ impl Client {
                 registry,
                 detail: format!("{status}{detail}"),
                 logged_in: self.creds.is_some(),
+                looked: self.looked.join(", "),
             }),
             StatusCode::TOO_MANY_REQUESTS => {
                 let after = retry_after(&headers);
@@ -585,6 +595,9 @@ impl Client {
                     retry_after: after,
                 };
                 match after {
+                    // Without Retry-After it is a pull limit (Docker Hub's answer): retrying
+                    // only spends more of it.
+                    None => Failure::Fatal(err),
                     Some(a) if a > MAX_RETRY_AFTER => Failure::Fatal(err),
                     _ => Failure::Retry { err, after },
                 }

@@ -91,7 +91,12 @@ impl Platform {
             })
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         let (arch, variant) = go_arch(&machine);
-        Platform::new("linux", arch, variant)
+        let mut host = Platform::new("linux", arch, variant);
+        if arch == "amd64" {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            host.variant = amd64_level(&cpuinfo).map(|l| format!("v{l}"));
+        }
+        host
     }
 
     /// Parses `os/arch[/variant]`, e.g. `linux/arm/v7`.
@@ -139,6 +144,35 @@ pub fn go_arch(machine: &str) -> (&str, Option<&'static str>) {
     }
 }
 
+/// The x86-64 microarchitecture level (2, 3 or 4) of the CPU whose `/proc/cpuinfo` this is,
+/// from its flags (the psABI's lists); None for the baseline. The first processor's flags
+/// count: all of a machine's processors have the same.
+pub fn amd64_level(cpuinfo: &str) -> Option<u8> {
+    let flags: std::collections::BTreeSet<&str> = cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "flags").then_some(v)
+        })?
+        .split_whitespace()
+        .collect();
+    let has = |all: &[&str]| all.iter().all(|f| flags.contains(f));
+    let v2 = has(&[
+        "cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3",
+    ]);
+    let v3 = v2
+        && has(&[
+            "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
+        ]);
+    let v4 = v3 && has(&["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]);
+    match (v2, v3, v4) {
+        (_, _, true) => Some(4),
+        (_, true, _) => Some(3),
+        (true, ..) => Some(2),
+        _ => None,
+    }
+}
+
 /// Variants a host can run, best first; `""` is an entry without a variant. None: any.
 fn acceptable_variants(host: &Platform) -> Option<Vec<&'static str>> {
     let v = host.variant.as_deref().unwrap_or("");
@@ -148,8 +182,11 @@ fn acceptable_variants(host: &Platform) -> Option<Vec<&'static str>> {
         ("arm", "v7") => vec!["v7", "", "v6", "v5"],
         ("arm", "v6") => vec!["v6", "", "v5"],
         ("arm", "v5") => vec!["v5", ""],
-        // amd64 microarchitecture levels v2 and up are not checked against the CPU: an
-        // index offering only those is refused, listing them.
+        // x86-64 levels: the highest this CPU runs first (built for it), then lower ones,
+        // then the baseline; a level above the CPU's is refused.
+        ("amd64", "v4") => vec!["v4", "v3", "v2", "", "v1"],
+        ("amd64", "v3") => vec!["v3", "v2", "", "v1"],
+        ("amd64", "v2") => vec!["v2", "", "v1"],
         ("amd64", _) => vec!["", "v1"],
         _ => return None,
     })
@@ -431,6 +468,40 @@ mod tests {
         assert_eq!(pick(&amd, "linux/amd64"), Ok(2));
         let v3 = vec![entry(1, Some(("linux", "amd64", Some("v3"))), false)];
         assert_eq!(pick(&v3, "linux/amd64"), Err(vec!["linux/amd64/v3".into()]));
+        // A v3 CPU takes the v3 build first, then v2, then the baseline; never v4.
+        let levels = vec![
+            entry(1, Some(("linux", "amd64", None)), false),
+            entry(2, Some(("linux", "amd64", Some("v2"))), false),
+            entry(3, Some(("linux", "amd64", Some("v3"))), false),
+            entry(4, Some(("linux", "amd64", Some("v4"))), false),
+        ];
+        assert_eq!(pick(&levels, "linux/amd64/v3"), Ok(3));
+        assert_eq!(pick(&levels[..2], "linux/amd64/v3"), Ok(2));
+        assert_eq!(pick(&levels, "linux/amd64/v2"), Ok(2));
+        assert_eq!(
+            pick(&levels[3..], "linux/amd64/v3"),
+            Err(vec!["linux/amd64/v4".into()])
+        );
+        assert_eq!(pick(&v3, "linux/amd64/v3"), Ok(1));
+    }
+
+    #[test]
+    fn x86_64_levels_come_from_the_cpu_flags() {
+        let base = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm";
+        let v2 = format!("{base} pni ssse3 cx16 sse4_1 sse4_2 popcnt lahf_lm");
+        let v3 = format!("{v2} fma movbe xsave avx f16c abm bmi1 avx2 bmi2");
+        let v4 = format!("{v3} avx512f avx512dq avx512cd avx512bw avx512vl");
+        let info = |flags: &str| {
+            format!(
+                "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+            )
+        };
+        assert_eq!(amd64_level(&info(base)), None);
+        assert_eq!(amd64_level(&info(&v2)), Some(2));
+        assert_eq!(amd64_level(&info(&v3)), Some(3));
+        assert_eq!(amd64_level(&info(&v4)), Some(4));
+        assert_eq!(amd64_level(&info(&v3.replace(" avx2", ""))), Some(2));
+        assert_eq!(amd64_level(""), None);
     }
 
     #[test]

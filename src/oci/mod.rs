@@ -52,6 +52,13 @@ const MAX_MANIFEST: u64 = 4 << 20;
 /// Largest image config accepted.
 const MAX_CONFIG: u64 = 16 << 20;
 
+/// What helps against a registry's pull limit (Docker Hub counts pulls per address, and more
+/// generously per logged-in account).
+/// How many indexes deep a reference may lead before its image manifest.
+const MAX_INDEX_DEPTH: usize = 4;
+
+const RATE_LIMIT_FIXES: &str = "log in to the registry (`docker login` or `podman login`; devbox reads their credentials), pull through a mirror (`registry_mirrors` in ~/.config/devbox/config.toml), or wait for the limit to reset (Docker Hub: hours)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("invalid image reference {input:?}: {reason}")]
@@ -69,12 +76,14 @@ pub enum OciError {
     #[error("registry {registry} requires authentication: {detail}\n  hint: log in with `podman login {registry}` or `docker login {registry}` (devbox reads $REGISTRY_AUTH_FILE, ~/.config/containers/auth.json, $XDG_RUNTIME_DIR/containers/auth.json and ~/.docker/config.json)")]
     Unauthorized { registry: String, detail: String },
 
-    #[error("registry {registry} denied access to {reference}: {detail}\n  hint: {}", if *logged_in { "the image may not exist, or your stored credentials do not give access to it: check the name and your login" } else { "the image may not exist, or be private: check the name, or log in (podman login / docker login) if it needs credentials" })]
+    #[error("registry {registry} denied access to {reference}: {detail}\n  hint: {}", if *logged_in { "the image may not exist, or your stored credentials do not give access to it: check the name and your login".to_string() } else { format!("the image may not exist, or be private: check the name, or log in (podman login / docker login) if it needs credentials; devbox found none for {registry}{}", if looked.is_empty() { String::new() } else { format!(" (looked in: {looked})") }) })]
     Denied {
         reference: String,
         registry: String,
         detail: String,
         logged_in: bool,
+        /// Where credentials were looked for.
+        looked: String,
     },
 
     #[error("image {reference} has no variant for this machine ({wanted}); it is available for: {}\n  hint: use an image built for {wanted}", if available.is_empty() { "no platform at all".to_string() } else { available.join(", ") })]
@@ -115,7 +124,7 @@ pub enum OciError {
         detail: String,
     },
 
-    #[error("registry {registry} is rate-limiting requests (429 Too Many Requests){}\n  hint: wait and try again; Docker Hub allows more pulls to logged-in users", match retry_after { Some(d) => format!("; it asks to wait {}s", d.as_secs()), None => String::new() })]
+    #[error("registry {registry} is rate-limiting requests (429 Too Many Requests){}\n  hint: {}", match retry_after { Some(d) => format!("; it asks to wait {}s", d.as_secs()), None => ": its pull limit for your address (or account) is used up".to_string() }, RATE_LIMIT_FIXES)]
     RateLimited {
         registry: String,
         retry_after: Option<Duration>,
@@ -168,6 +177,8 @@ pub struct Options {
     pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     /// Credential files to read; None: [`auth::default_auth_files`].
     pub auth_files: Option<Vec<PathBuf>>,
+    /// Where credential helpers (`docker-credential-NAME`) are found; None: `$PATH`.
+    pub helper_path: Option<std::ffi::OsString>,
     /// Layers downloaded at the same time (clamped to 1..=4).
     pub parallel: usize,
     /// Retries of a transient failure (connection errors, 5xx, 429) per request.
@@ -185,6 +196,7 @@ impl Default for Options {
             plain_http: Vec::new(),
             mirrors: std::collections::BTreeMap::new(),
             auth_files: None,
+            helper_path: None,
             parallel: 3,
             retries: 4,
             retry_base: Duration::from_secs(1),
@@ -403,22 +415,36 @@ fn prepare_from(
         Manifest::Image(m) => (m, top_digest, None, None),
         Manifest::Index(index) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            let chosen =
-                manifest::select_platform(&index.manifests, &want).map_err(|available| {
-                    OciError::NoPlatform {
-                        reference: r.to_string(),
-                        wanted: want.to_string(),
-                        available,
+            // An index may point at another index (a multi-arch image whose entries are
+            // themselves indexes); followed a few levels deep, never in a circle.
+            let mut index = index;
+            let mut depth = 0;
+            loop {
+                let chosen =
+                    manifest::select_platform(&index.manifests, &want).map_err(|available| {
+                        OciError::NoPlatform {
+                            reference: r.to_string(),
+                            wanted: want.to_string(),
+                            available,
+                        }
+                    })?;
+                check_digest(r, "manifest digest in the index", &chosen.digest)?;
+                match manifest_by_digest(&client, &store, &chosen.digest, Some(chosen), &note)? {
+                    Manifest::Image(m) => {
+                        break (m, chosen.digest.clone(), Some(top_digest), Some(want));
                     }
-                })?;
-            check_digest(r, "manifest digest in the index", &chosen.digest)?;
-            match manifest_by_digest(&client, &store, &chosen.digest, Some(chosen), &note)? {
-                Manifest::Image(m) => (m, chosen.digest.clone(), Some(top_digest), Some(want)),
-                Manifest::Index(_) => {
-                    return Err(OciError::Unsupported {
-                        reference: r.to_string(),
-                        what: "an index inside an index is not supported".into(),
-                    })
+                    Manifest::Index(inner) => {
+                        depth += 1;
+                        if depth >= MAX_INDEX_DEPTH {
+                            return Err(OciError::Unsupported {
+                                reference: r.to_string(),
+                                what: format!(
+                                    "its indexes nest more than {MAX_INDEX_DEPTH} levels deep"
+                                ),
+                            });
+                        }
+                        index = inner;
+                    }
                 }
             }
         }

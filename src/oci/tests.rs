@@ -358,8 +358,9 @@ fn registry_pull_from_a_multi_arch_index() {
     check_against_summary(&p, &sum);
     assert_eq!(p.index_digest.as_deref(), Some(s(&sum, "index")));
     let host = Platform::host();
-    assert_eq!(s(&sum, "platform"), host.to_string());
-    assert!(rec.said(&format!("Platform {host}")), "{}", rec.all());
+    let os_arch = format!("{}/{}", host.os, host.architecture);
+    assert_eq!(s(&sum, "platform"), os_arch);
+    assert!(rec.said(&format!("Platform {os_arch}")), "{}", rec.all());
 
     // The other architecture's entry, when asked for.
     let dummy_arch = if host.architecture == "arm64" {
@@ -380,7 +381,7 @@ fn registry_pull_from_a_multi_arch_index() {
     assert!(matches!(e, OciError::NoPlatform { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("linux/s390x"), "{msg}");
-    assert!(msg.contains(&host.to_string()), "{msg}");
+    assert!(msg.contains(&os_arch), "{msg}");
     assert!(msg.contains(&format!("linux/{dummy_arch}")), "{msg}");
     assert!(!msg.contains("unknown"), "{msg}");
 }
@@ -1111,6 +1112,32 @@ fn fake_basic_auth_and_refusals() {
         "{e:?}"
     );
 
+    // The same credentials from a credential helper named for the registry (credHelpers),
+    // run with Docker's helper protocol.
+    let bin = dir.path().join("helpers");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-devboxtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r s\n[ \"$1 $s\" = \"get {}\" ] || {{ echo 'credentials not found'; exit 1; }}\necho '{{\"Username\":\"user\",\"Secret\":\"pass\"}}'\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = dir.path().join("config.json");
+    std::fs::write(
+        &conf,
+        format!(r#"{{"credHelpers":{{"{}":"devboxtest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    o.auth_files = Some(vec![conf.clone()]);
+    o.helper_path = Some(bin.clone().into_os_string());
+    let cache2 = tempfile::tempdir().unwrap();
+    let p = pull_with(&reg.reference(":v1"), cache2.path(), &Rec::default(), &o).unwrap();
+    assert_eq!(p.manifest_digest, image.manifest_digest);
+
     // 401 without any challenge.
     let bare = Fake::start("127.0.0.1", Arc::new(|_: &Req| Resp::new(401, Vec::new())));
     let e = pull_with(
@@ -1166,6 +1193,17 @@ fn fake_basic_auth_and_refusals() {
     let msg = e.to_string();
     assert!(msg.contains("authentication required"), "{msg}");
     assert!(msg.contains("may not exist"), "{msg}");
+    // Where devbox looked is part of the hint (the tests' options name no file at all).
+    let mut o = opts();
+    let nowhere = tempfile::tempdir().unwrap();
+    let file = nowhere.path().join("auth.json");
+    o.auth_files = Some(vec![file.clone()]);
+    let e = pull_with(&deny.reference(":v1"), cache.path(), &Rec::default(), &o).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("looked in: {}", file.display())),
+        "{e}"
+    );
     let tokens = deny.requests("/token");
     assert!(
         tokens[0]
@@ -1242,6 +1280,34 @@ fn fake_transient_failures_are_retried() {
     assert!(matches!(e, OciError::RateLimited { .. }), "{e:?}");
     assert!(e.to_string().contains("3600s"), "{e}");
     assert_eq!(limited.requests("/v2/").len(), 1);
+
+    // A pull limit (429 without Retry-After, as Docker Hub answers): no retry at all, and the
+    // error names the limit and the ways out.
+    let limit = Fake::start("127.0.0.1", Arc::new(|_: &Req| Resp::new(429, Vec::new())));
+    let started = std::time::Instant::now();
+    let e = pull_with(
+        &limit.reference(":v1"),
+        cache.path(),
+        &Rec::default(),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OciError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    for part in ["pull limit", "docker login", "registry_mirrors"] {
+        assert!(text.contains(part), "{part} missing: {text}");
+    }
+    assert_eq!(limit.requests("/v2/").len(), 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
 
 #[test]
@@ -1353,4 +1419,75 @@ fn fake_broken_connections_are_resumed() {
         reqs[0].header("range"),
         Some(format!("bytes={cut}-").as_str())
     );
+}
+
+/// An index whose chosen entry is another index (wrapping `inner`, `depth` levels deep).
+fn nested_indexes(image: &Img, depth: usize) -> Vec<(String, Vec<u8>)> {
+    let host = Platform::host();
+    let mut levels = Vec::new();
+    let (mut digest, mut media, mut size) = (
+        image.manifest_digest.clone(),
+        manifest::OCI_MANIFEST,
+        image.manifest.len(),
+    );
+    for _ in 0..depth {
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": [{"mediaType": media, "digest": digest, "size": size,
+                           "platform": {"os": "linux", "architecture": host.architecture}}],
+        }))
+        .unwrap();
+        digest = digest_of(&index);
+        media = manifest::OCI_INDEX;
+        size = index.len();
+        levels.push((digest.clone(), index));
+    }
+    levels
+}
+
+fn serve_nested(image: Arc<Img>, levels: Vec<(String, Vec<u8>)>) -> Fake {
+    Fake::start(
+        "127.0.0.1",
+        Arc::new(move |req: &Req| {
+            let path = req.path.split('?').next().unwrap_or("");
+            let top = levels.last().unwrap();
+            if path == "/v2/test/img/manifests/nested" {
+                return Resp::new(200, top.1.clone()).header("Content-Type", manifest::OCI_INDEX);
+            }
+            for (d, body) in &levels {
+                if path == format!("/v2/test/img/manifests/{d}") {
+                    return Resp::new(200, body.clone())
+                        .header("Content-Type", manifest::OCI_INDEX);
+                }
+            }
+            image.answer(req)
+        }),
+    )
+}
+
+#[test]
+fn fake_nested_indexes_are_followed_a_few_levels_deep() {
+    let image = Arc::new(img(&[1000]));
+    let cache = tempfile::tempdir().unwrap();
+    let reg = serve_nested(Arc::clone(&image), nested_indexes(&image, 2));
+    let p = pull_with(
+        &reg.reference(":nested"),
+        cache.path(),
+        &Rec::default(),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(p.manifest_digest, image.manifest_digest);
+
+    let cache = tempfile::tempdir().unwrap();
+    let deep = serve_nested(Arc::clone(&image), nested_indexes(&image, 6));
+    let e = pull_with(
+        &deep.reference(":nested"),
+        cache.path(),
+        &Rec::default(),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("nest more than 4 levels"), "{e}");
 }

@@ -3,6 +3,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +16,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::paths::Dirs;
 use crate::runtime::holder::Holder;
+use crate::runtime::hooks::{self, is_posix, Hooks};
 use crate::runtime::start;
 use crate::runtime::userns;
 use crate::state::BoxConfig;
@@ -70,8 +72,10 @@ pub struct Session<'a> {
     pub argv: Option<&'a [OsString]>,
     /// Variables of the project file, set after the others.
     pub env: Vec<(String, String)>,
-    /// Shell commands of the project file run before the command, as the session's user.
-    pub hooks: Vec<String>,
+    /// The project file's enter hooks, run by the session's shell before the command.
+    pub hooks: Hooks,
+    /// The prompt of an interactive bash (the project's `prompt`); None: devbox's default.
+    pub prompt: Option<String>,
 }
 
 /// Exit status when devbox itself failed before the command ran.
@@ -133,32 +137,7 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
         env.retain(|(ek, _)| ek != k.as_str());
         env.push((k.into(), v.into()));
     }
-    let (prog, argv): (OsString, Vec<OsString>) = match s.argv {
-        Some(argv) => (argv[0].clone(), argv.to_vec()),
-        None => {
-            let base = shell.file_name().unwrap_or(OsStr::new("sh"));
-            let mut a0 = OsString::from("-");
-            a0.push(base);
-            (shell.clone().into_os_string(), vec![a0])
-        }
-    };
-    // Hooks run in a shell that then execs the command (or the login shell, as `SHELL -l`).
-    let (prog, argv) = if s.hooks.is_empty() {
-        (prog, argv)
-    } else {
-        let script = format!("{}\nexec \"$@\"", s.hooks.join("\n"));
-        let mut a: Vec<OsString> = vec![
-            "sh".into(),
-            "-c".into(),
-            script.into(),
-            "devbox-hook".into(),
-        ];
-        match s.argv {
-            Some(argv) => a.extend(argv.iter().cloned()),
-            None => a.extend([shell.clone().into_os_string(), "-l".into()]),
-        }
-        (OsString::from("/bin/sh"), a)
-    };
+    let (prog, argv) = session_argv(s, &shell)?;
     // Rust starts every program with SIGPIPE ignored; the box's commands must get the default
     // (`yes | head` ends yes by the signal), as they would from a shell.
     sys::default_signal(nix::sys::signal::Signal::SIGPIPE);
@@ -177,6 +156,60 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     }
     let e = exec(&prog, &argv, &env);
     report_exec_error(&prog, s.name, e);
+}
+
+/// What the session execs: the command, or the login shell, with the hooks run by the session's
+/// own shell in front (see `hooks`).
+fn session_argv(s: &Session, shell: &Path) -> Result<(OsString, Vec<OsString>)> {
+    let name = |p: &Path| p.file_name().unwrap_or(OsStr::new("sh")).to_os_string();
+    let runner = if is_posix(shell) {
+        shell.to_path_buf()
+    } else {
+        PathBuf::from("/bin/sh")
+    };
+    let with_hooks = |argv: Vec<OsString>| {
+        let mut a = vec![
+            name(&runner),
+            "-c".into(),
+            hooks::command_script(&s.hooks).into(),
+            "devbox-hook".into(),
+        ];
+        a.extend(argv);
+        (runner.clone().into_os_string(), a)
+    };
+    Ok(match s.argv {
+        Some(argv) if s.hooks.commands.is_empty() => (argv[0].clone(), argv.to_vec()),
+        Some(argv) => with_hooks(argv.to_vec()),
+        None if name(shell) == "bash" => {
+            // Interactive bash reads its startup file from a pipe that stays open across the
+            // exec; the file closes it.
+            let prompt = s.prompt.as_deref().unwrap_or(hooks::DEFAULT_PROMPT);
+            let (rx, tx) = nix::unistd::pipe()?;
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(rx);
+            let rc = hooks::bash_rc(&s.hooks, prompt, fd);
+            if rc.len() > 60_000 {
+                bail!("the enter hooks are too long ({} bytes)", rc.len());
+            }
+            File::from(tx)
+                .write_all(rc.as_bytes())
+                .context("cannot pass the startup file to bash")?;
+            (
+                shell.as_os_str().to_os_string(),
+                vec![
+                    "bash".into(),
+                    "--rcfile".into(),
+                    format!("/dev/fd/{fd}").into(),
+                    "-i".into(),
+                ],
+            )
+        }
+        None if s.hooks.commands.is_empty() => {
+            let mut a0 = OsString::from("-");
+            a0.push(name(shell));
+            (shell.as_os_str().to_os_string(), vec![a0])
+        }
+        None => with_hooks(vec![shell.as_os_str().to_os_string(), "-l".into()]),
+    })
 }
 
 fn report_exec_error(prog: &OsStr, name: &str, e: Errno) -> ! {

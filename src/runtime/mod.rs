@@ -1,6 +1,7 @@
 //! The runtime: the holder, starting boxes, joining them, stopping them.
 
 pub mod holder;
+pub mod hooks;
 pub mod inuse;
 pub mod join;
 pub mod rootfs;

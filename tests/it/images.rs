@@ -198,3 +198,32 @@ fn a_registry_that_does_not_resolve_fails_at_once() {
     // Nothing was kept.
     assert!(env.ok(["image", "list", "--json"]).trim() == "[]");
 }
+
+#[test]
+fn a_box_from_a_deduplicated_image_names_what_was_asked_for() {
+    let env = TestEnv::new();
+    let first = env.home.join("first.tar");
+    let second = env.home.join("second-copy.tar");
+    for f in [&first, &second] {
+        std::fs::copy(fixture("busybox"), f).unwrap();
+        if let Some(u) = test_user() {
+            std::os::unix::fs::chown(f, Some(u.uid), Some(u.gid)).unwrap();
+        }
+    }
+    env.ok(["create", first.to_str().unwrap(), "--name", "one"]);
+    let out = env.ok(["create", "./second-copy.tar", "--name", "two"]);
+    assert!(
+        out.contains(&format!("Created box 'two' from {}", second.display())),
+        "{out}"
+    );
+    let list = env.ok(["list"]);
+    let two = list.lines().find(|l| l.starts_with("two ")).unwrap();
+    assert!(two.ends_with(&second.display().to_string()), "{list}");
+    // One image in the store for both.
+    let images: Vec<_> = std::fs::read_dir(env.data().join("images-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(images.len(), 1);
+}

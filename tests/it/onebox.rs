@@ -471,3 +471,27 @@ fn a_runtime_dir_or_store_that_others_control_is_refused() {
     );
     assert!(!data.join("devbox").exists());
 }
+
+#[test]
+fn namespaces_left_under_a_name_without_a_box_are_never_entered() {
+    let env = TestEnv::new();
+    env.busybox("x", &[]);
+    env.ok(["run", "x", "--root", "--", "touch", "/marker-of-old-box"]);
+    // The box's directory disappears while its namespaces are persisted (by hand, or by a
+    // devbox that crashed between the two).
+    let dir = env.data().join("boxes-v1/x");
+    let out = env
+        .cmd(["unshare", "--", "rm", "-rf"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dir.exists());
+    env.busybox("x", &[]);
+    let out = env.run(["run", "x", "--", "ls", "/marker-of-old-box"]);
+    assert!(
+        !out.status.success(),
+        "the new box 'x' entered the old one's namespaces"
+    );
+    assert_eq!(status_of(&env, "x"), "running");
+}

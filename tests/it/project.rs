@@ -186,3 +186,46 @@ fn an_isolated_home_keeps_the_host_home_out_and_the_project_in() {
         "the host home is untouched"
     );
 }
+
+fn write_hooks(env: &TestEnv, dir: &std::path::Path, hooks: &str) {
+    let text = format!(
+        "[box]\nname = \"hk\"\nimage = \"{}\"\n\n[hooks]\nenter = [{hooks}]\n",
+        fixture("busybox").display()
+    );
+    env.write_as_user(&dir.join("devbox.toml"), text.as_bytes());
+}
+
+#[test]
+fn enter_hooks_run_in_the_session_shell_from_the_project_directory() {
+    let env = TestEnv::new();
+    let proj = env.home.join("code/hk");
+    let sub = proj.join("src");
+    env.mkdir_as_user(&sub);
+    env.write_as_user(&proj.join("env.sh"), b"export FROM_FILE=sourced\n");
+    write_hooks(&env, &proj, r#"". ./env.sh", "export B=2""#);
+    let out = env
+        .cmd(["run", "--", "sh", "-c", "echo $FROM_FILE $B; pwd"])
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("sourced 2\n{}\n", sub.display()));
+
+    // A failing hook: `error:` naming it and its file, status 125, the command never runs.
+    write_hooks(&env, &proj, r#""export C=3", "false""#);
+    let out = env
+        .cmd(["run", "--", "echo", "the command ran"])
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "error: enter hook 2 of 2 in {} failed (exit status 1): false",
+            proj.join("devbox.toml").display()
+        )),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}

@@ -119,14 +119,22 @@ fn interactive_session_on_a_pty() {
     let img = fixture("debian");
     env.ok(["create", img.to_str().unwrap(), "--name", "deb"]);
 
+    // What a login shell reads is read (the user's ~/.profile), and the prompt, set after it,
+    // marks the box.
+    env.write_as_user(&env.home.join(".profile"), b"export FROM_PROFILE=read\n");
     let mut t = Pty::spawn(&env, &["enter", "deb"]);
-    t.send("echo READY-$((20+22)); tty; stty size; echo SHELL=$0\n");
+    let out = t.expect("\u{2b22} ");
+    assert!(out.contains("\u{2b22} "), "the box's prompt: {out}");
+    t.send("echo READY-$((20+22)); tty; stty size; echo SHELL=$0 PROFILE=$FROM_PROFILE\n");
     let out = t.expect("READY-42");
     let _ = out;
     let out = t.expect("SHELL=");
     let _ = out;
     let out = t.expect("\n");
-    assert!(out.contains("-bash"), "a login shell: {out}");
+    assert!(
+        out.contains("bash PROFILE=read"),
+        "bash with the login files read: {out}"
+    );
     // The name of the caller's tty, and its size, are the same inside.
     t.send("echo TTY=$(tty) SIZE=$(stty size)\n");
     let out = t.expect("SIZE=40 100");
