@@ -10,11 +10,10 @@
 //! goes through the functions of the "no-follow" section below, never through a plain path.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -150,66 +149,39 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
     })
 }
 
-fn ensure_dir(p: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(p)
-        .with_context(|| format!("cannot create {} in the box", p.display()))
-}
-
-fn ensure_file(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_file() => return Ok(()),
-        Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory in the box", p.display()),
-        Ok(_) => fs::remove_file(p).with_context(|| format!("cannot replace {}", p.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", p.display())),
-    }
-    if let Some(parent) = p.parent() {
-        ensure_dir(parent)?;
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(p)
-        .with_context(|| format!("cannot create {} in the box", p.display()))?;
-    Ok(())
-}
-
-/// Carries out the plan. Runs after pivot_root, as root of the box's namespaces.
-pub fn apply(ops: &[Op]) -> Result<()> {
+/// Carries out the plan. Runs after pivot_root, as root of the box's namespaces; `root` is the
+/// box's root (`/`). Each target is found and made as `ensure_dir` and `ensure_file` say,
+/// and mounted on at the path they found, which has no symlink left in it.
+pub fn apply(root: BorrowedFd<'_>, ops: &[Op]) -> Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for op in ops {
         match op {
             Op::Proc { dst } => {
-                ensure_dir(dst)?;
-                mount(Some("proc"), dst, Some("proc"), nodev, None::<&str>)
+                let dst = ensure_dir(root, dst)?;
+                mount(Some("proc"), &dst, Some("proc"), nodev, None::<&str>)
                     .context("cannot mount a procfs for the box's pid namespace")?;
             }
             Op::Sysfs { dst } => {
-                ensure_dir(dst)?;
+                let dst = ensure_dir(root, dst)?;
                 if mount(
                     Some("sysfs"),
-                    dst,
+                    &dst,
                     Some("sysfs"),
                     nodev | MsFlags::MS_RDONLY,
                     None::<&str>,
                 )
                 .is_err()
                 {
-                    bind(&host(Path::new("/sys")), dst, true)?;
+                    bind(&host(Path::new("/sys")), &dst, true)?;
                 }
             }
             Op::Rbind { src, dst } => {
-                ensure_dir(dst)?;
-                bind(src, dst, true)?;
+                let dst = ensure_dir(root, dst)?;
+                bind(src, &dst, true)?;
             }
             Op::BindFile { src, dst } => {
-                ensure_file(dst)?;
-                bind(src, dst, false)?;
+                let dst = ensure_file(root, dst)?;
+                bind(src, &dst, false)?;
             }
             Op::UserMount { src, dst, readonly } => {
                 if !src.exists() {
@@ -222,16 +194,16 @@ pub fn apply(ops: &[Op]) -> Result<()> {
                         on_host.display()
                     );
                 }
-                if src.is_dir() {
-                    ensure_dir(dst)?;
+                let dst = if src.is_dir() {
+                    ensure_dir(root, dst)?
                 } else {
-                    ensure_file(dst)?;
-                }
-                bind(src, dst, true)?;
+                    ensure_file(root, dst)?
+                };
+                bind(src, &dst, true)?;
                 if *readonly {
                     mount(
                         None::<&str>,
-                        dst,
+                        &dst,
                         None::<&str>,
                         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
                         None::<&str>,
@@ -258,9 +230,11 @@ pub fn apply(ops: &[Op]) -> Result<()> {
 //   temporary name (O_CREAT|O_EXCL|O_NOFOLLOW), written, its owner and mode set through its fd,
 //   then renamed over its final name, which replaces a link there instead of writing through it
 //   ([`replace_file`]). A directory on the way that is a link is refused.
-// - The files read to be merged (passwd, group, shadow) follow the image's links as the box's
-//   processes see them, but devbox resolves them itself, one component at a time ([`walk`]):
-//   never into /run/host, never through a /proc magic link.
+// - Mount targets and the files read to be merged (passwd, group, shadow) follow the image's
+//   links as the box's processes see them (an image's `/home -> var/home` must keep working),
+//   but devbox resolves them itself, one component at a time ([`walk`]): never into /run/host,
+//   never through a /proc magic link, and a missing directory is only created through a link
+//   on the box's own file system.
 
 /// Symlinks followed at most in one lookup, as the kernel does.
 const MAX_LINKS: usize = 40;
@@ -395,6 +369,33 @@ pub fn write_file(
     replace_file(fd.as_fd(), &format!("/{dir}"), name, data, mode, None)
 }
 
+/// Makes `run/host` in the box's root, where pivot_root puts the host's root, refusing a
+/// symlink on the way: before pivot_root, the image's absolute links would resolve on the host.
+pub fn make_host_dir(root: BorrowedFd<'_>) -> Result<()> {
+    let mut at = String::new();
+    for c in parts(Path::new(HOST)) {
+        let parent = if at.is_empty() {
+            None
+        } else {
+            Some(open_own_dir(root, &at, OFlag::O_PATH)?)
+        };
+        let dirfd = parent.as_ref().map_or(root, |fd| fd.as_fd());
+        match mkdirat(dirfd, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {HOST} in the box"));
+            }
+        }
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(&c.to_string_lossy());
+    }
+    open_own_dir(root, &at, OFlag::O_PATH)
+        .with_context(|| format!("the host's root is mounted at {HOST} in the box"))?;
+    Ok(())
+}
+
 /// A path of the box as [`walk`] found it.
 struct Walked<'r> {
     root: BorrowedFd<'r>,
@@ -402,16 +403,22 @@ struct Walked<'r> {
     /// each opened O_PATH, with their names: no symlink among them.
     chain: Vec<(OsString, OwnedFd)>,
     stat: FileStat,
+    /// A symlink was followed on the way.
+    followed: bool,
 }
 
 impl Walked<'_> {
-    /// The path with every link resolved.
+    /// The path with every link resolved: mounting on it resolves it again to the same place.
     fn path(&self) -> PathBuf {
         let mut p = PathBuf::from("/");
         for (name, _) in &self.chain {
             p.push(name);
         }
         p
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.chain.last().map_or(self.root, |(_, fd)| fd.as_fd())
     }
 
     /// The directory holding the target (the root for the root itself).
@@ -421,19 +428,33 @@ impl Walked<'_> {
             n => self.chain[n - 2].1.as_fd(),
         }
     }
+
+    fn is_dir(&self) -> bool {
+        kind(&self.stat) == SFlag::S_IFDIR
+    }
+
+    /// Something may be created in this directory: devbox got there without a link, or it is
+    /// on the box's own file system (not a directory bound from the host).
+    fn may_create(&self, root_dev: u64) -> bool {
+        !self.followed || self.stat.st_dev == root_dev
+    }
 }
 
 /// Finds `path` in the box as its processes would (an absolute link resolves from the box's
 /// root, `..` stops there), one component at a time, with each link read as text, never
 /// followed by the kernel (/proc's magic links included). Refused: anything at or under
-/// /run/host. `Ok(None)` when something on the way does not exist.
-fn walk<'r>(root: BorrowedFd<'r>, path: &Path) -> Result<Option<Walked<'r>>> {
+/// /run/host. `Ok(None)` when something on the way does not exist; with `create`, missing
+/// directories are made instead (0755, like `mkdir -p`), though not through a link outside the
+/// box's own file system.
+fn walk<'r>(root: BorrowedFd<'r>, path: &Path, create: bool) -> Result<Option<Walked<'r>>> {
     let shown = path.display();
+    let root_dev = fstat(root)?.st_dev;
     let host = parts(Path::new(HOST));
     let mut todo = parts(path);
     todo.reverse();
     let mut chain: Vec<(OsString, OwnedFd)> = Vec::new();
     let mut links = 0;
+    let mut followed = false;
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let here_path = |chain: &[(OsString, OwnedFd)], name: &OsStr| {
         let mut p = PathBuf::from("/");
@@ -446,7 +467,26 @@ fn walk<'r>(root: BorrowedFd<'r>, path: &Path) -> Result<Option<Walked<'r>>> {
             continue;
         }
         let here = chain.last().map_or(root, |(_, fd)| fd.as_fd());
-        let opened = openat(here, c.as_os_str(), flags, Mode::empty());
+        let opened = match openat(here, c.as_os_str(), flags, Mode::empty()) {
+            Err(Errno::ENOENT) if create => {
+                let at = here_path(&chain, &c);
+                if followed && fstat(here)?.st_dev != root_dev {
+                    bail!(
+                        "{shown} in the box leads, through the image's symlinks, to {}, which is not on the box's own file system: devbox does not create it there",
+                        at.display()
+                    );
+                }
+                match mkdirat(here, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot create {} in the box", at.display()))
+                    }
+                }
+                openat(here, c.as_os_str(), flags, Mode::empty())
+            }
+            r => r,
+        };
         let fd = match opened {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
@@ -466,6 +506,7 @@ fn walk<'r>(root: BorrowedFd<'r>, path: &Path) -> Result<Option<Walked<'r>>> {
                 if target.as_os_str().is_empty() {
                     return Ok(None);
                 }
+                followed = true;
                 if target.is_absolute() {
                     chain.clear();
                 }
@@ -485,6 +526,7 @@ fn walk<'r>(root: BorrowedFd<'r>, path: &Path) -> Result<Option<Walked<'r>>> {
                     root,
                     chain,
                     stat: st,
+                    followed,
                 }));
             }
             _ => bail!(
@@ -494,13 +536,82 @@ fn walk<'r>(root: BorrowedFd<'r>, path: &Path) -> Result<Option<Walked<'r>>> {
         }
     }
     let stat = fstat(chain.last().map_or(root, |(_, fd)| fd.as_fd()))?;
-    Ok(Some(Walked { root, chain, stat }))
+    Ok(Some(Walked {
+        root,
+        chain,
+        stat,
+        followed,
+    }))
+}
+
+/// Finds or makes the directory `p` of the box (see [`walk`]); its path with no link left.
+fn ensure_dir(root: BorrowedFd<'_>, p: &Path) -> Result<PathBuf> {
+    let Some(w) = walk(root, p, true)? else {
+        bail!("cannot create {} in the box", p.display());
+    };
+    if !w.is_dir() {
+        bail!("{} is not a directory in the box", w.path().display());
+    }
+    Ok(w.path())
+}
+
+/// Finds or makes the file `p` of the box to mount a file on: its directory as
+/// [`ensure_dir`] does; a symlink or missing file there is replaced by an empty regular file
+/// (so the mount never follows a link of the image). Its path with no link left.
+fn ensure_file(root: BorrowedFd<'_>, p: &Path) -> Result<PathBuf> {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        bail!("{} is not a file in the box", p.display());
+    };
+    let Some(dir) = walk(root, parent, true)? else {
+        bail!("cannot create {} in the box", parent.display());
+    };
+    if !dir.is_dir() {
+        bail!("{} is not a directory in the box", dir.path().display());
+    }
+    let path = dir.path().join(name);
+    let root_dev = fstat(root)?.st_dev;
+    let refuse = || {
+        anyhow::anyhow!(
+            "{} in the box leads, through the image's symlinks, to {}, which is not on the box's own file system: devbox does not create it there",
+            p.display(),
+            path.display()
+        )
+    };
+    match fstatat(dir.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if kind(&st) == SFlag::S_IFREG => return Ok(path),
+        Ok(st) if kind(&st) == SFlag::S_IFDIR => {
+            bail!("{} is a directory in the box", path.display())
+        }
+        Ok(_) => {
+            if !dir.may_create(root_dev) {
+                return Err(refuse());
+            }
+            unlinkat(dir.fd(), name, UnlinkatFlags::NoRemoveDir)
+                .with_context(|| format!("cannot replace {} in the box", path.display()))?;
+        }
+        Err(Errno::ENOENT) => {
+            if !dir.may_create(root_dev) {
+                return Err(refuse());
+            }
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect {} in the box", path.display()))
+        }
+    }
+    openat(
+        dir.fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .with_context(|| format!("cannot create {} in the box", path.display()))?;
+    Ok(path)
 }
 
 /// The text of the regular file `p` of the box, found as [`walk`] says (so never through
 /// /run/host); `None` when it does not exist.
 fn read_file(root: BorrowedFd<'_>, p: &Path) -> Result<Option<String>> {
-    let Some(w) = walk(root, p)? else {
+    let Some(w) = walk(root, p, false)? else {
         return Ok(None);
     };
     let path = w.path();
@@ -1130,6 +1241,8 @@ mod tests {
             write_file(fd.as_fd(), "run", "x", b"", 0o644).unwrap_err()
         );
         assert!(err.contains("/run") && err.contains("symlink"), "{err}");
+        let err = format!("{:#}", make_host_dir(fd.as_fd()).unwrap_err());
+        assert!(err.contains("/run") && err.contains("symlink"), "{err}");
 
         let (root, fd) = box_root();
         fs::remove_dir(root.path().join("etc")).unwrap();
@@ -1137,6 +1250,96 @@ mod tests {
         let err = format!("{:#}", ensure_user(fd.as_fd(), &alice()).unwrap_err());
         assert!(err.contains("/etc") && err.contains("symlink"), "{err}");
         assert!(names(outside.path()).is_empty());
+    }
+
+    #[test]
+    fn the_host_mount_point_is_made_once() {
+        let (root, fd) = box_root();
+        make_host_dir(fd.as_fd()).unwrap();
+        make_host_dir(fd.as_fd()).unwrap();
+        assert!(root.path().join("run/host").is_dir());
+    }
+
+    #[test]
+    fn box_paths_follow_links_inside_the_box_but_never_into_run_host() {
+        use std::os::unix::fs::symlink;
+        let (root, fd) = box_root();
+        let r = root.path();
+        let fd = fd.as_fd();
+        fs::create_dir_all(r.join("var/home")).unwrap();
+        fs::create_dir_all(r.join("run/host/etc")).unwrap();
+        symlink("var/home", r.join("home")).unwrap();
+        symlink("/var/home", r.join("srv")).unwrap();
+        symlink("../../../../var", r.join("up")).unwrap();
+        assert_eq!(
+            ensure_dir(fd, Path::new("/home/alice")).unwrap(),
+            Path::new("/var/home/alice")
+        );
+        assert!(r.join("var/home/alice").is_dir());
+        assert_eq!(
+            ensure_dir(fd, Path::new("/srv/bob")).unwrap(),
+            Path::new("/var/home/bob")
+        );
+        assert_eq!(
+            ensure_dir(fd, Path::new("/up/home")).unwrap(),
+            Path::new("/var/home")
+        );
+
+        symlink("/run/host/etc", r.join("mnt")).unwrap();
+        symlink("../run/./host/etc/..", r.join("mnt2")).unwrap();
+        symlink("/run/host/etc/passwd", r.join("etc/passwd")).unwrap();
+        for p in ["/mnt", "/mnt/x", "/mnt2/x", "/run/host/x", "/run/host"] {
+            let err = format!("{:#}", ensure_dir(fd, Path::new(p)).unwrap_err());
+            assert!(err.contains(p) && err.contains("/run/host"), "{err}");
+        }
+        let err = format!("{:#}", ensure_file(fd, Path::new("/mnt/f")).unwrap_err());
+        assert!(err.contains("/run/host"), "{err}");
+        let err = format!("{:#}", ensure_user(fd, &alice()).unwrap_err());
+        assert!(
+            err.contains("/etc/passwd") && err.contains("/run/host"),
+            "{err}"
+        );
+        assert_eq!(names(&r.join("run/host")), ["etc"]);
+        assert!(names(&r.join("run/host/etc")).is_empty());
+
+        symlink("loop", r.join("loop")).unwrap();
+        let err = format!("{:#}", ensure_dir(fd, Path::new("/loop")).unwrap_err());
+        assert!(err.contains("too many levels of symlinks"), "{err}");
+    }
+
+    #[test]
+    fn files_read_and_mounted_on_follow_links_inside_the_box() {
+        use std::os::unix::fs::symlink;
+        let (root, fd) = box_root();
+        let r = root.path();
+        let fd = fd.as_fd();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        fs::create_dir_all(r.join("usr/share")).unwrap();
+        fs::write(r.join("usr/share/group"), "root:x:0:\n").unwrap();
+        symlink("../usr/share/group", r.join("etc/group")).unwrap();
+        assert_eq!(
+            read_file(fd, Path::new("/etc/group")).unwrap().as_deref(),
+            Some("root:x:0:\n")
+        );
+        assert_eq!(read_file(fd, Path::new("/etc/nothing")).unwrap(), None);
+        assert!(read_file(fd, Path::new("/usr")).is_err());
+
+        // A link where a file is mounted on is replaced by an empty file, in the box.
+        symlink(&victim, r.join("etc/resolv.conf")).unwrap();
+        assert_eq!(
+            ensure_file(fd, Path::new("/etc/resolv.conf")).unwrap(),
+            Path::new("/etc/resolv.conf")
+        );
+        assert!(is_file(&r.join("etc/resolv.conf")));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        // Missing directories on the way are made.
+        assert_eq!(
+            ensure_file(fd, Path::new("/opt/a/b")).unwrap(),
+            Path::new("/opt/a/b")
+        );
+        assert!(is_file(&r.join("opt/a/b")));
     }
 
     #[test]

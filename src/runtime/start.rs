@@ -341,14 +341,15 @@ impl BoxSetup<'_> {
         let _ = umount2(self.ns_dir, MntFlags::MNT_DETACH);
         let backend = self.mount_overlay()?;
         nix::unistd::chdir(&self.paths.merged)?;
-        std::fs::create_dir_all("run/host").context("cannot create /run/host in the box")?;
+        // Nothing below follows a symlink of the image out of the box: see rootfs's no-follow
+        // functions, which work relative to a directory fd of the box's root.
+        let merged = rootfs::open_root(Path::new("."))?;
+        rootfs::make_host_dir(std::os::fd::AsFd::as_fd(&merged))?;
         nix::unistd::pivot_root(".", "run/host").context("pivot_root into the box failed")?;
         nix::unistd::chdir("/")?;
-        rootfs::apply(self.ops)?;
-        // The files below never follow a symlink of the image out of the box: see rootfs's
-        // no-follow functions, which work relative to a directory fd of the box's root.
         let root = rootfs::open_root(Path::new("/"))?;
         let root = std::os::fd::AsFd::as_fd(&root);
+        rootfs::apply(root, self.ops)?;
         rootfs::write_file(
             root,
             "run",
