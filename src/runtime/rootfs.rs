@@ -4,16 +4,24 @@
 //! Order of a box start (see start.rs): overlay mounted on `merged`, `pivot_root` into it with the
 //! old root put at /run/host, then this plan, whose sources all live under /run/host and whose
 //! targets resolve inside the box (an image's `/home -> var/home` symlink is followed inside).
+//!
+//! Then the files devbox writes into the box (passwd, group, shadow, the sudoers rule,
+//! /run/.containerenv). The image is not trusted: everything devbox creates or writes in the box
+//! goes through the functions of the "no-follow" section below, never through a plain path.
 
 use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::io;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, readlinkat, renameat, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use crate::state::Isolate;
 
@@ -141,66 +149,39 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> Result<()> {
     })
 }
 
-fn ensure_dir(p: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(p)
-        .with_context(|| format!("cannot create {} in the box", p.display()))
-}
-
-fn ensure_file(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_file() => return Ok(()),
-        Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory in the box", p.display()),
-        Ok(_) => fs::remove_file(p).with_context(|| format!("cannot replace {}", p.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", p.display())),
-    }
-    if let Some(parent) = p.parent() {
-        ensure_dir(parent)?;
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(p)
-        .with_context(|| format!("cannot create {} in the box", p.display()))?;
-    Ok(())
-}
-
-/// Carries out the plan. Runs after pivot_root, as root of the box's namespaces.
-pub fn apply(ops: &[Op]) -> Result<()> {
+/// Carries out the plan. Runs after pivot_root, as root of the box's namespaces; `root` is the
+/// box's root (`/`). Each target is found and made as `ensure_dir` and `ensure_file` say,
+/// and mounted on at the path they found, which has no symlink left in it.
+pub fn apply(root: BorrowedFd<'_>, ops: &[Op]) -> Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for op in ops {
         match op {
             Op::Proc { dst } => {
-                ensure_dir(dst)?;
-                mount(Some("proc"), dst, Some("proc"), nodev, None::<&str>)
+                let dst = ensure_dir(root, dst)?;
+                mount(Some("proc"), &dst, Some("proc"), nodev, None::<&str>)
                     .context("cannot mount a procfs for the box's pid namespace")?;
             }
             Op::Sysfs { dst } => {
-                ensure_dir(dst)?;
+                let dst = ensure_dir(root, dst)?;
                 if mount(
                     Some("sysfs"),
-                    dst,
+                    &dst,
                     Some("sysfs"),
                     nodev | MsFlags::MS_RDONLY,
                     None::<&str>,
                 )
                 .is_err()
                 {
-                    bind(&host(Path::new("/sys")), dst, true)?;
+                    bind(&host(Path::new("/sys")), &dst, true)?;
                 }
             }
             Op::Rbind { src, dst } => {
-                ensure_dir(dst)?;
-                bind(src, dst, true)?;
+                let dst = ensure_dir(root, dst)?;
+                bind(src, &dst, true)?;
             }
             Op::BindFile { src, dst } => {
-                ensure_file(dst)?;
-                bind(src, dst, false)?;
+                let dst = ensure_file(root, dst)?;
+                bind(src, &dst, false)?;
             }
             Op::UserMount { src, dst, readonly } => {
                 if !src.exists() {
@@ -213,16 +194,16 @@ pub fn apply(ops: &[Op]) -> Result<()> {
                         on_host.display()
                     );
                 }
-                if src.is_dir() {
-                    ensure_dir(dst)?;
+                let dst = if src.is_dir() {
+                    ensure_dir(root, dst)?
                 } else {
-                    ensure_file(dst)?;
-                }
-                bind(src, dst, true)?;
+                    ensure_file(root, dst)?
+                };
+                bind(src, &dst, true)?;
                 if *readonly {
                     mount(
                         None::<&str>,
-                        dst,
+                        &dst,
                         None::<&str>,
                         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
                         None::<&str>,
@@ -235,6 +216,428 @@ pub fn apply(ops: &[Op]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- No-follow: what devbox creates, reads and writes in a box ------------------------------
+//
+// The image's symlinks may name the user's home (bound into the box at its host path) or the
+// host's root (/run/host); devbox works in the box as in-box root, which may write whatever the
+// user owns. A write through such a link would change, or chown to a subordinate id, a file
+// outside the box. So, relative to a directory fd of the box's root:
+//
+// - A file is written into a directory of the box's own file system opened without following
+//   any symlink and without crossing a mount point ([`open_own_dir`]): created under a random
+//   temporary name (O_CREAT|O_EXCL|O_NOFOLLOW), written, its owner and mode set through its fd,
+//   then renamed over its final name, which replaces a link there instead of writing through it
+//   ([`replace_file`]). A directory on the way that is a link is refused.
+// - Mount targets and the files read to be merged (passwd, group, shadow) follow the image's
+//   links as the box's processes see them (an image's `/home -> var/home` must keep working),
+//   but devbox resolves them itself, one component at a time ([`walk`]): never into /run/host,
+//   never through a /proc magic link, and a missing directory is only created through a link
+//   on the box's own file system.
+
+/// Symlinks followed at most in one lookup, as the kernel does.
+const MAX_LINKS: usize = 40;
+
+/// Opens a directory (the box's root) for the functions below.
+pub fn open_root(path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// The names and `..`s of a path (its root and `.`s dropped).
+fn parts(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens `dir` (relative to `root`, e.g. `etc/sudoers.d`) with `flags`, refusing a symlink in
+/// any of its components and a mount point on the way: a directory devbox writes files into is
+/// the box's own, never somewhere an image's link or a mount leads.
+fn open_own_dir(root: BorrowedFd<'_>, dir: &str, flags: OFlag) -> Result<OwnedFd> {
+    // No O_NOFOLLOW: with it, a link as the last component would be opened itself (O_PATH) or
+    // fail as not a directory; without it, RESOLVE_NO_SYMLINKS refuses it with ELOOP.
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let mut tries = 0;
+    let opened = loop {
+        match openat2(root, dir, how) {
+            // EAGAIN: a concurrent rename raced with the lookup; retry.
+            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
+            r => break r,
+        }
+    };
+    match opened {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP) => bail!(
+            "/{dir} in the box is a symlink, or lies under one: devbox does not write through the image's symlinks"
+        ),
+        Err(Errno::EXDEV) => bail!(
+            "/{dir} in the box is a mount point, or lies under one: devbox writes there only into the box's own file system"
+        ),
+        Err(Errno::ENOTDIR) => bail!("/{dir} in the box is not a directory"),
+        Err(e) => Err(e).with_context(|| format!("cannot open /{dir} in the box")),
+    }
+}
+
+/// A random temporary name for `name` in its directory; it holds a `.`, so that sudo ignores
+/// it in /etc/sudoers.d should it ever be left behind.
+fn temp_name(name: &str) -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let r = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), n));
+    format!(".{name}.devbox-{r:016x}")
+}
+
+/// Replaces `name` in the directory `dir` (shown as `shown`) by a file holding `data`, with
+/// `mode` and `owner` (else the caller's): a new file under a random name (a link planted at a
+/// temporary name is never opened), renamed over `name` (a link there is replaced, not written
+/// through).
+fn replace_file(
+    dir: BorrowedFd<'_>,
+    shown: &str,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    let path = format!("{shown}/{name}");
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut made = None;
+    for _ in 0..16 {
+        let tmp = temp_name(name);
+        match openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => {
+                made = Some((tmp, File::from(fd)));
+                break;
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create a new {path}")),
+        }
+    }
+    let Some((tmp, mut file)) = made else {
+        bail!("cannot create a new {path}: every temporary name tried is taken");
+    };
+    let written = (|| -> Result<()> {
+        file.write_all(data)?;
+        if let Some((uid, gid)) = owner {
+            // Best effort, as before: an owner the box does not map cannot be given.
+            let _ = fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        }
+        fchmod(&file, Mode::from_bits_truncate(mode))?;
+        renameat(dir, tmp.as_str(), dir, name)?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    written.with_context(|| format!("cannot write {path}"))
+}
+
+/// Writes `data` as the file `name` of the directory `dir` of the box (relative to `root`,
+/// e.g. `run`), with `mode`, as `replace_file` does, in a directory `open_own_dir` opens.
+pub fn write_file(
+    root: BorrowedFd<'_>,
+    dir: &str,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<()> {
+    let fd = open_own_dir(root, dir, OFlag::O_PATH)?;
+    replace_file(fd.as_fd(), &format!("/{dir}"), name, data, mode, None)
+}
+
+/// Makes `run/host` in the box's root, where pivot_root puts the host's root, refusing a
+/// symlink on the way: before pivot_root, the image's absolute links would resolve on the host.
+pub fn make_host_dir(root: BorrowedFd<'_>) -> Result<()> {
+    let mut at = String::new();
+    for c in parts(Path::new(HOST)) {
+        let parent = if at.is_empty() {
+            None
+        } else {
+            Some(open_own_dir(root, &at, OFlag::O_PATH)?)
+        };
+        let dirfd = parent.as_ref().map_or(root, |fd| fd.as_fd());
+        match mkdirat(dirfd, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {HOST} in the box"));
+            }
+        }
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(&c.to_string_lossy());
+    }
+    open_own_dir(root, &at, OFlag::O_PATH)
+        .with_context(|| format!("the host's root is mounted at {HOST} in the box"))?;
+    Ok(())
+}
+
+/// A path of the box as [`walk`] found it.
+struct Walked<'r> {
+    root: BorrowedFd<'r>,
+    /// The real directories from the root to the target (the last may be a non-directory),
+    /// each opened O_PATH, with their names: no symlink among them.
+    chain: Vec<(OsString, OwnedFd)>,
+    stat: FileStat,
+    /// A symlink was followed on the way.
+    followed: bool,
+}
+
+impl Walked<'_> {
+    /// The path with every link resolved: mounting on it resolves it again to the same place.
+    fn path(&self) -> PathBuf {
+        let mut p = PathBuf::from("/");
+        for (name, _) in &self.chain {
+            p.push(name);
+        }
+        p
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.chain.last().map_or(self.root, |(_, fd)| fd.as_fd())
+    }
+
+    /// The directory holding the target (the root for the root itself).
+    fn parent(&self) -> BorrowedFd<'_> {
+        match self.chain.len() {
+            0 | 1 => self.root,
+            n => self.chain[n - 2].1.as_fd(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        kind(&self.stat) == SFlag::S_IFDIR
+    }
+
+    /// Something may be created in this directory: devbox got there without a link, or it is
+    /// on the box's own file system (not a directory bound from the host).
+    fn may_create(&self, root_dev: u64) -> bool {
+        !self.followed || self.stat.st_dev == root_dev
+    }
+}
+
+/// Finds `path` in the box as its processes would (an absolute link resolves from the box's
+/// root, `..` stops there), one component at a time, with each link read as text, never
+/// followed by the kernel (/proc's magic links included). Refused: anything at or under
+/// /run/host. `Ok(None)` when something on the way does not exist; with `create`, missing
+/// directories are made instead (0755, like `mkdir -p`), though not through a link outside the
+/// box's own file system.
+fn walk<'r>(root: BorrowedFd<'r>, path: &Path, create: bool) -> Result<Option<Walked<'r>>> {
+    let shown = path.display();
+    let root_dev = fstat(root)?.st_dev;
+    let host = parts(Path::new(HOST));
+    let mut todo = parts(path);
+    todo.reverse();
+    let mut chain: Vec<(OsString, OwnedFd)> = Vec::new();
+    let mut links = 0;
+    let mut followed = false;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let here_path = |chain: &[(OsString, OwnedFd)], name: &OsStr| {
+        let mut p = PathBuf::from("/");
+        p.extend(chain.iter().map(|(n, _)| n));
+        p.join(name)
+    };
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            chain.pop();
+            continue;
+        }
+        let here = chain.last().map_or(root, |(_, fd)| fd.as_fd());
+        let opened = match openat(here, c.as_os_str(), flags, Mode::empty()) {
+            Err(Errno::ENOENT) if create => {
+                let at = here_path(&chain, &c);
+                if followed && fstat(here)?.st_dev != root_dev {
+                    bail!(
+                        "{shown} in the box leads, through the image's symlinks, to {}, which is not on the box's own file system: devbox does not create it there",
+                        at.display()
+                    );
+                }
+                match mkdirat(here, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot create {} in the box", at.display()))
+                    }
+                }
+                openat(here, c.as_os_str(), flags, Mode::empty())
+            }
+            r => r,
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot look up {shown} in the box")),
+        };
+        let st = fstat(&fd)?;
+        match kind(&st) {
+            SFlag::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    bail!("cannot look up {shown} in the box: too many levels of symlinks");
+                }
+                let target = PathBuf::from(
+                    readlinkat(&fd, "")
+                        .with_context(|| format!("cannot look up {shown} in the box"))?,
+                );
+                if target.as_os_str().is_empty() {
+                    return Ok(None);
+                }
+                followed = true;
+                if target.is_absolute() {
+                    chain.clear();
+                }
+                todo.extend(parts(&target).into_iter().rev());
+            }
+            SFlag::S_IFDIR => {
+                chain.push((c, fd));
+                if chain.len() >= host.len() && chain.iter().zip(&host).all(|((n, _), h)| n == h) {
+                    bail!(
+                        "{shown} in the box leads into the host's file system at {HOST}: devbox does not follow the image's symlinks there"
+                    );
+                }
+            }
+            _ if todo.is_empty() => {
+                chain.push((c, fd));
+                return Ok(Some(Walked {
+                    root,
+                    chain,
+                    stat: st,
+                    followed,
+                }));
+            }
+            _ => bail!(
+                "cannot look up {shown} in the box: {} is not a directory",
+                here_path(&chain, &c).display()
+            ),
+        }
+    }
+    let stat = fstat(chain.last().map_or(root, |(_, fd)| fd.as_fd()))?;
+    Ok(Some(Walked {
+        root,
+        chain,
+        stat,
+        followed,
+    }))
+}
+
+/// Finds or makes the directory `p` of the box (see [`walk`]); its path with no link left.
+fn ensure_dir(root: BorrowedFd<'_>, p: &Path) -> Result<PathBuf> {
+    let Some(w) = walk(root, p, true)? else {
+        bail!("cannot create {} in the box", p.display());
+    };
+    if !w.is_dir() {
+        bail!("{} is not a directory in the box", w.path().display());
+    }
+    Ok(w.path())
+}
+
+/// Finds or makes the file `p` of the box to mount a file on: its directory as
+/// [`ensure_dir`] does; a symlink or missing file there is replaced by an empty regular file
+/// (so the mount never follows a link of the image). Its path with no link left.
+fn ensure_file(root: BorrowedFd<'_>, p: &Path) -> Result<PathBuf> {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        bail!("{} is not a file in the box", p.display());
+    };
+    let Some(dir) = walk(root, parent, true)? else {
+        bail!("cannot create {} in the box", parent.display());
+    };
+    if !dir.is_dir() {
+        bail!("{} is not a directory in the box", dir.path().display());
+    }
+    let path = dir.path().join(name);
+    let root_dev = fstat(root)?.st_dev;
+    let refuse = || {
+        anyhow::anyhow!(
+            "{} in the box leads, through the image's symlinks, to {}, which is not on the box's own file system: devbox does not create it there",
+            p.display(),
+            path.display()
+        )
+    };
+    match fstatat(dir.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if kind(&st) == SFlag::S_IFREG => return Ok(path),
+        Ok(st) if kind(&st) == SFlag::S_IFDIR => {
+            bail!("{} is a directory in the box", path.display())
+        }
+        Ok(_) => {
+            if !dir.may_create(root_dev) {
+                return Err(refuse());
+            }
+            unlinkat(dir.fd(), name, UnlinkatFlags::NoRemoveDir)
+                .with_context(|| format!("cannot replace {} in the box", path.display()))?;
+        }
+        Err(Errno::ENOENT) => {
+            if !dir.may_create(root_dev) {
+                return Err(refuse());
+            }
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect {} in the box", path.display()))
+        }
+    }
+    openat(
+        dir.fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .with_context(|| format!("cannot create {} in the box", path.display()))?;
+    Ok(path)
+}
+
+/// The text of the regular file `p` of the box, found as [`walk`] says (so never through
+/// /run/host); `None` when it does not exist.
+fn read_file(root: BorrowedFd<'_>, p: &Path) -> Result<Option<String>> {
+    let Some(w) = walk(root, p, false)? else {
+        return Ok(None);
+    };
+    let path = w.path();
+    let not_a_file = || anyhow::anyhow!("{} in the box is not a regular file", path.display());
+    let Some((name, _)) = w.chain.last().filter(|_| kind(&w.stat) == SFlag::S_IFREG) else {
+        return Err(not_a_file());
+    };
+    let fd = openat(
+        w.parent(),
+        name.as_os_str(),
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot read {} in the box", path.display()))?;
+    if kind(&fstat(&fd)?) != SFlag::S_IFREG {
+        return Err(not_a_file());
+    }
+    let mut data = Vec::new();
+    File::from(fd)
+        .read_to_end(&mut data)
+        .with_context(|| format!("cannot read {} in the box", path.display()))?;
+    Ok(Some(String::from_utf8_lossy(&data).into_owned()))
 }
 
 /// Escapes a path for overlay's comma-separated options (`\`, `,` and `:` are special).
@@ -261,25 +664,32 @@ pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> String {
 /// Adds passwd and group entries for the host user when the image lacks them, and a shadow
 /// entry without a usable password (`*`) where the image has a shadow file: PAM's account check
 /// (sudo's, su's) fails for a user whose passwd entry points at a shadow entry that is missing.
-pub fn ensure_user(etc: &Path, u: &HostUser) -> Result<()> {
-    let passwd = etc.join("passwd");
-    let text = fs::read_to_string(&passwd).unwrap_or_default();
+/// `root` is the box's root; the files are read as `read_file` and written as
+/// `replace_file` says, in the box's own /etc.
+pub fn ensure_user(root: BorrowedFd<'_>, u: &HostUser) -> Result<()> {
+    let etc = open_own_dir(root, "etc", OFlag::O_PATH)?;
+    let etc = etc.as_fd();
+    let text = read_file(root, Path::new("/etc/passwd"))?.unwrap_or_default();
     if let Some(line) = passwd_line(&text, u) {
-        append_line(&passwd, &text, &line)?;
+        append_line(etc, "passwd", &text, &line, 0o644)?;
     }
-    let shadow = etc.join("shadow");
-    if let Ok(text) = fs::read_to_string(&shadow) {
+    if let Some(text) = read_file(root, Path::new("/etc/shadow"))? {
         if let Some(line) = shadow_line(&text, &u.name) {
-            append_line(&shadow, &text, &line)?;
+            append_line(etc, "shadow", &text, &line, 0o640)?;
         }
     }
-    let group = etc.join("group");
-    let text = fs::read_to_string(&group).unwrap_or_default();
+    let text = read_file(root, Path::new("/etc/group"))?.unwrap_or_default();
     let has_gid = text
         .lines()
         .any(|l| l.split(':').nth(2) == Some(u.gid.to_string().as_str()));
     if !has_gid {
-        append_line(&group, &text, &format!("{}:x:{}:", u.group, u.gid))?;
+        append_line(
+            etc,
+            "group",
+            &text,
+            &format!("{}:x:{}:", u.group, u.gid),
+            0o644,
+        )?;
     }
     Ok(())
 }
@@ -328,23 +738,29 @@ pub fn shadow_line(shadow: &str, name: &str) -> Option<String> {
     (!known).then(|| format!("{name}:*:::::::"))
 }
 
-fn append_line(path: &Path, existing: &str, line: &str) -> Result<()> {
+/// Writes `existing` and `line` as /etc/`name` (`etc` is the box's own /etc), keeping the old
+/// file's mode and owners (passwd 0644 root:root, shadow 0640 root:shadow); `mode` and in-box
+/// root when there was no regular file.
+fn append_line(
+    etc: BorrowedFd<'_>,
+    name: &str,
+    existing: &str,
+    line: &str,
+    mode: u32,
+) -> Result<()> {
     let mut text = existing.to_string();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
     text.push_str(line);
     text.push('\n');
-    // Write a new file and rename it, keeping the old file's mode and owners (passwd 0644
-    // root:root, shadow 0640 root:shadow).
-    let tmp = path.with_extension("devbox-tmp");
-    fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    if let Ok(m) = fs::metadata(path) {
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
-        let _ = fs::set_permissions(&tmp, m.permissions());
-    }
-    fs::rename(&tmp, path).with_context(|| format!("cannot update {}", path.display()))
+    let (mode, owner) = match fstatat(etc, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if kind(&st) == SFlag::S_IFREG => {
+            (st.st_mode & 0o7777, Some((st.st_uid, st.st_gid)))
+        }
+        _ => (mode, None),
+    };
+    replace_file(etc, "/etc", name, text.as_bytes(), mode, owner)
 }
 
 /// The terminfo directories of a box, in the order ncurses usually searches them (Debian's
@@ -424,41 +840,35 @@ pub fn sudoers_rule(u: &HostUser) -> (String, String) {
     )
 }
 
-/// Writes the user's rule into `ETC/sudoers.d` (made 0750 if missing), mode 0440, owned by the
-/// caller (in-box root at box start). It is written whether sudo is installed or not, so sudo
-/// installed later works at once; no password is set or changed.
-pub fn write_sudoers(etc: &Path, u: &HostUser) -> Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = etc.join("sudoers.d");
-    match fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => anyhow::bail!("{} is not a directory", dir.display()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .mode(0o750)
-                .create(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+/// Writes the user's rule into the box's own `/etc/sudoers.d` (made 0750 if missing; refused
+/// if it is a symlink), mode 0440, owned by the caller (in-box root at box start), as
+/// `replace_file` says; `root` is the box's root. It is written whether sudo is installed or
+/// not, so sudo installed later works at once; no password is set or changed. Returns the
+/// rule's path in the box.
+pub fn write_sudoers(root: BorrowedFd<'_>, u: &HostUser) -> Result<PathBuf> {
+    let etc = open_own_dir(root, "etc", OFlag::O_PATH)?;
+    let made = match mkdirat(&etc, "sudoers.d", Mode::from_bits_truncate(0o750)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(e).context("cannot create /etc/sudoers.d in the box"),
+    };
+    // Opened for reading only to set the mode of a directory devbox just made.
+    let flags = if made { OFlag::O_RDONLY } else { OFlag::O_PATH };
+    let dir = open_own_dir(root, "etc/sudoers.d", flags)?;
+    if made {
+        fchmod(&dir, Mode::from_bits_truncate(0o750))
+            .context("cannot set the mode of /etc/sudoers.d in the box")?;
     }
     let (name, text) = sudoers_rule(u);
-    let path = dir.join(&name);
-    // A name with a '.' so that sudo ignores it should it ever be left behind.
-    let tmp = dir.join(format!(".{name}.devbox-tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o440)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.set_permissions(fs::Permissions::from_mode(0o440))?;
-    drop(f);
-    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    replace_file(
+        dir.as_fd(),
+        "/etc/sudoers.d",
+        &name,
+        text.as_bytes(),
+        0o440,
+        None,
+    )?;
+    Ok(Path::new("/etc/sudoers.d").join(name))
 }
 
 /// The calling user as the box should know them.
@@ -528,6 +938,7 @@ impl HostUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn view() -> HostView {
         HostView {
@@ -695,22 +1106,240 @@ mod tests {
         assert!(text.contains("\n#1000 ALL=(ALL) NOPASSWD: ALL\n"), "{text}");
     }
 
+    /// A box's root in a temporary directory, with an `etc`, and its fd.
+    fn box_root() -> (tempfile::TempDir, OwnedFd) {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        let fd = open_root(root.path()).unwrap();
+        (root, fd)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn is_file(p: &Path) -> bool {
+        fs::symlink_metadata(p).unwrap().file_type().is_file()
+    }
+
     #[test]
     fn the_sudoers_file_is_0440_in_a_0750_directory() {
         use std::os::unix::fs::PermissionsExt;
-        let etc = tempfile::tempdir().unwrap();
-        let path = write_sudoers(etc.path(), &alice()).unwrap();
+        let (root, fd) = box_root();
+        let path = write_sudoers(fd.as_fd(), &alice()).unwrap();
+        assert_eq!(path, Path::new("/etc/sudoers.d/devbox-alice"));
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(path, etc.path().join("sudoers.d/devbox-alice"));
-        assert_eq!(mode(&path), 0o440);
-        assert_eq!(mode(&etc.path().join("sudoers.d")), 0o750);
+        let file = root.path().join("etc/sudoers.d/devbox-alice");
+        assert_eq!(mode(&file), 0o440);
+        assert_eq!(mode(&root.path().join("etc/sudoers.d")), 0o750);
         // Written again over the read-only file: replaced, nothing left behind.
-        write_sudoers(etc.path(), &alice()).unwrap();
-        let names: Vec<_> = fs::read_dir(etc.path().join("sudoers.d"))
+        write_sudoers(fd.as_fd(), &alice()).unwrap();
+        assert_eq!(names(&root.path().join("etc/sudoers.d")), ["devbox-alice"]);
+    }
+
+    #[test]
+    fn files_replace_links_planted_at_their_names_and_never_write_through_them() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let (root, fd) = box_root();
+        let r = root.path();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        fs::write(r.join("etc/shadow"), "root:*:::::::\n").unwrap();
+        fs::set_permissions(r.join("etc/shadow"), fs::Permissions::from_mode(0o640)).unwrap();
+        // At the temporary names devbox used to write, and at the final names.
+        for name in [
+            "etc/passwd.devbox-tmp",
+            "etc/group",
+            "etc/shadow.devbox-tmp",
+        ] {
+            symlink(&victim, r.join(name)).unwrap();
+        }
+        fs::create_dir_all(r.join("etc/sudoers.d")).unwrap();
+        symlink(&victim, r.join("etc/sudoers.d/devbox-alice")).unwrap();
+        symlink(&victim, r.join("etc/sudoers.d/.devbox-alice.devbox-tmp")).unwrap();
+        fs::create_dir(r.join("run")).unwrap();
+        symlink(&victim, r.join("run/.containerenv")).unwrap();
+
+        ensure_user(fd.as_fd(), &alice()).unwrap();
+        write_sudoers(fd.as_fd(), &alice()).unwrap();
+        write_file(
+            fd.as_fd(),
+            "run",
+            ".containerenv",
+            b"engine=\"devbox\"\n",
+            0o644,
+        )
+        .unwrap();
+
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(names(outside.path()), ["victim"]);
+        let passwd = fs::read_to_string(r.join("etc/passwd")).unwrap();
+        assert!(passwd.starts_with("root:x:0:0:") && passwd.contains("\nalice:x:1000:"));
+        assert!(fs::read_to_string(r.join("etc/shadow"))
             .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![OsString::from("devbox-alice")]);
+            .ends_with("\nalice:*:::::::\n"));
+        let mode = fs::metadata(r.join("etc/shadow"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        // The group link named a host path: in the box it names nothing, so the group file is
+        // made anew.
+        assert_eq!(
+            fs::read_to_string(r.join("etc/group")).unwrap(),
+            "alice:x:1000:\n"
+        );
+        for f in [
+            "etc/passwd",
+            "etc/group",
+            "etc/shadow",
+            "etc/sudoers.d/devbox-alice",
+            "run/.containerenv",
+        ] {
+            assert!(is_file(&r.join(f)), "{f}");
+        }
+        // Only the planted links are left of temporary names.
+        assert_eq!(
+            names(&r.join("etc")),
+            [
+                "group",
+                "passwd",
+                "passwd.devbox-tmp",
+                "shadow",
+                "shadow.devbox-tmp",
+                "sudoers.d"
+            ]
+        );
+        assert_eq!(
+            names(&r.join("etc/sudoers.d")),
+            [".devbox-alice.devbox-tmp", "devbox-alice"]
+        );
+    }
+
+    #[test]
+    fn directories_that_are_links_are_not_written_into() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        let (root, fd) = box_root();
+        let r = root.path();
+        symlink(outside.path(), r.join("etc/sudoers.d")).unwrap();
+        symlink(outside.path(), r.join("run")).unwrap();
+        let err = format!("{:#}", write_sudoers(fd.as_fd(), &alice()).unwrap_err());
+        assert!(
+            err.contains("/etc/sudoers.d") && err.contains("symlink"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            write_file(fd.as_fd(), "run", "x", b"", 0o644).unwrap_err()
+        );
+        assert!(err.contains("/run") && err.contains("symlink"), "{err}");
+        let err = format!("{:#}", make_host_dir(fd.as_fd()).unwrap_err());
+        assert!(err.contains("/run") && err.contains("symlink"), "{err}");
+
+        let (root, fd) = box_root();
+        fs::remove_dir(root.path().join("etc")).unwrap();
+        symlink(outside.path(), root.path().join("etc")).unwrap();
+        let err = format!("{:#}", ensure_user(fd.as_fd(), &alice()).unwrap_err());
+        assert!(err.contains("/etc") && err.contains("symlink"), "{err}");
+        assert!(names(outside.path()).is_empty());
+    }
+
+    #[test]
+    fn the_host_mount_point_is_made_once() {
+        let (root, fd) = box_root();
+        make_host_dir(fd.as_fd()).unwrap();
+        make_host_dir(fd.as_fd()).unwrap();
+        assert!(root.path().join("run/host").is_dir());
+    }
+
+    #[test]
+    fn box_paths_follow_links_inside_the_box_but_never_into_run_host() {
+        use std::os::unix::fs::symlink;
+        let (root, fd) = box_root();
+        let r = root.path();
+        let fd = fd.as_fd();
+        fs::create_dir_all(r.join("var/home")).unwrap();
+        fs::create_dir_all(r.join("run/host/etc")).unwrap();
+        symlink("var/home", r.join("home")).unwrap();
+        symlink("/var/home", r.join("srv")).unwrap();
+        symlink("../../../../var", r.join("up")).unwrap();
+        assert_eq!(
+            ensure_dir(fd, Path::new("/home/alice")).unwrap(),
+            Path::new("/var/home/alice")
+        );
+        assert!(r.join("var/home/alice").is_dir());
+        assert_eq!(
+            ensure_dir(fd, Path::new("/srv/bob")).unwrap(),
+            Path::new("/var/home/bob")
+        );
+        assert_eq!(
+            ensure_dir(fd, Path::new("/up/home")).unwrap(),
+            Path::new("/var/home")
+        );
+
+        symlink("/run/host/etc", r.join("mnt")).unwrap();
+        symlink("../run/./host/etc/..", r.join("mnt2")).unwrap();
+        symlink("/run/host/etc/passwd", r.join("etc/passwd")).unwrap();
+        for p in ["/mnt", "/mnt/x", "/mnt2/x", "/run/host/x", "/run/host"] {
+            let err = format!("{:#}", ensure_dir(fd, Path::new(p)).unwrap_err());
+            assert!(err.contains(p) && err.contains("/run/host"), "{err}");
+        }
+        let err = format!("{:#}", ensure_file(fd, Path::new("/mnt/f")).unwrap_err());
+        assert!(err.contains("/run/host"), "{err}");
+        let err = format!("{:#}", ensure_user(fd, &alice()).unwrap_err());
+        assert!(
+            err.contains("/etc/passwd") && err.contains("/run/host"),
+            "{err}"
+        );
+        assert_eq!(names(&r.join("run/host")), ["etc"]);
+        assert!(names(&r.join("run/host/etc")).is_empty());
+
+        symlink("loop", r.join("loop")).unwrap();
+        let err = format!("{:#}", ensure_dir(fd, Path::new("/loop")).unwrap_err());
+        assert!(err.contains("too many levels of symlinks"), "{err}");
+    }
+
+    #[test]
+    fn files_read_and_mounted_on_follow_links_inside_the_box() {
+        use std::os::unix::fs::symlink;
+        let (root, fd) = box_root();
+        let r = root.path();
+        let fd = fd.as_fd();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        fs::create_dir_all(r.join("usr/share")).unwrap();
+        fs::write(r.join("usr/share/group"), "root:x:0:\n").unwrap();
+        symlink("../usr/share/group", r.join("etc/group")).unwrap();
+        assert_eq!(
+            read_file(fd, Path::new("/etc/group")).unwrap().as_deref(),
+            Some("root:x:0:\n")
+        );
+        assert_eq!(read_file(fd, Path::new("/etc/nothing")).unwrap(), None);
+        assert!(read_file(fd, Path::new("/usr")).is_err());
+
+        // A link where a file is mounted on is replaced by an empty file, in the box.
+        symlink(&victim, r.join("etc/resolv.conf")).unwrap();
+        assert_eq!(
+            ensure_file(fd, Path::new("/etc/resolv.conf")).unwrap(),
+            Path::new("/etc/resolv.conf")
+        );
+        assert!(is_file(&r.join("etc/resolv.conf")));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        // Missing directories on the way are made.
+        assert_eq!(
+            ensure_file(fd, Path::new("/opt/a/b")).unwrap(),
+            Path::new("/opt/a/b")
+        );
+        assert!(is_file(&r.join("opt/a/b")));
     }
 
     #[test]

@@ -342,18 +342,26 @@ impl BoxSetup<'_> {
         let _ = umount2(self.ns_dir, MntFlags::MNT_DETACH);
         let backend = self.mount_overlay()?;
         nix::unistd::chdir(&self.paths.merged)?;
-        std::fs::create_dir_all("run/host").context("cannot create /run/host in the box")?;
+        // Nothing below follows a symlink of the image out of the box: see rootfs's no-follow
+        // functions, which work relative to a directory fd of the box's root.
+        let merged = rootfs::open_root(Path::new("."))?;
+        rootfs::make_host_dir(std::os::fd::AsFd::as_fd(&merged))?;
         nix::unistd::pivot_root(".", "run/host").context("pivot_root into the box failed")?;
         nix::unistd::chdir("/")?;
-        rootfs::apply(self.ops)?;
-        std::fs::write(
-            "/run/.containerenv",
+        let root = rootfs::open_root(Path::new("/"))?;
+        let root = std::os::fd::AsFd::as_fd(&root);
+        rootfs::apply(root, self.ops)?;
+        rootfs::write_file(
+            root,
+            "run",
+            ".containerenv",
             format!(
                 "engine=\"devbox\"\nname=\"{}\"\nimage=\"{}\"\nid=\"{}\"\nrootless=1\n",
                 self.name, self.cfg.image, self.cfg.image_id
-            ),
-        )
-        .context("cannot write /run/.containerenv")?;
+            )
+            .as_bytes(),
+            0o644,
+        )?;
         let mut user = self.user.clone();
         if !Path::new(&user.shell).exists() {
             user.shell = ["/bin/bash", "/bin/sh"]
@@ -362,11 +370,11 @@ impl BoxSetup<'_> {
                 .find(|p| p.exists())
                 .unwrap_or_else(|| "/bin/sh".into());
         }
-        rootfs::ensure_user(Path::new("/etc"), &user)?;
+        rootfs::ensure_user(root, &user)?;
         // Once per box (box.toml remembers), through the overlay into the box's own layer: the
         // image stays as it is. A rule the user deletes later stays deleted.
         if !self.cfg.sudoers && user.uid != 0 {
-            match rootfs::write_sudoers(Path::new("/etc"), &user) {
+            match rootfs::write_sudoers(root, &user) {
                 Ok(_) => ch.send(&Report::Sudoers),
                 Err(e) => eprintln!(
                     "devbox: box '{}': cannot write the sudoers rule, sudo will ask for a password: {e:#}",
