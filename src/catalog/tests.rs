@@ -330,7 +330,14 @@ fn sources_are_expanded_for_release_and_arch() {
         }
     );
     assert_eq!(c.sources[0].arch, "x86_64");
-    assert_eq!(c.sources.len(), 2, "the LXC source serves glibc only");
+    assert_eq!(c.sources.len(), 3);
+    assert_eq!(
+        c.sources[1].kind,
+        SourceKind::Simplestreams {
+            url: "https://images.linuxcontainers.org".into(),
+            product: "voidlinux:current:amd64:musl".into()
+        }
+    );
 
     let c = cat.lookup_for_arch("alpine:edge", "arm64").unwrap();
     assert_eq!(
