@@ -146,7 +146,9 @@ fn toolbox_ready_images_come_first() {
     for l in cat.entries.values() {
         let c = cat.lookup_for_arch(&l.entry.id, "amd64").unwrap();
         let any = c.sources.iter().any(|s| s.toolbox_ready);
-        if any {
+        // Alpine's toolbox image is confirmed for edge only; for the default release (3.24)
+        // it is tried last, after the sources that are confirmed (images/alpine.toml).
+        if any && c.distro != "alpine" {
             assert!(c.sources[0].toolbox_ready, "{}: {:?}", c.distro, c.sources);
             assert_eq!(c.sources[0].kind_name(), "oci");
         }
@@ -157,6 +159,22 @@ fn toolbox_ready_images_come_first() {
         );
     }
     assert!(!builtin().search(Some("void"))[0].toolbox_ready);
+    let kinds = |r: &str| -> Vec<(&'static str, bool)> {
+        cat.lookup_for_arch(r, "amd64")
+            .unwrap()
+            .sources
+            .iter()
+            .map(|s| (s.kind_name(), s.toolbox_ready))
+            .collect()
+    };
+    assert_eq!(
+        kinds("alpine:edge"),
+        [("oci", true), ("alpine", false), ("simplestreams", false)]
+    );
+    assert_eq!(
+        kinds("alpine"),
+        [("alpine", false), ("simplestreams", false), ("oci", true)]
+    );
 }
 
 #[test]
@@ -280,7 +298,8 @@ fn sources_are_expanded_for_release_and_arch() {
             base: "https://cdimage.ubuntu.com/ubuntu-base/releases/24.04/release".into(),
         }
     );
-    // 26.10 has no codename, so the LXC server (codename-keyed) is not offered for it.
+    // 26.10 has no codename, so the LXC server (codename-keyed) is not offered for it; its
+    // toolbox image is not confirmed, so it comes after the ubuntu-base tarball.
     let kinds: Vec<&str> = cat
         .lookup_for_arch("ubuntu:26.10", "amd64")
         .unwrap()
@@ -288,7 +307,7 @@ fn sources_are_expanded_for_release_and_arch() {
         .iter()
         .map(|s| s.kind_name())
         .collect();
-    assert_eq!(kinds, ["oci", "sumsfile"]);
+    assert_eq!(kinds, ["sumsfile", "oci"]);
 
     // Arch Linux on arm64: only the LXC images.
     let c = cat.lookup_for_arch("arch", "arm64").unwrap();
@@ -311,7 +330,14 @@ fn sources_are_expanded_for_release_and_arch() {
         }
     );
     assert_eq!(c.sources[0].arch, "x86_64");
-    assert_eq!(c.sources.len(), 2, "the LXC source serves glibc only");
+    assert_eq!(c.sources.len(), 3);
+    assert_eq!(
+        c.sources[1].kind,
+        SourceKind::Simplestreams {
+            url: "https://images.linuxcontainers.org".into(),
+            product: "voidlinux:current:amd64:musl".into()
+        }
+    );
 
     let c = cat.lookup_for_arch("alpine:edge", "arm64").unwrap();
     assert_eq!(
