@@ -5,7 +5,7 @@
 //! Hooks run in the session's own shell, so `export`, `source`/`.` and `PS1` take effect in
 //! the session: for a command, in `SHELL -c SCRIPT devbox-hook CMD...` that ends with
 //! `exec "$@"`; for an interactive bash, in its startup file (`--rcfile`), after the login
-//! files, so nothing the image's bashrc does undoes them. Each hook runs in the project
+//! files and the box's prompt, so nothing the image's bashrc does undoes them. Each hook runs in the project
 //! directory (relative paths work from any subdirectory); a failing one prints `error:` naming
 //! it and its file, and the shell exits 125 without running the command.
 
@@ -87,8 +87,9 @@ pub fn command_script(hooks: &Hooks) -> String {
 }
 
 /// The `--rcfile` of an interactive bash: what a login bash reads (`/etc/profile`, then the
-/// first of `~/.bash_profile`, `~/.bash_login`, `~/.profile`), then the hooks, then the
-/// prompt. `fd` is the descriptor the file arrives on, closed once read.
+/// first of `~/.bash_profile`, `~/.bash_login`, `~/.profile`), then the box's prompt, then
+/// the hooks (which may set their own). `fd` is the descriptor the file arrives on, closed
+/// once read.
 pub fn bash_rc(hooks: &Hooks, prompt: &str, fd: i32) -> String {
     format!(
         "exec {fd}<&-\n\
@@ -98,9 +99,9 @@ pub fn bash_rc(hooks: &Hooks, prompt: &str, fd: i32) -> String {
          elif [ -r ~/.profile ]; then . ~/.profile\n\
          fi\n\
          logout() {{ exit \"$@\"; }}\n\
-         {}PS1={}\n",
-        hook_lines(hooks),
-        quote(prompt)
+         PS1={}\n{}",
+        quote(prompt),
+        hook_lines(hooks)
     )
 }
 
