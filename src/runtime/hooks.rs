@@ -191,14 +191,14 @@ mod tests {
     }
 
     #[test]
-    fn bash_rc_reads_the_login_files_then_hooks_then_sets_the_prompt() {
+    fn bash_rc_reads_the_login_files_then_sets_the_prompt_then_runs_the_hooks() {
         let rc = bash_rc(&hooks(&["export X=1"]), DEFAULT_PROMPT, 9);
         let order: Vec<usize> = [
             "exec 9<&-",
             "/etc/profile",
             "~/.profile",
-            "export X=1",
             "PS1=",
+            "export X=1",
         ]
         .iter()
         .map(|k| rc.find(k).unwrap_or_else(|| panic!("{k} missing:\n{rc}")))
