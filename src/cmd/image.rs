@@ -100,6 +100,7 @@ fn find(rows: &[Row], what: &str) -> Result<usize> {
 }
 
 pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32> {
+    store::sweep_in_passing(dirs);
     let rows = rows(dirs)?;
     let mut picked = Vec::new();
     for w in what {
@@ -136,6 +137,12 @@ pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32>
 }
 
 pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
+    // First what interrupted commands left behind (their temp dirs in the store and the cache),
+    // measured before it goes.
+    let swept = store::sweep_leftovers(dirs, true)?;
+    if swept.count > 0 && !quiet {
+        println!("Removed {}", swept.describe());
+    }
     let mut removed = 0;
     for r in rows(dirs)?.into_iter().filter(|r| r.boxes.is_empty()) {
         store::remove_image(dirs, &r.id)?;
@@ -156,7 +163,10 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
             crate::progress::human_bytes(freed)
         );
     }
-    Ok(0)
+    match swept.failure() {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }
 
 pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Result<i32> {
