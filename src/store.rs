@@ -1008,6 +1008,22 @@ impl Reclaimed {
         )
     }
 
+    /// "SIZE reclaimable by `devbox image prune` (N leftover(s) of interrupted devbox commands)".
+    pub fn reclaimable(&self) -> String {
+        format!(
+            "{}{} reclaimable by `devbox image prune` ({} leftover{} of interrupted devbox commands{})",
+            if self.exact { "" } else { "at least " },
+            human_bytes(self.bytes),
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            if self.exact {
+                ""
+            } else {
+                "; some files of subordinate ids could not be measured"
+            }
+        )
+    }
+
     /// The error for leftovers that could not be removed, with what to do.
     pub fn failure(&self) -> Option<anyhow::Error> {
         let (first, _) = self.failed.first()?;
@@ -1063,6 +1079,26 @@ fn report_in_passing(r: &Reclaimed) {
             path.display()
         ));
     }
+}
+
+/// The leftovers a sweep would remove now, measured, without removing anything.
+pub fn leftovers(dirs: &Dirs) -> Result<Reclaimed> {
+    let stale: Vec<PathBuf> = {
+        let store = store_lock_if_any(dirs)?;
+        scan(dirs, store.as_ref())
+            .into_iter()
+            .map(|l| l.path)
+            .collect()
+    };
+    let mut r = Reclaimed {
+        count: stale.len(),
+        exact: true,
+        ..Reclaimed::default()
+    };
+    if !stale.is_empty() {
+        (r.bytes, r.exact) = measure_trees(dirs, &stale);
+    }
+    Ok(r)
 }
 
 fn remove_leftovers(dirs: &Dirs, stale: Vec<Leftover>, measure: bool) -> Reclaimed {

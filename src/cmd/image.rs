@@ -53,7 +53,7 @@ pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
     }
     if rows.is_empty() {
         writeln!(out, "No images. `devbox create IMAGE` unpacks one.")?;
-        return Ok(0);
+        return leftovers_footer(dirs, &mut out);
     }
     writeln!(
         out,
@@ -75,6 +75,19 @@ pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
             boxes,
             r.source
         )?;
+    }
+    leftovers_footer(dirs, &mut out)
+}
+
+/// The last line of `image list` when interrupted commands left something behind: how much
+/// `image prune` would reclaim. Best effort: a failure to look is a `--verbose` line.
+fn leftovers_footer(dirs: &Dirs, out: &mut impl Write) -> Result<i32> {
+    match store::leftovers(dirs) {
+        Ok(r) if r.count > 0 => writeln!(out, "\n{}", r.reclaimable())?,
+        Ok(_) => {}
+        Err(e) => crate::ui::detail(format_args!(
+            "cannot look for leftovers of interrupted commands: {e:#}"
+        )),
     }
     Ok(0)
 }
