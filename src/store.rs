@@ -2,8 +2,8 @@
 //!
 //! An entry is unpacked into `images-v1/.tmp-PID-N` by the `__unpack` helper (inside the user
 //! namespace, so ownership lands mapped) and renamed into place only when complete, under a lock.
-//! Temp dirs left by interrupted commands (imports, creates, removals, image layouts) are swept
-//! by the next command that takes the store lock; see "Leftovers" below.
+//! Temp dirs left by interrupted commands (imports, creates, removals, image layouts, doctor) are
+//! swept by the next command that takes the store lock; see "Leftovers" below.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -786,6 +786,8 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
 //   boxes-v1/.tmp-NAME-PID     a box being assembled           flock on the dir (claim_dir)
 //   boxes-v1/.trash-NAME-PID   a box being removed             flock on the dir (remove_box_dir)
 //   CACHE/layout-PID-N         an image layout archive, read   flock on the dir (claim_dir)
+//   RUNTIME/doctor-PID-START-X doctor's overlay probe          its name: the pid and start time
+//                                                              of the doctor (Scratch)
 //
 // A flock is released by the kernel when its process dies, however it dies. Dirs are made and
 // flocked under the store lock and looked over under it, so a sweep never sees one between its
@@ -906,6 +908,80 @@ impl Drop for WorkDir {
     }
 }
 
+/// A scratch dir named after the process that uses it, `PARENT/PREFIX-PID-STARTTIME-XXXXXX`,
+/// for places outside the store (no store lock, no removal helper): it is stale once that
+/// process is gone. Its files must be the user's own; it is removed when dropped, also on
+/// error paths.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(parent: &Path, prefix: &str) -> Result<Scratch> {
+        let pid = std::process::id();
+        let start = crate::runtime::holder::start_time(pid as i32)
+            .context("cannot read this process's start time from /proc")?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-{pid}-{start}-"))
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot create a scratch dir in {}", parent.display()))?;
+        Ok(Scratch { path: dir.keep() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_own_tree(&self.path) {
+            eprintln!("devbox: cannot remove {}: {e:#}", self.path.display());
+        }
+    }
+}
+
+/// Whether a scratch dir's name (`PREFIX-PID-STARTTIME-XXXXXX`) names a living process. A name
+/// of the older form (`PREFIX-XXXXXX`, without the process) counts as in use for a minute.
+fn scratch_in_use(name: &str, path: &Path) -> bool {
+    let mut parts = name.splitn(4, '-').skip(1);
+    let pid = parts.next().and_then(|p| p.parse::<i32>().ok());
+    let start = parts.next().and_then(|s| s.parse::<u64>().ok());
+    match (pid, start, parts.next()) {
+        (Some(pid), Some(start), Some(_)) => crate::runtime::holder::alive(pid, start),
+        _ => std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 60)),
+    }
+}
+
+/// Removes a tree of the user's own files, making its directories writable first (an overlay's
+/// `work/work` is made with mode 0).
+fn remove_own_tree(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn open_up(dir: &Path) {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    open_up(path);
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
 /// What a leftover was left by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Left {
@@ -914,6 +990,7 @@ enum Left {
     Create,
     Rm,
     Layout,
+    Doctor,
 }
 
 impl Left {
@@ -924,6 +1001,7 @@ impl Left {
             Left::Create => "an interrupted create",
             Left::Rm => "an interrupted rm",
             Left::Layout => "an interrupted import of an image archive",
+            Left::Doctor => "an interrupted doctor",
         }
     }
 }
@@ -935,11 +1013,11 @@ struct Leftover {
     _claim: Claim,
 }
 
-/// Finds the leftovers whose command is gone and claims them; `store` is the store lock
-/// (without one, there is no store to look over).
+/// Finds the leftovers whose command is gone and claims them: with `store`, the store lock,
+/// in the store and the cache; in any case the doctor's scratch dirs, which need no lock.
 fn scan(dirs: &Dirs, store: Option<&Lock>) -> Vec<Leftover> {
     let mut found = Vec::new();
-    let mut places = Vec::new();
+    let mut places = vec![(&dirs.runtime, "doctor-", Left::Doctor)];
     if store.is_some() {
         places.extend([
             (&dirs.images, ".tmp-", Left::Import),
@@ -958,6 +1036,9 @@ fn scan(dirs: &Dirs, store: Option<&Lock>) -> Vec<Leftover> {
                 continue;
             }
             let path = e.path();
+            if left == Left::Doctor && scratch_in_use(&name, &path) {
+                continue;
+            }
             let left = if left == Left::Import && name.starts_with(".tmp-rm-") {
                 Left::ImageRm
             } else {
@@ -1131,7 +1212,17 @@ fn remove_leftovers(dirs: &Dirs, stale: Vec<Leftover>, measure: bool) -> Reclaim
 }
 
 fn remove_leftover(l: &Leftover) -> Result<()> {
-    remove_tree(&l.path)
+    match l.left {
+        // Outside the store, and the user's own files.
+        Left::Doctor => remove_own_tree(&l.path),
+        _ => remove_tree(&l.path),
+    }
+}
+
+/// Removes the doctor's stale scratch dirs (`RUNTIME/doctor-*`, see [`Scratch`]), which needs
+/// no store lock; what could not be removed is said on stderr.
+pub fn sweep_scratch(dirs: &Dirs) {
+    report_in_passing(&remove_leftovers(dirs, scan(dirs, None), false));
 }
 
 /// The disk use of `paths` together, and whether all of it could be read: measured as root of
