@@ -11,6 +11,7 @@ mod export;
 mod harness;
 mod images;
 mod inbox;
+mod leftovers;
 mod oci_create;
 mod project;
 mod registry;
