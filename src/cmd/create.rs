@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::cli::UnshareArg;
-use crate::paths::{private_dir, Dirs};
+use crate::paths::Dirs;
 use crate::progress::Term;
 use crate::state::{self, BoxConfig, Isolate};
 use crate::store;
@@ -114,11 +114,13 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     let rec = store::import(dirs, image, sha256, &term)?;
     crate::ui::detail(crate::ui::image_line(image, &rec));
 
-    // The box appears under its name only when complete.
+    // The box appears under its name only when complete. Its temp dir is claimed (flocked)
+    // until then, so no other devbox's sweep of leftovers takes it; one left by a killed create
+    // is removed by the next sweep (claiming sweeps too).
     let tmp = dirs
         .boxes
         .join(format!(".tmp-{name}-{}", std::process::id()));
-    private_dir(&tmp)?;
+    let _claim = store::claim_dir(dirs, &tmp)?;
     let cfg = BoxConfig {
         name: name.to_string(),
         // What the user asked for: an image already in the store under another source

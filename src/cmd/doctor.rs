@@ -80,6 +80,8 @@ fn helper_privileged(p: &Path) -> bool {
 }
 
 pub fn run(dirs: &Dirs) -> Result<i32> {
+    // Scratch dirs of earlier doctors that were killed before they could remove theirs.
+    crate::store::sweep_scratch(dirs);
     let mut r = Report { failed: false };
     let (major, minor, rel) = kernel_version();
     if (major, minor) >= (5, 11) {
@@ -260,6 +262,27 @@ pub fn run(dirs: &Dirs) -> Result<i32> {
         r.say(Level::Fail, "runtime dir", what, hint);
     }
 
+    match crate::store::leftovers(dirs) {
+        Ok(l) if l.count == 0 => r.say(
+            Level::Ok,
+            "leftovers",
+            "none from interrupted devbox commands",
+            "",
+        ),
+        Ok(l) => r.say(
+            Level::Warn,
+            "leftovers",
+            &l.reclaimable(),
+            "devbox image prune",
+        ),
+        Err(e) => r.say(
+            Level::Warn,
+            "leftovers",
+            &format!("cannot look for them: {e:#}"),
+            "",
+        ),
+    }
+
     if r.failed {
         println!("\nSome checks failed; the fixes are listed above.");
         return Ok(1);
@@ -268,12 +291,12 @@ pub fn run(dirs: &Dirs) -> Result<i32> {
     Ok(0)
 }
 
-/// Mounts an overlay in a throw-away user and mount namespace, in a child process.
+/// Mounts an overlay in a throw-away user and mount namespace, in a child process. Its scratch
+/// dir (`RUNTIME/doctor-PID-STARTTIME-*`) is removed when the probe ends, however it ends; one
+/// left by a killed doctor is removed by the next (or by any sweep of leftovers).
 fn overlay_probe(dirs: &Dirs) -> Result<()> {
     crate::paths::private_dir(&dirs.runtime)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("doctor-")
-        .tempdir_in(&dirs.runtime)?;
+    let tmp = crate::store::Scratch::new(&dirs.runtime, "doctor")?;
     for d in ["lower", "upper", "work", "merged"] {
         std::fs::create_dir(tmp.path().join(d))?;
     }

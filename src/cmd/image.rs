@@ -53,7 +53,7 @@ pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
     }
     if rows.is_empty() {
         writeln!(out, "No images. `devbox create IMAGE` unpacks one.")?;
-        return Ok(0);
+        return leftovers_footer(dirs, &mut out);
     }
     writeln!(
         out,
@@ -75,6 +75,19 @@ pub fn list(dirs: &Dirs, json: bool) -> Result<i32> {
             boxes,
             r.source
         )?;
+    }
+    leftovers_footer(dirs, &mut out)
+}
+
+/// The last line of `image list` when interrupted commands left something behind: how much
+/// `image prune` would reclaim. Best effort: a failure to look is a `--verbose` line.
+fn leftovers_footer(dirs: &Dirs, out: &mut impl Write) -> Result<i32> {
+    match store::leftovers(dirs) {
+        Ok(r) if r.count > 0 => writeln!(out, "\n{}", r.reclaimable())?,
+        Ok(_) => {}
+        Err(e) => crate::ui::detail(format_args!(
+            "cannot look for leftovers of interrupted commands: {e:#}"
+        )),
     }
     Ok(0)
 }
@@ -100,6 +113,7 @@ fn find(rows: &[Row], what: &str) -> Result<usize> {
 }
 
 pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32> {
+    store::sweep_in_passing(dirs);
     let rows = rows(dirs)?;
     let mut picked = Vec::new();
     for w in what {
@@ -136,6 +150,12 @@ pub fn rm(dirs: &Dirs, what: &[String], force: bool, quiet: bool) -> Result<i32>
 }
 
 pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
+    // First what interrupted commands left behind (their temp dirs in the store and the cache),
+    // measured before it goes.
+    let swept = store::sweep_leftovers(dirs, true)?;
+    if swept.count > 0 && !quiet {
+        println!("Removed {}", swept.describe());
+    }
     let mut removed = 0;
     for r in rows(dirs)?.into_iter().filter(|r| r.boxes.is_empty()) {
         store::remove_image(dirs, &r.id)?;
@@ -156,7 +176,10 @@ pub fn prune(dirs: &Dirs, quiet: bool) -> Result<i32> {
             crate::progress::human_bytes(freed)
         );
     }
-    Ok(0)
+    match swept.failure() {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }
 
 pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Result<i32> {

@@ -32,6 +32,8 @@ pub fn run(
         BoxConfig::load(dirs, n)?;
     }
     let places = Places::from_env()?;
+    // What interrupted commands left (a killed rm's half-removed box, ...) goes first.
+    crate::store::sweep_in_passing(dirs);
     for n in names {
         // Under the box's lock, so nothing starts it between the check and the removal.
         let lock = box_lock(dirs, n)?;
@@ -45,13 +47,8 @@ pub fn run(
         // Decided before anything is removed, so an interrupted question leaves all in place.
         let found = export::scan(&places, Some(n));
         let remove_exports = !found.is_empty() && decide(n, &found, exports)?;
-        // Rename first so a half-removed box never looks like a box.
-        let trash = dirs
-            .boxes
-            .join(format!(".trash-{n}-{}", std::process::id()));
-        std::fs::rename(dirs.box_dir(n), &trash)?;
+        crate::store::remove_box_dir(dirs, n)?;
         drop(lock);
-        crate::store::remove_tree(&trash)?;
         if !quiet {
             println!("Removed box '{n}'");
         }

@@ -11,6 +11,7 @@ mod export;
 mod harness;
 mod images;
 mod inbox;
+mod leftovers;
 mod nofollow;
 mod oci_create;
 mod onebox;
