@@ -49,6 +49,11 @@ use xattr::FileExt as _;
 /// Size of the chunks handed from the decompression thread to the extractor,
 /// and of the copy buffer used for file data.
 const CHUNK: usize = 256 * 1024;
+/// Sparse members: blocks of this size (at offsets that are multiples of it)
+/// that hold only zeros are left as holes instead of being written.
+const HOLE_BLOCK: usize = 4096;
+// The copy buffer holds whole blocks, so every block starts at a multiple.
+const _: () = assert!(CHUNK % HOLE_BLOCK == 0);
 /// How many chunks may wait in the channel (4 MiB in flight).
 const CHANNEL_DEPTH: usize = 16;
 
@@ -99,7 +104,8 @@ pub struct Stats {
     /// Archive members processed (files, directories, links, FIFOs, devices,
     /// and in layer mode whiteouts).
     pub entries: u64,
-    /// Bytes of regular-file data written.
+    /// Bytes of regular-file data written (the apparent size: the holes of
+    /// sparse members count).
     pub bytes: u64,
     /// Character and block device entries that were not created.
     pub devices_skipped: u64,
@@ -509,9 +515,22 @@ fn extract(
             err,
         })?;
         ex.entry(&mut entry)?;
-        progress(entry.raw_file_position() + entry.size());
+        progress(entry.raw_file_position() + data_size(&entry));
     }
     ex.finish()
+}
+
+/// The bytes of data an entry has in the archive: its size, except for a GNU
+/// sparse member, whose size (and `entry.size()`) is the apparent one, holes
+/// included, while the header's size field counts the data stored. (Other
+/// entries' header field may be 0 while a PAX record holds the size.)
+fn data_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    let header = entry.header();
+    if header.entry_type().is_gnu_sparse() {
+        header.entry_size().unwrap_or(entry.size())
+    } else {
+        entry.size()
+    }
 }
 
 /// The message of a parse error, without the raw header bytes that the tar crate quotes (they
@@ -1112,6 +1131,7 @@ impl Extractor<'_> {
         }
 
         let expected_size = entry.size();
+        let sparse = entry_type.is_gnu_sparse();
         // Resolved before the entry's own parent, which borrows the tree.
         let link_source = if kind == Kind::Hardlink {
             let raw_target = entry.link_name_bytes().unwrap_or_default();
@@ -1154,7 +1174,16 @@ impl Extractor<'_> {
                         xattrs: std::mem::take(&mut self.xattrs),
                     });
                 }),
-                Kind::File => write_file(dir, base, &self.name, entry, &mut self.buf, &mut removed)
+                Kind::File => create_file(dir, base, &self.name, &mut removed)
+                    .and_then(|mut file| {
+                        let (buf, name) = (&mut self.buf, &self.name);
+                        let written = if sparse {
+                            copy_sparse(&file, entry, buf, name)?
+                        } else {
+                            copy_data(&mut file, entry, buf, name)?
+                        };
+                        Ok((file, written))
+                    })
                     .and_then(|(file, written)| {
                         check_size(&self.name, written, expected_size)?;
                         Ok((file, written))
@@ -1555,16 +1584,14 @@ fn make_dir(
     }
 }
 
-/// Creates regular file `base` afresh and copies the entry's data into it.
-/// Returns the open file and the number of bytes written.
-fn write_file<R: Read>(
+/// Creates regular file `base` afresh (empty, for [`copy_data`] or
+/// [`copy_sparse`]).
+fn create_file(
     dir: BorrowedFd<'_>,
     base: &[u8],
     name: &[u8],
-    data: &mut R,
-    buf: &mut [u8],
     removed: &mut bool,
-) -> Result<(File, u64), UnpackError> {
+) -> Result<File, UnpackError> {
     let fd = replacing(dir, base, name, removed, "create file", || {
         openat(
             dir,
@@ -1573,7 +1600,16 @@ fn write_file<R: Read>(
             Mode::S_IRUSR | Mode::S_IWUSR,
         )
     })?;
-    let mut file = File::from(fd);
+    Ok(File::from(fd))
+}
+
+/// Copies an entry's data into `file`. Returns the number of bytes written.
+fn copy_data<R: Read>(
+    file: &mut File,
+    data: &mut R,
+    buf: &mut [u8],
+    name: &[u8],
+) -> Result<u64, UnpackError> {
     let mut written = 0u64;
     loop {
         let n = match data.read(buf) {
@@ -1591,7 +1627,69 @@ fn write_file<R: Read>(
             .map_err(|e| fs_err("write", name, e))?;
         written += n as u64;
     }
-    Ok((file, written))
+    Ok(written)
+}
+
+/// Copies the data of a sparse member (the tar crate reads its holes as
+/// zeros) into `file`, leaving a hole wherever a whole [`HOLE_BLOCK`] is
+/// zero, holes of the archive and zeros stored in its data alike. The file
+/// gets its full size at the end, so a trailing hole stays one too. Returns
+/// that size.
+fn copy_sparse<R: Read>(
+    file: &File,
+    data: &mut R,
+    buf: &mut [u8],
+    name: &[u8],
+) -> Result<u64, UnpackError> {
+    use std::os::unix::fs::FileExt;
+    let block_end = |pos: usize, n: usize| n.min(pos + HOLE_BLOCK);
+    let mut offset = 0u64;
+    loop {
+        // A full buffer each time (but at the end), so blocks stay aligned.
+        let mut n = 0;
+        while n < buf.len() {
+            match data.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(UnpackError::Corrupt {
+                        entry: display_name(name),
+                        err,
+                    })
+                }
+            }
+        }
+        let chunk = &buf[..n];
+        let mut pos = 0;
+        while pos < n {
+            let start = pos;
+            while pos < n && !all_zero(&chunk[pos..block_end(pos, n)]) {
+                pos = block_end(pos, n);
+            }
+            if pos > start {
+                file.write_all_at(&chunk[start..pos], offset + start as u64)
+                    .map_err(|e| fs_err("write", name, e))?;
+            }
+            while pos < n && all_zero(&chunk[pos..block_end(pos, n)]) {
+                pos = block_end(pos, n);
+            }
+        }
+        offset += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    file.set_len(offset).map_err(|e| fs_err("write", name, e))?;
+    Ok(offset)
+}
+
+/// Whether `block` holds only zero bytes (in 64-byte steps the compiler
+/// vectorizes, stopping at the first that is not).
+fn all_zero(block: &[u8]) -> bool {
+    let mut chunks = block.chunks_exact(64);
+    chunks.all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// Checks the written size against the header (the tar crate's entry reader
@@ -1936,6 +2034,34 @@ mod tests {
             h.set_device_minor(3).unwrap();
             h.set_cksum();
             self.0.append(&h, io::empty()).unwrap();
+            self
+        }
+        /// A GNU sparse member (type `S`) of apparent size `size` holding
+        /// `regions` (offset, data) and holes elsewhere. At most four regions
+        /// (no extension headers); all but the last a multiple of 512 long;
+        /// the last must end at `size` (GNU tar ends the map of a file with
+        /// a trailing hole with an empty region there).
+        fn sparse(mut self, name: &str, size: u64, regions: &[(u64, &[u8])]) -> Tar {
+            fn octal(field: &mut [u8; 12], v: u64) {
+                field.copy_from_slice(format!("{v:011o}\0").as_bytes());
+            }
+            assert!(regions.len() <= 4);
+            let data: Vec<u8> = regions.iter().flat_map(|r| r.1.to_vec()).collect();
+            let mut h = raw_header(
+                name.as_bytes(),
+                EntryType::GNUSparse,
+                0o640,
+                data.len() as u64,
+                b"",
+            );
+            let gnu = h.as_gnu_mut().unwrap();
+            for (slot, (off, bytes)) in gnu.sparse.iter_mut().zip(regions) {
+                octal(&mut slot.offset, *off);
+                octal(&mut slot.numbytes, bytes.len() as u64);
+            }
+            octal(&mut gnu.realsize, size);
+            h.set_cksum();
+            self.0.append(&h, data.as_slice()).unwrap();
             self
         }
         /// A PAX extended header for the next entry.
@@ -2937,5 +3063,108 @@ mod tests {
         let stats = layer(&tar, &s.root).unwrap();
         assert_eq!(stats.stripped_prefix, None);
         assert!(s.root.join("root.x86_64/etc/os-release").is_file());
+    }
+
+    // -- Sparse members -----------------------------------------------------
+
+    /// Bytes allocated to a file.
+    fn allocated(p: &Path) -> u64 {
+        fs::metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn sparse_members_keep_their_holes() {
+        let s = Scratch::new();
+        const SIZE: u64 = 64 << 20;
+        let a = vec![b'a'; 4096];
+        // A region whose first block is zeros: that block becomes a hole too.
+        let mut zc = vec![0u8; 4096];
+        zc.extend_from_slice(&[b'c'; 4096]);
+        let regions: [(u64, &[u8]); 4] = [
+            (0, &a),
+            (8 << 20, &zc),
+            ((20 << 20) + 100, b"tail"),
+            (SIZE, b""),
+        ];
+        let tar = Tar::new()
+            .sparse("disk.img", SIZE, &regions)
+            .file("plain", 0o644, b"after")
+            .build();
+        let mut consumed = 0;
+        let stats = unpack(tar.as_slice(), &s.root, &opts(), &mut |n| consumed = n).unwrap();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(stats.bytes, SIZE + 5);
+        // Progress counts archive bytes, not the holes.
+        assert!(consumed <= tar.len() as u64, "{consumed}");
+        let p = s.root.join("disk.img");
+        let mut expected = vec![0u8; SIZE as usize];
+        for (off, bytes) in regions {
+            expected[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        assert!(fs::read(&p).unwrap() == expected, "wrong content");
+        // Three 4 KiB blocks hold data (some file systems allocate a
+        // little more, never megabytes).
+        let used = allocated(&p);
+        assert!(used <= 256 << 10, "{used} bytes allocated");
+        assert_eq!(mode_of(&p), 0o640);
+        assert_eq!(mtime_of(&p), MTIME as i64);
+        assert_eq!(fs::read(s.root.join("plain")).unwrap(), b"after");
+    }
+
+    #[test]
+    fn sparse_member_that_is_all_hole() {
+        let s = Scratch::new();
+        // GNU tar's map for it: one empty region at the end.
+        let tar = Tar::new()
+            .sparse("empty.img", 1 << 30, &[(1 << 30, b"")])
+            .build();
+        run(&tar, &s.root).unwrap();
+        let p = s.root.join("empty.img");
+        assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 30);
+        assert_eq!(allocated(&p), 0);
+    }
+
+    #[test]
+    fn truncated_sparse_member_is_corrupt() {
+        let s = Scratch::new();
+        let tar = Tar::new()
+            .sparse(
+                "disk.img",
+                1 << 20,
+                &[(0, &[b'a'; 1024]), (4096, b"xyz"), (1 << 20, b"")],
+            )
+            .build();
+        run(&tar, &s.root).unwrap();
+        // Cut inside the stored data (after the 512-byte header).
+        let s = Scratch::new();
+        let err = run(&tar[..512 + 700], &s.root).unwrap_err();
+        assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("ends after"), "{err}");
+    }
+
+    #[test]
+    fn plain_members_are_written_whole() {
+        // Only sparse members get holes: zeros in a regular file are data.
+        let s = Scratch::new();
+        let zeros = vec![0u8; 1 << 20];
+        run(&Tar::new().file("zeros", 0o644, &zeros).build(), &s.root).unwrap();
+        let p = s.root.join("zeros");
+        assert_eq!(fs::read(&p).unwrap(), zeros);
+        assert!(allocated(&p) >= 1 << 20);
+    }
+
+    #[test]
+    fn all_zero_checks_every_byte() {
+        assert!(all_zero(&[]));
+        assert!(all_zero(&[0; 4096]));
+        assert!(all_zero(&[0; 100]));
+        for i in [0, 63, 64, 4000, 4095] {
+            let mut b = vec![0u8; 4096];
+            b[i] = 1;
+            assert!(!all_zero(&b), "byte {i}");
+        }
+        let mut b = vec![0u8; 100];
+        b[99] = 0x80;
+        assert!(!all_zero(&b));
     }
 }
