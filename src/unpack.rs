@@ -176,6 +176,27 @@ pub enum UnpackError {
         /// The underlying error.
         err: io::Error,
     },
+    /// The target's file system has no room for a regular file's data: found
+    /// before writing it (`free` is known), or when a write failed with
+    /// ENOSPC or EDQUOT (`err`).
+    #[error(
+        "{}\n  hint: free some space on that file system, or set XDG_DATA_HOME to a directory \
+         on one with more room (devbox keeps its images in $XDG_DATA_HOME/devbox)",
+        no_space(entry, *size, *free, err.as_ref(), target)
+    )]
+    NoSpace {
+        /// The entry path, relative to the target.
+        entry: String,
+        /// The size of its data (for a sparse member, the data the archive
+        /// holds, without the holes).
+        size: u64,
+        /// Bytes free on the file system when checked.
+        free: Option<u64>,
+        /// The failed write.
+        err: Option<io::Error>,
+        /// The target directory.
+        target: String,
+    },
     /// chown failed with EINVAL: the id has no mapping in this user namespace.
     #[error(
         "cannot set owner of {path:?} to {kind} {id}: the id is outside the \
@@ -494,6 +515,11 @@ fn extract(
         layer,
         created: HashMap::new(),
         unlock: None,
+        space: Space {
+            target: root.display().to_string(),
+            free: None,
+            used: 0,
+        },
     };
     let euid = nix::unistd::geteuid();
     if layer && !euid.is_root() {
@@ -518,6 +544,27 @@ fn extract(
         progress(entry.raw_file_position() + data_size(&entry));
     }
     ex.finish()
+}
+
+/// The first line of [`UnpackError::NoSpace`].
+fn no_space(
+    entry: &str,
+    size: u64,
+    free: Option<u64>,
+    err: Option<&io::Error>,
+    target: &str,
+) -> String {
+    let size = crate::progress::human_bytes(size);
+    match (free, err) {
+        (_, Some(err)) => format!(
+            "ran out of disk space writing {entry:?} ({size}) on the file system of {target}: {err}"
+        ),
+        (free, None) => format!(
+            "not enough disk space for {entry:?} ({size}): only {} free on the file system of \
+             {target}",
+            crate::progress::human_bytes(free.unwrap_or(0))
+        ),
+    }
 }
 
 /// The bytes of data an entry has in the archive: its size, except for a GNU
@@ -1043,6 +1090,89 @@ struct Extractor<'o> {
     created: Created,
     /// Layer mode, not root: read-only directories made writable.
     unlock: Option<Unlocker>,
+    /// Free space on the target's file system.
+    space: Space,
+}
+
+/// Free space on the target's file system, so that a regular file whose data
+/// cannot fit stops the extraction before it is written. Asked of the kernel
+/// (statvfs) for the first file, then estimated from the data written since,
+/// and asked again only when a file does not fit the estimate (so the common
+/// case costs no system call per file). The estimate ignores metadata and
+/// other writers: an ENOSPC while writing gives the same error.
+struct Space {
+    /// The target directory, for messages.
+    target: String,
+    /// Bytes free for unprivileged use (f_bavail * f_frsize) at the last
+    /// query; None before the first.
+    free: Option<u64>,
+    /// Bytes of file data written since that query, in whole 4 KiB blocks.
+    used: u64,
+}
+
+impl Space {
+    /// Checks that `size` bytes of data for entry `name` fit on the file
+    /// system of `fd`.
+    fn check(&mut self, fd: BorrowedFd<'_>, name: &[u8], size: u64) -> Result<(), UnpackError> {
+        if size == 0 {
+            return Ok(());
+        }
+        if let Some(free) = self.free {
+            if blocks_of(size) <= free.saturating_sub(self.used) {
+                return Ok(());
+            }
+        }
+        // (Both are 32-bit on some 32-bit targets.)
+        #[allow(clippy::useless_conversion)]
+        let free = match nix::sys::statvfs::fstatvfs(fd) {
+            Ok(st) => {
+                u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
+            }
+            // Unknown: leave it to the writes to find out.
+            Err(_) => u64::MAX,
+        };
+        self.free = Some(free);
+        self.used = 0;
+        if size > free {
+            return Err(UnpackError::NoSpace {
+                entry: display_name(name),
+                size,
+                free: Some(free),
+                err: None,
+                target: self.target.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `size` bytes of data as written.
+    fn wrote(&mut self, size: u64) {
+        self.used = self.used.saturating_add(blocks_of(size));
+    }
+
+    /// Turns a failure to create or write entry `name` (data of `size`
+    /// bytes) for lack of space or quota into [`UnpackError::NoSpace`].
+    fn exhausted(&self, e: UnpackError, size: u64) -> UnpackError {
+        match e {
+            UnpackError::Fs { path, err, .. }
+                if matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                UnpackError::NoSpace {
+                    entry: path,
+                    size,
+                    free: None,
+                    err: Some(err),
+                    target: self.target.clone(),
+                }
+            }
+            e => e,
+        }
+    }
+}
+
+/// `size` rounded up to whole 4 KiB blocks.
+fn blocks_of(size: u64) -> u64 {
+    size.div_ceil(4096).saturating_mul(4096)
 }
 
 /// What kind of thing an entry creates.
@@ -1132,6 +1262,7 @@ impl Extractor<'_> {
 
         let expected_size = entry.size();
         let sparse = entry_type.is_gnu_sparse();
+        let stored_size = data_size(entry);
         // Resolved before the entry's own parent, which borrows the tree.
         let link_source = if kind == Kind::Hardlink {
             let raw_target = entry.link_name_bytes().unwrap_or_default();
@@ -1176,6 +1307,8 @@ impl Extractor<'_> {
                 }),
                 Kind::File => create_file(dir, base, &self.name, &mut removed)
                     .and_then(|mut file| {
+                        // Checked once what it replaces is gone.
+                        self.space.check(file.as_fd(), &self.name, stored_size)?;
                         let (buf, name) = (&mut self.buf, &self.name);
                         let written = if sparse {
                             copy_sparse(&file, entry, buf, name)?
@@ -1184,11 +1317,13 @@ impl Extractor<'_> {
                         };
                         Ok((file, written))
                     })
+                    .map_err(|e| self.space.exhausted(e, stored_size))
                     .and_then(|(file, written)| {
                         check_size(&self.name, written, expected_size)?;
                         Ok((file, written))
                     })
                     .and_then(|(file, written)| {
+                        self.space.wrote(if sparse { stored_size } else { written });
                         self.stats.bytes += written;
                         apply_meta(
                             &file,
@@ -3065,7 +3200,7 @@ mod tests {
         assert!(s.root.join("root.x86_64/etc/os-release").is_file());
     }
 
-    // -- Sparse members -----------------------------------------------------
+    // -- Sparse members and free space --------------------------------------
 
     /// Bytes allocated to a file.
     fn allocated(p: &Path) -> u64 {
@@ -3166,5 +3301,76 @@ mod tests {
         let mut b = vec![0u8; 100];
         b[99] = 0x80;
         assert!(!all_zero(&b));
+    }
+
+    fn space(target: &str) -> Space {
+        Space {
+            target: target.into(),
+            free: None,
+            used: 0,
+        }
+    }
+
+    #[test]
+    fn too_little_space_is_a_clear_error() {
+        let s = Scratch::new();
+        let mut sp = space("/store/rootfs");
+        let dir = File::open(&s.root).unwrap();
+        // Fits: nothing to say.
+        sp.check(dir.as_fd(), b"small", 4096).unwrap();
+        let err = sp
+            .check(dir.as_fd(), b"usr/huge", u64::MAX / 2)
+            .unwrap_err();
+        let UnpackError::NoSpace {
+            free: Some(free), ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "not enough disk space for \"usr/huge\" (8388608.0 TiB): only {} free on the \
+                 file system of /store/rootfs\n  hint: free some space",
+                crate::progress::human_bytes(*free)
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("XDG_DATA_HOME"), "{msg}");
+    }
+
+    #[test]
+    fn space_is_estimated_between_queries() {
+        let s = Scratch::new();
+        let dir = File::open(&s.root).unwrap();
+        let mut sp = space("t");
+        sp.check(dir.as_fd(), b"a", 1).unwrap();
+        // Pretend 10 KiB were free: a 5000-byte file fits (in 8 KiB), the
+        // next does not, and asks the kernel again.
+        sp.free = Some(10 << 10);
+        sp.check(dir.as_fd(), b"b", 5000).unwrap();
+        sp.wrote(5000);
+        assert_eq!((sp.free, sp.used), (Some(10 << 10), 8192));
+        sp.check(dir.as_fd(), b"c", 5000).unwrap();
+        assert_eq!(sp.used, 0);
+        assert_ne!(sp.free, Some(10 << 10));
+    }
+
+    #[test]
+    fn running_out_of_space_while_writing_is_a_clear_error() {
+        // /dev/full fails every write with ENOSPC.
+        let mut full = File::options().write(true).open("/dev/full").unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        let err = copy_data(&mut full, &mut &b"data"[..], &mut buf, b"etc/x").unwrap_err();
+        let err = space("/store/rootfs").exhausted(err, 4);
+        assert_eq!(
+            err.to_string().lines().next().unwrap(),
+            "ran out of disk space writing \"etc/x\" (4 B) on the file system of \
+             /store/rootfs: No space left on device (os error 28)"
+        );
+        // Other failures stay what they are.
+        let other = fs_err("write", b"etc/y", Errno::EIO);
+        let err = space("t").exhausted(other, 4);
+        assert!(matches!(err, UnpackError::Fs { .. }), "{err}");
     }
 }

@@ -740,7 +740,7 @@ fn nonexistent_path_says_what_image_is() {
 }
 
 // ---------------------------------------------------------------------------
-// Sparse members
+// Sparse members and free space
 // ---------------------------------------------------------------------------
 
 const GIB: u64 = 1 << 30;
@@ -875,4 +875,111 @@ fn sparse_member_stays_sparse() {
          dd if=/opt/sparse.img bs=1M skip=1024 count=1 2>/dev/null | head -c 1240 | tail -c 6",
     );
     assert_eq!(inside, "4294967296\nmiddle");
+}
+
+/// A tmpfs of a few MiB, mounted (as root) and given to the test user; unmounted when dropped,
+/// also when the test fails.
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: PathBuf, size: &str) -> SmallFs {
+        assert!(
+            is_root(),
+            "this test mounts a small tmpfs, which needs root: run the integration tests as root (as CI does, after `sudo tests/setup.sh`)"
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("cannot mount a tmpfs on {}: {e}", dir.display()));
+        let fs = SmallFs { dir };
+        if let Some(u) = test_user() {
+            std::os::unix::fs::chown(&fs.dir, Some(u.uid), Some(u.gid)).unwrap();
+        }
+        fs
+    }
+
+    /// Bytes in use.
+    fn used(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.dir).unwrap();
+        (st.blocks() - st.blocks_free()) * st.fragment_size()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        if nix::mount::umount(&self.dir).is_err() {
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn archive_larger_than_the_free_space_fails_and_keeps_nothing() {
+    let env = TestEnv::new();
+    let small = SmallFs::mount(env.root.join("small"), "8m");
+    let tar = Tarball::busybox()
+        .file(b"opt/big", 0o644, &vec![0x42; 32 << 20])
+        .build();
+    let img = write_image(&env, "big.tar", &tar);
+    let out = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "big"])
+        .env("XDG_DATA_HOME", &small.dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains("error: not enough disk space for \"opt/big\" (32.0 MiB): only "),
+        "{err}"
+    );
+    assert!(err.contains(" free on the file system of "), "{err}");
+    assert!(err.contains("hint: free some space"), "{err}");
+    assert!(err.contains("XDG_DATA_HOME"), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    let store = small.dir.join("devbox");
+    let images: Vec<String> = names(&store.join("images-v1"))
+        .into_iter()
+        .filter(|n| n != ".lock")
+        .collect();
+    assert_eq!(images, Vec::<String>::new(), "left in images-v1");
+    assert_eq!(names(&store.join("boxes-v1")), Vec::<String>::new());
+    // The busybox files unpacked before the failure are gone too.
+    assert!(small.used() < 1 << 20, "{} bytes still used", small.used());
+
+    // What the hint says works: elsewhere it fits.
+    env.ok(["create", img.to_str().unwrap(), "--name", "big"]);
+    assert_eq!(
+        std::fs::metadata(only_rootfs(&env).join("opt/big"))
+            .unwrap()
+            .len(),
+        32 << 20
+    );
+}
+
+#[test]
+fn sparse_member_larger_than_the_file_system_fits() {
+    // 4 GiB apparent, a few KiB of data: it fits in an 8 MiB file system.
+    let env = TestEnv::new();
+    let img = sparse_image(&env);
+    let small = SmallFs::mount(env.root.join("small"), "8m");
+    let out = env
+        .cmd(["image", "pull", img.to_str().unwrap()])
+        .env("XDG_DATA_HOME", &small.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let images = small.dir.join("devbox/images-v1");
+    let ids: Vec<String> = names(&images)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_sparse_file(&images.join(&ids[0]).join("rootfs/opt/sparse.img"));
 }
