@@ -49,6 +49,11 @@ use xattr::FileExt as _;
 /// Size of the chunks handed from the decompression thread to the extractor,
 /// and of the copy buffer used for file data.
 const CHUNK: usize = 256 * 1024;
+/// Sparse members: blocks of this size (at offsets that are multiples of it)
+/// that hold only zeros are left as holes instead of being written.
+const HOLE_BLOCK: usize = 4096;
+// The copy buffer holds whole blocks, so every block starts at a multiple.
+const _: () = assert!(CHUNK % HOLE_BLOCK == 0);
 /// How many chunks may wait in the channel (4 MiB in flight).
 const CHANNEL_DEPTH: usize = 16;
 
@@ -99,7 +104,8 @@ pub struct Stats {
     /// Archive members processed (files, directories, links, FIFOs, devices,
     /// and in layer mode whiteouts).
     pub entries: u64,
-    /// Bytes of regular-file data written.
+    /// Bytes of regular-file data written (the apparent size: the holes of
+    /// sparse members count).
     pub bytes: u64,
     /// Character and block device entries that were not created.
     pub devices_skipped: u64,
@@ -169,6 +175,27 @@ pub enum UnpackError {
         path: String,
         /// The underlying error.
         err: io::Error,
+    },
+    /// The target's file system has no room for a regular file's data: found
+    /// before writing it (`free` is known), or when a write failed with
+    /// ENOSPC or EDQUOT (`err`).
+    #[error(
+        "{}\n  hint: free some space on that file system, or set XDG_DATA_HOME to a directory \
+         on one with more room (devbox keeps its images in $XDG_DATA_HOME/devbox)",
+        no_space(entry, *size, *free, err.as_ref(), target)
+    )]
+    NoSpace {
+        /// The entry path, relative to the target.
+        entry: String,
+        /// The size of its data (for a sparse member, the data the archive
+        /// holds, without the holes).
+        size: u64,
+        /// Bytes free on the file system when checked.
+        free: Option<u64>,
+        /// The failed write.
+        err: Option<io::Error>,
+        /// The target directory.
+        target: String,
     },
     /// chown failed with EINVAL: the id has no mapping in this user namespace.
     #[error(
@@ -488,6 +515,11 @@ fn extract(
         layer,
         created: HashMap::new(),
         unlock: None,
+        space: Space {
+            target: root.display().to_string(),
+            free: None,
+            used: 0,
+        },
     };
     let euid = nix::unistd::geteuid();
     if layer && !euid.is_root() {
@@ -509,9 +541,43 @@ fn extract(
             err,
         })?;
         ex.entry(&mut entry)?;
-        progress(entry.raw_file_position() + entry.size());
+        progress(entry.raw_file_position() + data_size(&entry));
     }
     ex.finish()
+}
+
+/// The first line of [`UnpackError::NoSpace`].
+fn no_space(
+    entry: &str,
+    size: u64,
+    free: Option<u64>,
+    err: Option<&io::Error>,
+    target: &str,
+) -> String {
+    let size = crate::progress::human_bytes(size);
+    match (free, err) {
+        (_, Some(err)) => format!(
+            "ran out of disk space writing {entry:?} ({size}) on the file system of {target}: {err}"
+        ),
+        (free, None) => format!(
+            "not enough disk space for {entry:?} ({size}): only {} free on the file system of \
+             {target}",
+            crate::progress::human_bytes(free.unwrap_or(0))
+        ),
+    }
+}
+
+/// The bytes of data an entry has in the archive: its size, except for a GNU
+/// sparse member, whose size (and `entry.size()`) is the apparent one, holes
+/// included, while the header's size field counts the data stored. (Other
+/// entries' header field may be 0 while a PAX record holds the size.)
+fn data_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    let header = entry.header();
+    if header.entry_type().is_gnu_sparse() {
+        header.entry_size().unwrap_or(entry.size())
+    } else {
+        entry.size()
+    }
 }
 
 /// The message of a parse error, without the raw header bytes that the tar crate quotes (they
@@ -1024,6 +1090,89 @@ struct Extractor<'o> {
     created: Created,
     /// Layer mode, not root: read-only directories made writable.
     unlock: Option<Unlocker>,
+    /// Free space on the target's file system.
+    space: Space,
+}
+
+/// Free space on the target's file system, so that a regular file whose data
+/// cannot fit stops the extraction before it is written. Asked of the kernel
+/// (statvfs) for the first file, then estimated from the data written since,
+/// and asked again only when a file does not fit the estimate (so the common
+/// case costs no system call per file). The estimate ignores metadata and
+/// other writers: an ENOSPC while writing gives the same error.
+struct Space {
+    /// The target directory, for messages.
+    target: String,
+    /// Bytes free for unprivileged use (f_bavail * f_frsize) at the last
+    /// query; None before the first.
+    free: Option<u64>,
+    /// Bytes of file data written since that query, in whole 4 KiB blocks.
+    used: u64,
+}
+
+impl Space {
+    /// Checks that `size` bytes of data for entry `name` fit on the file
+    /// system of `fd`.
+    fn check(&mut self, fd: BorrowedFd<'_>, name: &[u8], size: u64) -> Result<(), UnpackError> {
+        if size == 0 {
+            return Ok(());
+        }
+        if let Some(free) = self.free {
+            if blocks_of(size) <= free.saturating_sub(self.used) {
+                return Ok(());
+            }
+        }
+        // (Both are 32-bit on some 32-bit targets.)
+        #[allow(clippy::useless_conversion)]
+        let free = match nix::sys::statvfs::fstatvfs(fd) {
+            Ok(st) => {
+                u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
+            }
+            // Unknown: leave it to the writes to find out.
+            Err(_) => u64::MAX,
+        };
+        self.free = Some(free);
+        self.used = 0;
+        if size > free {
+            return Err(UnpackError::NoSpace {
+                entry: display_name(name),
+                size,
+                free: Some(free),
+                err: None,
+                target: self.target.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `size` bytes of data as written.
+    fn wrote(&mut self, size: u64) {
+        self.used = self.used.saturating_add(blocks_of(size));
+    }
+
+    /// Turns a failure to create or write entry `name` (data of `size`
+    /// bytes) for lack of space or quota into [`UnpackError::NoSpace`].
+    fn exhausted(&self, e: UnpackError, size: u64) -> UnpackError {
+        match e {
+            UnpackError::Fs { path, err, .. }
+                if matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                UnpackError::NoSpace {
+                    entry: path,
+                    size,
+                    free: None,
+                    err: Some(err),
+                    target: self.target.clone(),
+                }
+            }
+            e => e,
+        }
+    }
+}
+
+/// `size` rounded up to whole 4 KiB blocks.
+fn blocks_of(size: u64) -> u64 {
+    size.div_ceil(4096).saturating_mul(4096)
 }
 
 /// What kind of thing an entry creates.
@@ -1112,6 +1261,8 @@ impl Extractor<'_> {
         }
 
         let expected_size = entry.size();
+        let sparse = entry_type.is_gnu_sparse();
+        let stored_size = data_size(entry);
         // Resolved before the entry's own parent, which borrows the tree.
         let link_source = if kind == Kind::Hardlink {
             let raw_target = entry.link_name_bytes().unwrap_or_default();
@@ -1154,12 +1305,25 @@ impl Extractor<'_> {
                         xattrs: std::mem::take(&mut self.xattrs),
                     });
                 }),
-                Kind::File => write_file(dir, base, &self.name, entry, &mut self.buf, &mut removed)
+                Kind::File => create_file(dir, base, &self.name, &mut removed)
+                    .and_then(|mut file| {
+                        // Checked once what it replaces is gone.
+                        self.space.check(file.as_fd(), &self.name, stored_size)?;
+                        let (buf, name) = (&mut self.buf, &self.name);
+                        let written = if sparse {
+                            copy_sparse(&file, entry, buf, name)?
+                        } else {
+                            copy_data(&mut file, entry, buf, name)?
+                        };
+                        Ok((file, written))
+                    })
+                    .map_err(|e| self.space.exhausted(e, stored_size))
                     .and_then(|(file, written)| {
                         check_size(&self.name, written, expected_size)?;
                         Ok((file, written))
                     })
                     .and_then(|(file, written)| {
+                        self.space.wrote(if sparse { stored_size } else { written });
                         self.stats.bytes += written;
                         apply_meta(
                             &file,
@@ -1555,16 +1719,14 @@ fn make_dir(
     }
 }
 
-/// Creates regular file `base` afresh and copies the entry's data into it.
-/// Returns the open file and the number of bytes written.
-fn write_file<R: Read>(
+/// Creates regular file `base` afresh (empty, for [`copy_data`] or
+/// [`copy_sparse`]).
+fn create_file(
     dir: BorrowedFd<'_>,
     base: &[u8],
     name: &[u8],
-    data: &mut R,
-    buf: &mut [u8],
     removed: &mut bool,
-) -> Result<(File, u64), UnpackError> {
+) -> Result<File, UnpackError> {
     let fd = replacing(dir, base, name, removed, "create file", || {
         openat(
             dir,
@@ -1573,7 +1735,16 @@ fn write_file<R: Read>(
             Mode::S_IRUSR | Mode::S_IWUSR,
         )
     })?;
-    let mut file = File::from(fd);
+    Ok(File::from(fd))
+}
+
+/// Copies an entry's data into `file`. Returns the number of bytes written.
+fn copy_data<R: Read>(
+    file: &mut File,
+    data: &mut R,
+    buf: &mut [u8],
+    name: &[u8],
+) -> Result<u64, UnpackError> {
     let mut written = 0u64;
     loop {
         let n = match data.read(buf) {
@@ -1591,7 +1762,69 @@ fn write_file<R: Read>(
             .map_err(|e| fs_err("write", name, e))?;
         written += n as u64;
     }
-    Ok((file, written))
+    Ok(written)
+}
+
+/// Copies the data of a sparse member (the tar crate reads its holes as
+/// zeros) into `file`, leaving a hole wherever a whole [`HOLE_BLOCK`] is
+/// zero, holes of the archive and zeros stored in its data alike. The file
+/// gets its full size at the end, so a trailing hole stays one too. Returns
+/// that size.
+fn copy_sparse<R: Read>(
+    file: &File,
+    data: &mut R,
+    buf: &mut [u8],
+    name: &[u8],
+) -> Result<u64, UnpackError> {
+    use std::os::unix::fs::FileExt;
+    let block_end = |pos: usize, n: usize| n.min(pos + HOLE_BLOCK);
+    let mut offset = 0u64;
+    loop {
+        // A full buffer each time (but at the end), so blocks stay aligned.
+        let mut n = 0;
+        while n < buf.len() {
+            match data.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(UnpackError::Corrupt {
+                        entry: display_name(name),
+                        err,
+                    })
+                }
+            }
+        }
+        let chunk = &buf[..n];
+        let mut pos = 0;
+        while pos < n {
+            let start = pos;
+            while pos < n && !all_zero(&chunk[pos..block_end(pos, n)]) {
+                pos = block_end(pos, n);
+            }
+            if pos > start {
+                file.write_all_at(&chunk[start..pos], offset + start as u64)
+                    .map_err(|e| fs_err("write", name, e))?;
+            }
+            while pos < n && all_zero(&chunk[pos..block_end(pos, n)]) {
+                pos = block_end(pos, n);
+            }
+        }
+        offset += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    file.set_len(offset).map_err(|e| fs_err("write", name, e))?;
+    Ok(offset)
+}
+
+/// Whether `block` holds only zero bytes (in 64-byte steps the compiler
+/// vectorizes, stopping at the first that is not).
+fn all_zero(block: &[u8]) -> bool {
+    let mut chunks = block.chunks_exact(64);
+    chunks.all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// Checks the written size against the header (the tar crate's entry reader
@@ -1936,6 +2169,34 @@ mod tests {
             h.set_device_minor(3).unwrap();
             h.set_cksum();
             self.0.append(&h, io::empty()).unwrap();
+            self
+        }
+        /// A GNU sparse member (type `S`) of apparent size `size` holding
+        /// `regions` (offset, data) and holes elsewhere. At most four regions
+        /// (no extension headers); all but the last a multiple of 512 long;
+        /// the last must end at `size` (GNU tar ends the map of a file with
+        /// a trailing hole with an empty region there).
+        fn sparse(mut self, name: &str, size: u64, regions: &[(u64, &[u8])]) -> Tar {
+            fn octal(field: &mut [u8; 12], v: u64) {
+                field.copy_from_slice(format!("{v:011o}\0").as_bytes());
+            }
+            assert!(regions.len() <= 4);
+            let data: Vec<u8> = regions.iter().flat_map(|r| r.1.to_vec()).collect();
+            let mut h = raw_header(
+                name.as_bytes(),
+                EntryType::GNUSparse,
+                0o640,
+                data.len() as u64,
+                b"",
+            );
+            let gnu = h.as_gnu_mut().unwrap();
+            for (slot, (off, bytes)) in gnu.sparse.iter_mut().zip(regions) {
+                octal(&mut slot.offset, *off);
+                octal(&mut slot.numbytes, bytes.len() as u64);
+            }
+            octal(&mut gnu.realsize, size);
+            h.set_cksum();
+            self.0.append(&h, data.as_slice()).unwrap();
             self
         }
         /// A PAX extended header for the next entry.
@@ -2937,5 +3198,179 @@ mod tests {
         let stats = layer(&tar, &s.root).unwrap();
         assert_eq!(stats.stripped_prefix, None);
         assert!(s.root.join("root.x86_64/etc/os-release").is_file());
+    }
+
+    // -- Sparse members and free space --------------------------------------
+
+    /// Bytes allocated to a file.
+    fn allocated(p: &Path) -> u64 {
+        fs::metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn sparse_members_keep_their_holes() {
+        let s = Scratch::new();
+        const SIZE: u64 = 64 << 20;
+        let a = vec![b'a'; 4096];
+        // A region whose first block is zeros: that block becomes a hole too.
+        let mut zc = vec![0u8; 4096];
+        zc.extend_from_slice(&[b'c'; 4096]);
+        let regions: [(u64, &[u8]); 4] = [
+            (0, &a),
+            (8 << 20, &zc),
+            ((20 << 20) + 100, b"tail"),
+            (SIZE, b""),
+        ];
+        let tar = Tar::new()
+            .sparse("disk.img", SIZE, &regions)
+            .file("plain", 0o644, b"after")
+            .build();
+        let mut consumed = 0;
+        let stats = unpack(tar.as_slice(), &s.root, &opts(), &mut |n| consumed = n).unwrap();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(stats.bytes, SIZE + 5);
+        // Progress counts archive bytes, not the holes.
+        assert!(consumed <= tar.len() as u64, "{consumed}");
+        let p = s.root.join("disk.img");
+        let mut expected = vec![0u8; SIZE as usize];
+        for (off, bytes) in regions {
+            expected[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        assert!(fs::read(&p).unwrap() == expected, "wrong content");
+        // Three 4 KiB blocks hold data (some file systems allocate a
+        // little more, never megabytes).
+        let used = allocated(&p);
+        assert!(used <= 256 << 10, "{used} bytes allocated");
+        assert_eq!(mode_of(&p), 0o640);
+        assert_eq!(mtime_of(&p), MTIME as i64);
+        assert_eq!(fs::read(s.root.join("plain")).unwrap(), b"after");
+    }
+
+    #[test]
+    fn sparse_member_that_is_all_hole() {
+        let s = Scratch::new();
+        // GNU tar's map for it: one empty region at the end.
+        let tar = Tar::new()
+            .sparse("empty.img", 1 << 30, &[(1 << 30, b"")])
+            .build();
+        run(&tar, &s.root).unwrap();
+        let p = s.root.join("empty.img");
+        assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 30);
+        assert_eq!(allocated(&p), 0);
+    }
+
+    #[test]
+    fn truncated_sparse_member_is_corrupt() {
+        let s = Scratch::new();
+        let tar = Tar::new()
+            .sparse(
+                "disk.img",
+                1 << 20,
+                &[(0, &[b'a'; 1024]), (4096, b"xyz"), (1 << 20, b"")],
+            )
+            .build();
+        run(&tar, &s.root).unwrap();
+        // Cut inside the stored data (after the 512-byte header).
+        let s = Scratch::new();
+        let err = run(&tar[..512 + 700], &s.root).unwrap_err();
+        assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("ends after"), "{err}");
+    }
+
+    #[test]
+    fn plain_members_are_written_whole() {
+        // Only sparse members get holes: zeros in a regular file are data.
+        let s = Scratch::new();
+        let zeros = vec![0u8; 1 << 20];
+        run(&Tar::new().file("zeros", 0o644, &zeros).build(), &s.root).unwrap();
+        let p = s.root.join("zeros");
+        assert_eq!(fs::read(&p).unwrap(), zeros);
+        assert!(allocated(&p) >= 1 << 20);
+    }
+
+    #[test]
+    fn all_zero_checks_every_byte() {
+        assert!(all_zero(&[]));
+        assert!(all_zero(&[0; 4096]));
+        assert!(all_zero(&[0; 100]));
+        for i in [0, 63, 64, 4000, 4095] {
+            let mut b = vec![0u8; 4096];
+            b[i] = 1;
+            assert!(!all_zero(&b), "byte {i}");
+        }
+        let mut b = vec![0u8; 100];
+        b[99] = 0x80;
+        assert!(!all_zero(&b));
+    }
+
+    fn space(target: &str) -> Space {
+        Space {
+            target: target.into(),
+            free: None,
+            used: 0,
+        }
+    }
+
+    #[test]
+    fn too_little_space_is_a_clear_error() {
+        let s = Scratch::new();
+        let mut sp = space("/store/rootfs");
+        let dir = File::open(&s.root).unwrap();
+        // Fits: nothing to say.
+        sp.check(dir.as_fd(), b"small", 4096).unwrap();
+        let err = sp
+            .check(dir.as_fd(), b"usr/huge", u64::MAX / 2)
+            .unwrap_err();
+        let UnpackError::NoSpace {
+            free: Some(free), ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "not enough disk space for \"usr/huge\" (8388608.0 TiB): only {} free on the \
+                 file system of /store/rootfs\n  hint: free some space",
+                crate::progress::human_bytes(*free)
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("XDG_DATA_HOME"), "{msg}");
+    }
+
+    #[test]
+    fn space_is_estimated_between_queries() {
+        let s = Scratch::new();
+        let dir = File::open(&s.root).unwrap();
+        let mut sp = space("t");
+        sp.check(dir.as_fd(), b"a", 1).unwrap();
+        // Pretend 10 KiB were free: a 5000-byte file fits (in 8 KiB), the
+        // next does not, and asks the kernel again.
+        sp.free = Some(10 << 10);
+        sp.check(dir.as_fd(), b"b", 5000).unwrap();
+        sp.wrote(5000);
+        assert_eq!((sp.free, sp.used), (Some(10 << 10), 8192));
+        sp.check(dir.as_fd(), b"c", 5000).unwrap();
+        assert_eq!(sp.used, 0);
+        assert_ne!(sp.free, Some(10 << 10));
+    }
+
+    #[test]
+    fn running_out_of_space_while_writing_is_a_clear_error() {
+        // /dev/full fails every write with ENOSPC.
+        let mut full = File::options().write(true).open("/dev/full").unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        let err = copy_data(&mut full, &mut &b"data"[..], &mut buf, b"etc/x").unwrap_err();
+        let err = space("/store/rootfs").exhausted(err, 4);
+        assert_eq!(
+            err.to_string().lines().next().unwrap(),
+            "ran out of disk space writing \"etc/x\" (4 B) on the file system of \
+             /store/rootfs: No space left on device (os error 28)"
+        );
+        // Other failures stay what they are.
+        let other = fs_err("write", b"etc/y", Errno::EIO);
+        let err = space("t").exhausted(other, 4);
+        assert!(matches!(err, UnpackError::Fs { .. }), "{err}");
     }
 }

@@ -738,3 +738,248 @@ fn nonexistent_path_says_what_image_is() {
     assert!(err.contains("URL"), "{err}");
     assert_nothing_kept(&env);
 }
+
+// ---------------------------------------------------------------------------
+// Sparse members and free space
+// ---------------------------------------------------------------------------
+
+const GIB: u64 = 1 << 30;
+
+/// Data of the sparse test file: (offset, bytes). Six regions, so GNU tar needs an extension
+/// header for the map (the GNU header holds four); a trailing hole from 3 GiB to 4 GiB.
+fn sparse_regions() -> Vec<(u64, Vec<u8>)> {
+    vec![
+        (0, b"head".to_vec()),
+        (GIB / 2 + 7, b"a".to_vec()),
+        (GIB + 1234, b"middle".to_vec()),
+        (2 * GIB, vec![0x5a; 8192]),
+        (5 * GIB / 2, b"b".to_vec()),
+        // Across a 4 KiB boundary.
+        (3 * GIB - 3, b"near the end".to_vec()),
+    ]
+}
+
+/// Fails the test unless `tar` is GNU tar (the only common tar that writes GNU sparse
+/// members).
+fn require_gnu_tar() {
+    let out = std::process::Command::new("tar")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs GNU tar (with --sparse) to build its archive: cannot run `tar`: {e}; install GNU tar (Debian: apt-get install tar)")
+        });
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && version.contains("GNU tar"),
+        "this test needs GNU tar (with --sparse) to build its archive; `tar --version` says:\n{version}"
+    );
+}
+
+/// The busybox rootfs plus `opt/sparse.img`, a 4 GiB GNU sparse member holding only
+/// [`sparse_regions`], appended by GNU tar. Checks that it is that small and that sparse.
+fn sparse_image(env: &TestEnv) -> PathBuf {
+    require_gnu_tar();
+    let src = env.root.join("sparse-src");
+    std::fs::create_dir_all(src.join("opt")).unwrap();
+    let file = std::fs::File::create(src.join("opt/sparse.img")).unwrap();
+    file.set_len(4 * GIB).unwrap();
+    for (off, bytes) in sparse_regions() {
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, off).unwrap();
+    }
+    drop(file);
+    let img = write_image(env, "sparse.tar", &Tarball::busybox().build());
+    let out = std::process::Command::new("tar")
+        .args([
+            "--format=gnu",
+            "--sparse",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+        ])
+        .arg("-rf")
+        .arg(&img)
+        .arg("-C")
+        .arg(&src)
+        .arg("opt/sparse.img")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "GNU tar --sparse failed: {}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&src).unwrap();
+
+    let size = std::fs::metadata(&img).unwrap().len();
+    let busybox = std::fs::metadata(fixture("busybox")).unwrap().len();
+    assert!(
+        size < busybox + (1 << 20),
+        "the archive is {size} bytes: tar did not write a sparse member"
+    );
+    let mut archive = tar::Archive::new(std::fs::File::open(&img).unwrap());
+    let member = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path_bytes().as_ref() == b"opt/sparse.img")
+        .expect("opt/sparse.img is in the archive");
+    assert_eq!(member.header().entry_type(), EntryType::GNUSparse);
+    assert!(
+        member.header().as_gnu().unwrap().is_extended(),
+        "the sparse map should need an extension header"
+    );
+    img
+}
+
+/// Checks the unpacked `opt/sparse.img`: full size, its data where it belongs, zeros around,
+/// and (almost) nothing allocated.
+fn assert_sparse_file(p: &Path) {
+    use std::os::unix::fs::FileExt;
+    let m = std::fs::metadata(p).unwrap();
+    assert_eq!(m.len(), 4 * GIB, "apparent size");
+    let allocated = m.blocks() * 512;
+    assert!(
+        allocated < 1 << 20,
+        "{allocated} bytes allocated for 4 GiB holding 8 KiB of data: the holes were written"
+    );
+    let f = std::fs::File::open(p).unwrap();
+    for (off, bytes) in sparse_regions() {
+        // With the byte before (if any) and after: zeros.
+        let before = off.min(1);
+        let mut want = vec![0u8; before as usize];
+        want.extend_from_slice(&bytes);
+        want.push(0);
+        let mut around = vec![0xffu8; want.len()];
+        f.read_exact_at(&mut around, off - before)
+            .unwrap_or_else(|e| panic!("at {off}: {e}"));
+        assert!(around == want, "wrong data at offset {off}");
+    }
+    let mut tail = [0xffu8; 4096];
+    f.read_exact_at(&mut tail, 4 * GIB - 4096).unwrap();
+    assert!(
+        tail.iter().all(|&b| b == 0),
+        "the trailing hole is not zeros"
+    );
+}
+
+#[test]
+fn sparse_member_stays_sparse() {
+    let env = TestEnv::new();
+    let img = sparse_image(&env);
+    env.ok(["create", img.to_str().unwrap(), "--name", "sp"]);
+    assert_sparse_file(&only_rootfs(&env).join("opt/sparse.img"));
+    // The box sees the same file.
+    let inside = env.sh(
+        "sp",
+        "stat -c %s /opt/sparse.img && \
+         dd if=/opt/sparse.img bs=1M skip=1024 count=1 2>/dev/null | head -c 1240 | tail -c 6",
+    );
+    assert_eq!(inside, "4294967296\nmiddle");
+}
+
+/// A tmpfs of a few MiB, mounted (as root) and given to the test user; unmounted when dropped,
+/// also when the test fails.
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: PathBuf, size: &str) -> SmallFs {
+        assert!(
+            is_root(),
+            "this test mounts a small tmpfs, which needs root: run the integration tests as root (as CI does, after `sudo tests/setup.sh`)"
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("cannot mount a tmpfs on {}: {e}", dir.display()));
+        let fs = SmallFs { dir };
+        if let Some(u) = test_user() {
+            std::os::unix::fs::chown(&fs.dir, Some(u.uid), Some(u.gid)).unwrap();
+        }
+        fs
+    }
+
+    /// Bytes in use.
+    fn used(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.dir).unwrap();
+        (st.blocks() - st.blocks_free()) * st.fragment_size()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        if nix::mount::umount(&self.dir).is_err() {
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn archive_larger_than_the_free_space_fails_and_keeps_nothing() {
+    let env = TestEnv::new();
+    let small = SmallFs::mount(env.root.join("small"), "8m");
+    let tar = Tarball::busybox()
+        .file(b"opt/big", 0o644, &vec![0x42; 32 << 20])
+        .build();
+    let img = write_image(&env, "big.tar", &tar);
+    let out = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "big"])
+        .env("XDG_DATA_HOME", &small.dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains("error: not enough disk space for \"opt/big\" (32.0 MiB): only "),
+        "{err}"
+    );
+    assert!(err.contains(" free on the file system of "), "{err}");
+    assert!(err.contains("hint: free some space"), "{err}");
+    assert!(err.contains("XDG_DATA_HOME"), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    let store = small.dir.join("devbox");
+    let images: Vec<String> = names(&store.join("images-v1"))
+        .into_iter()
+        .filter(|n| n != ".lock")
+        .collect();
+    assert_eq!(images, Vec::<String>::new(), "left in images-v1");
+    assert_eq!(names(&store.join("boxes-v1")), Vec::<String>::new());
+    // The busybox files unpacked before the failure are gone too.
+    assert!(small.used() < 1 << 20, "{} bytes still used", small.used());
+
+    // What the hint says works: elsewhere it fits.
+    env.ok(["create", img.to_str().unwrap(), "--name", "big"]);
+    assert_eq!(
+        std::fs::metadata(only_rootfs(&env).join("opt/big"))
+            .unwrap()
+            .len(),
+        32 << 20
+    );
+}
+
+#[test]
+fn sparse_member_larger_than_the_file_system_fits() {
+    // 4 GiB apparent, a few KiB of data: it fits in an 8 MiB file system.
+    let env = TestEnv::new();
+    let img = sparse_image(&env);
+    let small = SmallFs::mount(env.root.join("small"), "8m");
+    let out = env
+        .cmd(["image", "pull", img.to_str().unwrap()])
+        .env("XDG_DATA_HOME", &small.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let images = small.dir.join("devbox/images-v1");
+    let ids: Vec<String> = names(&images)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_sparse_file(&images.join(&ids[0]).join("rootfs/opt/sparse.img"));
+}
