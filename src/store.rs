@@ -135,8 +135,14 @@ fn import_url(
         Err(fetch::StreamError::Download(e)) => (None, Err(Fed::Source(e))),
         Err(fetch::StreamError::Sink(e)) => (None, Err(Fed::Sink(e.to_string()))),
     };
-    finish_unpack(&mut child, fed, url, url, r)?;
+    let unpacked = finish_unpack(&mut child, fed, url, url, r)?;
     let fetched = fetched.context("the download ended without a result")?;
+    if unpacked == Unpacked::Layout {
+        // Verified and kept like any download; read as the image it holds.
+        drop(staging);
+        let archive = fetched.keep()?;
+        return import_layout_archive(dirs, &archive, r);
+    }
     let rec = ImageRecord {
         id: fetched.sha256.clone(),
         source: url.to_string(),
@@ -262,7 +268,7 @@ fn finish_unpack(
     what: &str,
     source: &str,
     r: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Unpacked> {
     match fed {
         Ok(()) => {}
         Err(Fed::Source(e)) => {
@@ -284,10 +290,21 @@ fn finish_unpack(
         .wait()
         .context("cannot wait for devbox's unpack helper")?;
     spinner.finish();
+    if status.code() == Some(EXIT_IS_LAYOUT) {
+        return Ok(Unpacked::Layout);
+    }
     if !status.success() {
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
-    Ok(())
+    Ok(Unpacked::Root)
+}
+
+/// What the unpack helper found in an archive.
+#[derive(Debug, PartialEq, Eq)]
+enum Unpacked {
+    Root,
+    /// An image layout: nothing was kept; read the archive as an image.
+    Layout,
 }
 
 enum Fed {
@@ -554,6 +571,10 @@ fn unpack_file_locked(
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     bar.finish();
+    if status.code() == Some(EXIT_IS_LAYOUT) {
+        drop(staging);
+        return import_layout_archive(dirs, archive, r);
+    }
     if !status.success() {
         bail!("cannot unpack {source} (see above); nothing was kept");
     }
@@ -1341,6 +1362,16 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
     let _ = std::io::copy(&mut reader, &mut std::io::sink());
     drop(reader);
     let _ = std::io::copy(&mut stdin.lock(), &mut std::io::sink());
+    // An image layout (a container image saved as files: Rocky Linux's container tarballs,
+    // `podman save`) is not a root: the caller reads it as an image instead.
+    if is_layout_dir(&root) {
+        let _ = std::fs::remove_dir_all(&root);
+        std::process::exit(EXIT_IS_LAYOUT);
+    }
+    if let Err(why) = crate::unpack::check_usable_root(&root) {
+        let _ = std::fs::remove_dir_all(&root);
+        anyhow::bail!("{source} gives no usable root file system: {why}");
+    }
     if stats.devices_skipped > 0 {
         crate::ui::note(format_args!(
             "Skipped {} device nodes (boxes use the host's /dev)",
@@ -1348,9 +1379,23 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
         ));
     }
     if let Some(p) = &stats.stripped_prefix {
-        eprintln!("The archive keeps its root in {p}/: unpacked that directory as the root");
+        let beside = if stats.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" (left out beside it: {})", stats.dropped.join(", "))
+        };
+        eprintln!("The archive keeps its root in {p}/: unpacked that directory as the root{beside}");
     }
     Ok(())
+}
+
+/// Exit status of `__unpack` for an archive that holds an image layout rather than a root.
+pub const EXIT_IS_LAYOUT: i32 = 4;
+
+/// Whether an unpacked archive is an OCI image layout or a docker-archive.
+fn is_layout_dir(root: &Path) -> bool {
+    let has = |n: &str| std::fs::symlink_metadata(root.join(n)).is_ok();
+    (has("oci-layout") && has("index.json")) || (has("manifest.json") && !has("etc"))
 }
 
 /// `devbox __unpack-layers SPEC DEST`: applies an OCI image's layers, lowest first, onto
@@ -1428,6 +1473,10 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
                 )));
             }
         }
+    }
+    if let Err(why) = crate::unpack::check_usable_root(&root) {
+        let _ = std::fs::remove_dir_all(&root);
+        bail!("the image gives no usable root file system: {why}");
     }
     if devices > 0 {
         crate::ui::note(format_args!(

@@ -113,9 +113,12 @@ pub struct Stats {
     /// `security.selinux` (skipped on purpose), those on symlinks, and those
     /// the kernel or file system refused.
     pub xattrs_skipped: u64,
-    /// The single top-level directory whose contents were moved up, if any
+    /// The top-level directory whose contents were moved up, if any
     /// (see [`strip_single_toplevel`]).
     pub stripped_prefix: Option<String>,
+    /// Plain files beside that directory at the top of the archive, dropped
+    /// (the Arch bootstrap tarball's `pkglist.x86_64.txt` and `version`).
+    pub dropped: Vec<String>,
 }
 
 /// Why an extraction failed. Messages name the archive entry or path involved.
@@ -590,12 +593,15 @@ fn describe(err: &io::Error) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
 }
 
-/// If `root` contains exactly one entry, that entry is a directory, and that
-/// directory looks like a rootfs (it has `etc` and `usr` or `bin`), moves its
-/// children up into `root`, removes it, and returns its name.
+/// Finds the root filesystem inside an unpacked archive by its contents: when
+/// `root` is not a rootfs itself (no `etc` with `usr` or `bin`) but exactly one
+/// top-level directory is, and everything beside it is a plain file, that
+/// directory's children move up into `root`, the plain files beside it are
+/// dropped, and its name is returned.
 ///
 /// The Arch Linux bootstrap tarball, for instance, nests everything in
-/// `root.x86_64/`. Moving a directory needs write permission on it, so an
+/// `root.x86_64/`, with `pkglist.x86_64.txt` and `version` beside it (archiso's
+/// `mkarchiso` since May 2024). Moving a directory needs write permission on it, so an
 /// unprivileged caller may fail on read-only subdirectories ([`unpack`]
 /// strips before it applies directory modes, so it does not).
 // unpack() calls the fd-based strip_toplevel_at (it must strip before it
@@ -611,18 +617,87 @@ pub fn strip_single_toplevel(root: &Path) -> Result<Option<String>, UnpackError>
         path: root.display().to_string(),
         err: e.into(),
     })?;
-    Ok(strip_toplevel_at(root_fd.as_fd())?.map(|name| lossy(&name)))
+    Ok(strip_toplevel_at(root_fd.as_fd())?.map(|(name, _)| lossy(&name)))
 }
 
-fn strip_toplevel_at(root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>, UnpackError> {
+/// Checks that an unpacked tree can be a box's root: `/etc` is a directory and a shell
+/// (`/bin/sh`) is an executable file, both resolved inside the tree (an absolute symlink such
+/// as `bin -> /usr/bin` counts as the box will see it). The reason when not.
+pub fn check_usable_root(root: &Path) -> Result<(), String> {
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let kind = |p: &[u8]| {
+        resolve(root_fd.as_fd(), p, OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .ok()
+            .and_then(|fd| nix::sys::stat::fstat(fd.as_fd()).ok())
+    };
+    match kind(b"etc") {
+        Some(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {}
+        _ => {
+            let top: Vec<String> = list_dir(root_fd.as_fd(), b".", b".")
+                .unwrap_or_default()
+                .iter()
+                .take(8)
+                .map(|n| lossy(n))
+                .collect();
+            return Err(format!(
+                "it has no /etc directory (its top level: {})",
+                if top.is_empty() { "empty".into() } else { top.join(", ") }
+            ));
+        }
+    }
+    let shell = [&b"bin/sh"[..], b"usr/bin/sh", b"bin/bash", b"usr/bin/bash"]
+        .into_iter()
+        .any(|p| {
+            kind(p).is_some_and(|st| {
+                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+                    && st.st_mode & 0o111 != 0
+            })
+        });
+    if !shell {
+        return Err("it has no shell (/bin/sh)".into());
+    }
+    Ok(())
+}
+
+/// Whether `name` in `dir` is a directory that holds a root filesystem.
+fn is_rootfs_dir(dir: BorrowedFd<'_>, name: &[u8]) -> bool {
+    let Ok(fd) = openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let has = |n: &str| fstatat(fd.as_fd(), n, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+    has("etc") && (has("usr") || has("bin"))
+}
+
+/// The top directory moved up and the plain files dropped beside it.
+type Stripped = (Vec<u8>, Vec<Vec<u8>>);
+
+fn strip_toplevel_at(root: BorrowedFd<'_>) -> Result<Option<Stripped>, UnpackError> {
+    if is_rootfs_dir(root, b".") {
+        return Ok(None);
+    }
     let names = list_dir(root, b".", b".")?;
-    let [top] = names.as_slice() else {
+    let kind = |n: &[u8]| {
+        fstatat(root, n, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
+            .ok()
+    };
+    let roots: Vec<&Vec<u8>> = names.iter().filter(|n| is_rootfs_dir(root, n)).collect();
+    let [top] = roots.as_slice() else {
         return Ok(None);
     };
-    let is_dir = fstatat(root, top.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
-        .unwrap_or(false);
-    if !is_dir {
+    let top: &Vec<u8> = top;
+    let others: Vec<Vec<u8>> = names.iter().filter(|n| *n != top).cloned().collect();
+    if !others.iter().all(|n| kind(n) == Some(SFlag::S_IFREG)) {
         return Ok(None);
     }
     let top_fd = openat(
@@ -632,9 +707,9 @@ fn strip_toplevel_at(root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>, UnpackErro
         Mode::empty(),
     )
     .map_err(|e| fs_err("open directory", top, e))?;
-    let has = |name: &str| fstatat(top_fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
-    if !(has("etc") && (has("usr") || has("bin"))) {
-        return Ok(None);
+    for f in &others {
+        unlinkat(root, f.as_slice(), UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| fs_err("remove", f, e))?;
     }
     let children = list_dir(top_fd.as_fd(), b".", top)?;
     // Park the top directory under a name none of its children has, so a
@@ -655,7 +730,7 @@ fn strip_toplevel_at(root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>, UnpackErro
     }
     unlinkat(root, parked.as_slice(), UnlinkatFlags::RemoveDir)
         .map_err(|e| fs_err("remove directory", top, e))?;
-    Ok(Some(top.clone()))
+    Ok(Some((top.clone(), others)))
 }
 
 /// Names in directory `path` (relative to `dir`), without `.` and `..`.
@@ -1501,7 +1576,8 @@ impl Extractor<'_> {
         } else {
             strip_toplevel_at(root)?
         };
-        if let Some(prefix) = strip {
+        if let Some((prefix, dropped)) = strip {
+            self.stats.dropped = dropped.iter().map(|d| lossy(d)).collect();
             // Re-home deferred paths: the top directory's own metadata now
             // belongs to the target directory.
             self.deferred.retain_mut(|d| {
@@ -2661,6 +2737,59 @@ mod tests {
         assert_eq!(stats.stripped_prefix, None);
         assert!(s.root.join("project/README").exists());
         assert_eq!(strip_single_toplevel(&s.root).unwrap(), None);
+    }
+
+    #[test]
+    fn the_root_is_found_beside_plain_files_as_in_the_arch_bootstrap() {
+        // archiso's mkarchiso: root.x86_64/, pkglist.x86_64.txt and version at the top.
+        let s = Scratch::new();
+        let tar = Tar::new()
+            .dir("root.x86_64/", 0o755)
+            .dir("root.x86_64/etc/", 0o755)
+            .file("root.x86_64/etc/os-release", 0o644, b"ID=arch")
+            .dir("root.x86_64/usr/", 0o755)
+            .dir("root.x86_64/usr/bin/", 0o755)
+            .file("root.x86_64/usr/bin/sh", 0o755, b"sh")
+            .symlink("root.x86_64/bin", "usr/bin")
+            .file("root.x86_64/version", 0o644, b"inside")
+            .file("pkglist.x86_64.txt", 0o644, b"bash 5.2\n")
+            .file("version", 0o644, b"2026.12.01\n")
+            .build();
+        let stats = run(&tar, &s.root).unwrap();
+        assert_eq!(stats.stripped_prefix.as_deref(), Some("root.x86_64"));
+        let mut dropped = stats.dropped.clone();
+        dropped.sort();
+        assert_eq!(dropped, ["pkglist.x86_64.txt", "version"]);
+        let r = &s.root;
+        assert_eq!(fs::read(r.join("bin/sh")).unwrap(), b"sh");
+        // The root's own file of that name, not the archive's.
+        assert_eq!(fs::read(r.join("version")).unwrap(), b"inside");
+        assert!(!r.join("pkglist.x86_64.txt").exists());
+
+        // Two candidate roots, or a directory beside one: nothing is guessed.
+        for extra in ["other/etc/", "docs/"] {
+            let s = Scratch::new();
+            let mut t = Tar::new()
+                .dir("root.x86_64/", 0o755)
+                .dir("root.x86_64/etc/", 0o755)
+                .dir("root.x86_64/usr/", 0o755);
+            if extra == "other/etc/" {
+                t = t.dir("other/", 0o755).dir("other/usr/", 0o755);
+            }
+            let tar = t.dir(extra, 0o755).build();
+            let stats = run(&tar, &s.root).unwrap();
+            assert_eq!(stats.stripped_prefix, None, "{extra}");
+        }
+        // An archive whose top is a root already is left as it is.
+        let s = Scratch::new();
+        let tar = Tar::new()
+            .dir("etc/", 0o755)
+            .dir("usr/", 0o755)
+            .dir("root.x86_64/", 0o755)
+            .dir("root.x86_64/etc/", 0o755)
+            .dir("root.x86_64/usr/", 0o755)
+            .build();
+        assert_eq!(run(&tar, &s.root).unwrap().stripped_prefix, None);
     }
 
     #[test]

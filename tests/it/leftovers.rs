@@ -678,7 +678,7 @@ fn a_temp_dir_in_use_is_not_removed() {
 fn doctor_leaves_no_scratch_dir_and_sweeps_old_ones() {
     let env = TestEnv::new();
     env.ok(["doctor"]);
-    let run = env.runtime.join("devbox");
+    let run = env.data().join("run");
     assert_eq!(starting(&run, "doctor-"), Vec::<String>::new());
 
     let me = std::process::id();
