@@ -13,6 +13,7 @@ pub mod inspect;
 mod list;
 pub mod rm;
 mod stop;
+mod trust;
 mod unshare;
 
 use anyhow::Result;
@@ -135,6 +136,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             },
             cli.quiet,
         ),
+        Cmd::Trust { path, list, remove } => trust::run(path.as_deref(), list, remove),
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
         Cmd::Completions { shell } => {
             use std::io::Write;

@@ -58,19 +58,23 @@
 //!
 //! Every table rejects unknown keys; every error names the file, line and column, the key and
 //! what is allowed (see [`ConfigError`]).
+//!
+//! A file is used only when it is the user's alone or they trusted it ([`trust`]); the
+//! nearest file that is not is an error, never skipped for one further up or the only box.
 
 mod change;
 mod error;
 pub mod expand;
 mod schema;
 mod settings;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 use toml::Spanned;
@@ -96,6 +100,8 @@ pub const CONFIG_ENV: &str = "DEVBOX_CONFIG";
 /// the file-system root. Relative `explicit`/`env` paths are taken relative to `start` (pass
 /// the current directory); a directory stands for its `devbox.toml`. An explicit or
 /// environment path that does not exist is an error naming it; no file found is `Ok(None)`.
+/// Whether the file may be used is [`Project::load`]'s to decide: the nearest file is the
+/// project, and one the user may not use is an error rather than a reason to look further.
 pub fn find(start: &Path, explicit: Option<&Path>, env: Option<&OsStr>) -> Result<Option<PathBuf>> {
     let named = |p: &Path, how: &str| -> Result<PathBuf> {
         let p = start.join(p);
@@ -175,7 +181,8 @@ pub struct Hooks {
 /// the project it was made from, for `devbox apply` to tell what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
-    /// The file it was read from.
+    /// The file it was read from: canonical when loaded (links resolved), which is how its box
+    /// knows it.
     pub file: PathBuf,
     /// The project directory: the file's directory. Relative paths in the file start here.
     pub dir: PathBuf,
@@ -245,12 +252,11 @@ pub const UNSHARE_VALUES: &[&str] = &["net", "pid", "ipc", "all"];
 pub(crate) const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
 
 impl Project {
-    /// Reads and parses `file` (made absolute first, so the project directory is known).
+    /// Reads and parses `file` for this user: the file is used only when it is theirs alone or
+    /// they trusted it (see [`trust`]); its path is made canonical (links resolved), so the
+    /// project directory is where the file really is.
     pub fn load(file: &Path, host: &HostEnv) -> Result<Project> {
-        let file = std::path::absolute(file)
-            .with_context(|| format!("cannot resolve {}", file.display()))?;
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let (file, text) = trust::open(file, trust::me(), || Ok(UserConfig::load(host)?.trusted))?;
         Ok(Project::parse(&text, &file, host)?)
     }
 

@@ -467,9 +467,11 @@ fn schema_and_serde_agree() {
             "default_box",
             "catalog_dir",
             "registry_mirrors",
-            "insecure_registries"
+            "insecure_registries",
+            "trusted"
         ]
     );
+    assert_eq!(schema::TRUSTED.keys(), ["file", "owner"]);
     // FULL sets every key of every table, and serde takes it.
     for k in schema::BOX.keys() {
         assert!(
