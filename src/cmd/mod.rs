@@ -107,7 +107,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Rm { images, force }) => {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
-        Cmd::Init { image, force } => init::run(&std::env::current_dir()?, image.as_deref(), force),
+        Cmd::Init { image, force } => init::run(
+            Dirs::from_env().ok().as_ref(),
+            &std::env::current_dir()?,
+            image.as_deref(),
+            force,
+        ),
         Cmd::Apply { name, yes } => apply::run(
             &Dirs::from_env()?,
             name.as_deref(),

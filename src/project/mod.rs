@@ -34,7 +34,9 @@
 //! Keys and values:
 //! - `name`: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters (the box-name rule). Without
 //!   it, the directory holding `devbox.toml` gives the name, with other characters replaced by
-//!   `-` (see [`name_from_dir`]).
+//!   `-` (see [`name_from_dir`]). A box belongs to one project file (its canonical path is
+//!   recorded in the box): another file that comes to the same name is refused with both
+//!   paths and a free name to write (`crate::provision::claim`).
 //! - `image`: not empty. `./x`, `../x`, `~/x` and `~` are local paths, taken relative to the
 //!   project directory; anything else (a catalog name, an OCI reference, an absolute path, a
 //!   URL) is passed on as written.
