@@ -17,4 +17,5 @@ mod project;
 mod registry;
 mod runtime;
 mod terminal;
+mod trust;
 mod ui;
