@@ -225,7 +225,7 @@ another user is refused again. PATH may be the project's directory.",
         #[arg(long)]
         list: bool,
         /// Stop trusting PATH
-        #[arg(long, requires = "path")]
+        #[arg(long, requires = "path", conflicts_with = "list")]
         remove: bool,
     },
     /// Change a box's mounts, environment, namespaces or home (no new image needed)
