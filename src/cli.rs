@@ -205,6 +205,29 @@ box is recreated."
         #[arg(long, short)]
         yes: bool,
     },
+    /// Accept a project file devbox refuses: another user's, or one in a directory others can write
+    #[command(
+        long_about = "Accept a devbox.toml that devbox would refuse, or stop accepting one.\n\n\
+A project file runs code as you (setup commands, env, enter hooks), so devbox uses one only when \
+it is yours and nobody else can change it: it belongs to you (not to another user, not to root), \
+neither its group nor others may write it, and every directory above it belongs to you or root \
+and is closed to others or sticky (like /tmp). `devbox trust PATH` accepts a file that is not: \
+it records the file's canonical path and its owner's uid in your configuration \
+(~/.config/devbox/config.toml, [[trusted]]), like git's safe.directory. The same path written by \
+another user is refused again. PATH may be the project's directory.",
+        after_help = "Examples:\n  devbox trust /srv/shared/proj\n  devbox trust --list\n  devbox trust --remove /srv/shared/proj/devbox.toml"
+    )]
+    Trust {
+        /// The devbox.toml to accept (or its directory)
+        #[arg(required_unless_present = "list", conflicts_with = "list", value_hint = clap::ValueHint::AnyPath)]
+        path: Option<PathBuf>,
+        /// Show the project files you trust
+        #[arg(long)]
+        list: bool,
+        /// Stop trusting PATH
+        #[arg(long, requires = "path", conflicts_with = "list")]
+        remove: bool,
+    },
     /// Change a box's mounts, environment, namespaces or home (no new image needed)
     #[command(
         long_about = "Change the settings of a box made with `devbox create`. Mounts, namespaces \

@@ -10,8 +10,13 @@
 //! hooks (read at every session), an in-place install for added packages and appended setup
 //! commands, new settings and a restart for namespaces, mounts and home (the box's own layer
 //! is kept), and a recreate, asked first, for a new image or edited setup commands.
+//!
+//! A project's box belongs to one project file: its canonical path is recorded in `box.toml`
+//! (`project_file`) when the box is made, and [`claim`] refuses any other file that comes to
+//! the same box name (two directories both called `app`, a `name` copied from another
+//! project) and any box made with `devbox create`, naming both sides and a free name to write.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
@@ -72,10 +77,11 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
     };
     let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
     let result = (|| {
+        cfg.project_file = Some(p.file.clone());
         if p.home != Home::Shared {
             set_home(&mut cfg, p)?;
-            cfg.save_in(&dirs.box_dir(&p.name))?;
         }
+        cfg.save_in(&dirs.box_dir(&p.name))?;
         provision(dirs, p, &cfg, &say)?;
         save_snapshot(dirs, p)
     })();
@@ -115,7 +121,10 @@ fn set_home(cfg: &mut BoxConfig, p: &Project) -> Result<()> {
         Home::Dir(home) => {
             std::fs::create_dir_all(home)
                 .with_context(|| format!("cannot create the box's home {}", home.display()))?;
-            cfg.home = Some(home.clone());
+            // As the host sees it now that it exists (the box binds this path).
+            let home = std::fs::canonicalize(home)
+                .with_context(|| format!("cannot resolve the box's home {}", home.display()))?;
+            cfg.home = Some(home);
             cfg.project_dir = Some(p.dir.clone());
         }
         Home::Shared => {
@@ -136,22 +145,94 @@ fn load_snapshot(dirs: &Dirs, name: &str) -> Option<Project> {
     serde_json::from_slice(&text).ok()
 }
 
+/// The project file box `cfg` belongs to: the one recorded in `box.toml`, else (a box made
+/// before that was recorded) the file of its snapshot, made canonical if it still exists.
+/// `None` for a box made with `devbox create`, or one whose file is unknown.
+pub fn recorded_file(dirs: &Dirs, cfg: &BoxConfig) -> Option<PathBuf> {
+    if let Some(f) = &cfg.project_file {
+        return Some(f.clone());
+    }
+    cfg.project.as_ref()?;
+    let old = load_snapshot(dirs, &cfg.name)?;
+    Some(std::fs::canonicalize(&old.file).unwrap_or(old.file))
+}
+
 /// The devbox.toml box `name` was made from.
-pub fn project_file_of(dirs: &Dirs, name: &str) -> Result<std::path::PathBuf> {
+pub fn project_file_of(dirs: &Dirs, name: &str) -> Result<PathBuf> {
     let cfg = BoxConfig::load(dirs, name)?;
     if cfg.project.is_none() {
         bail!("box '{name}' was not made from a devbox.toml\n  hint: change its settings with `devbox config {name}`");
     }
-    let Some(old) = load_snapshot(dirs, name) else {
+    let Some(file) = recorded_file(dirs, &cfg) else {
         bail!("box '{name}' does not record which devbox.toml it was made from (an older devbox made it)\n  hint: run `devbox apply` in the project's directory");
     };
-    if !old.file.is_file() {
+    if !file.is_file() {
         bail!(
             "{}, which box '{name}' was made from, is gone\n  hint: remove the box with `devbox rm {name}`, or restore the file",
-            old.file.display()
+            file.display()
         );
     }
-    Ok(old.file)
+    Ok(file)
+}
+
+/// Checks that box `p.name`, if it exists, is project `p`'s own: made from this very file
+/// (canonical paths compared). Returns whether it exists. Another project's box, a box made
+/// with `devbox create`, or a project box that does not say which file it belongs to is an
+/// error naming both sides and a free name for `name = ...`, before anything is made or run.
+pub fn claim(dirs: &Dirs, p: &Project) -> Result<bool> {
+    let name = &p.name;
+    if !dirs.box_dir(name).join("box.toml").exists() {
+        return Ok(false);
+    }
+    let cfg = BoxConfig::load(dirs, name)?;
+    let owner = recorded_file(dirs, &cfg);
+    if owner.as_deref() == Some(p.file.as_path()) {
+        return Ok(true);
+    }
+    let why_name = if p.name_given {
+        format!("names box '{name}'")
+    } else {
+        format!("names no box and so takes its directory's name, '{name}'")
+    };
+    let fix = format!(
+        "give this project a box of its own: write name = \"{}\" in [box] of {}",
+        free_name(dirs, name),
+        p.file.display()
+    );
+    match owner {
+        Some(other) => {
+            let gone = if other.exists() {
+                String::new()
+            } else {
+                format!(" ({} no longer exists: if the project moved here, `devbox rm {name}` removes its old box, layer and all)", other.display())
+            };
+            bail!(
+                "box '{name}' belongs to {}, not to {}, which {why_name}\n  hint: two project files never share a box (applying one would rebuild the other's); {fix}{gone}",
+                other.display(),
+                p.file.display()
+            )
+        }
+        None if cfg.project.is_none() => bail!(
+            "box '{name}' was made with `devbox create`, not made from a devbox.toml, so {}, which {why_name}, cannot use it\n  hint: a project's box is made from its file; {fix}, or remove the other box with `devbox rm {name}`",
+            p.file.display()
+        ),
+        None => bail!(
+            "box '{name}' was made from a devbox.toml by an older devbox, which did not record which one, so {}, which {why_name}, cannot use it\n  hint: {fix}, or remove the old box with `devbox rm {name}`",
+            p.file.display()
+        ),
+    }
+}
+
+/// `NAME-2`, `NAME-3`...: the first such name no box has (shortened to fit 64 characters).
+pub fn free_name(dirs: &Dirs, name: &str) -> String {
+    (2u32..)
+        .map(|n| {
+            let suffix = format!("-{n}");
+            let keep = name.len().min(64 - suffix.len());
+            format!("{}{suffix}", &name[..keep])
+        })
+        .find(|c| !dirs.box_dir(c).exists())
+        .unwrap_or_else(|| format!("{name}-2"))
 }
 
 /// What changed in project `p` since its box (`cfg`) was made or last brought in line: `None`
@@ -178,16 +259,12 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
         }
     };
     let name = &p.name;
-    if !dirs.box_dir(name).join("box.toml").exists() {
+    if !claim(dirs, p)? {
         return create_project_box(dirs, p, quiet);
     }
     let mut cfg = BoxConfig::load(dirs, name)?;
-    if cfg.project.is_none() {
-        bail!(
-            "box '{name}' exists but was not made from a devbox.toml, so `apply` will not change it\n  hint: give the project's box another name with `name = ...` in [box] of {}, or remove the box with `devbox rm {name}`",
-            p.file.display()
-        );
-    }
+    // A box made before boxes recorded their file learns it with the next change.
+    cfg.project_file = Some(p.file.clone());
     let Some(changes) = pending(dirs, &cfg, p) else {
         say(&format!(
             "Box '{name}' is up to date with {}.",

@@ -112,6 +112,9 @@ pub struct BoxConfig {
     /// Fingerprint of the devbox.toml the box was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The canonical path of the devbox.toml the box belongs to: no other file may use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_file: Option<PathBuf>,
     /// Host directories bound into the box at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,

@@ -132,6 +132,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         backend: None,
         env: rec.env.clone(),
         project,
+        project_file: None,
         mounts,
         home: None,
         project_dir: None,

@@ -10,7 +10,8 @@ use crate::state::{self, BoxConfig};
 
 /// `enter` is `run` with the user's login shell. Without a NAME, the box of the devbox.toml in
 /// the working directory (or a parent, or --config / DEVBOX_CONFIG) is used, made on first use;
-/// else the only box.
+/// else the only box. A project file the user may not use (not theirs alone and not trusted)
+/// or whose box belongs to another file is an error: nothing else is entered instead.
 pub fn run(
     dirs: &Dirs,
     name: Option<String>,
@@ -41,7 +42,7 @@ pub fn run(
         }
     };
     if let Some(p) = &proj {
-        if !dirs.box_dir(&p.name).join("box.toml").exists() {
+        if !crate::provision::claim(dirs, p)? {
             crate::provision::create_project_box(dirs, p, quiet)?;
         }
     }

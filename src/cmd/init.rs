@@ -8,27 +8,64 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::paths::Dirs;
 use crate::project::{self, Defaults, Flags, HostEnv, UserConfig};
 
 /// Writes `DIR/devbox.toml` (refusing to replace one unless `force`) and says so. The image is
 /// `image`, else the user configuration's `default_image`, else devbox's default; the box name
-/// is the directory's name, sanitised to the box-name rule.
-pub fn run(dir: &Path, image: Option<&str>, force: bool) -> Result<i32> {
+/// is the directory's name, sanitised to the box-name rule, or, when a box of that name
+/// belongs to another project file or was made with `devbox create`, the first free `NAME-2`,
+/// `NAME-3`... (`dirs`: the store, to look; `None` takes the directory's name as it is). When
+/// devbox would not use the file where it is (a directory others can write), it says so.
+pub fn run(dirs: Option<&Dirs>, dir: &Path, image: Option<&str>, force: bool) -> Result<i32> {
     let user = UserConfig::load(&HostEnv::current())?;
-    let (path, name, image) = write(dir, image, force, &user)?;
+    let target = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .map(|d| d.join(project::FILE_NAME));
+    let taken = |name: &str| -> bool {
+        let Some(dirs) = dirs else { return false };
+        let Ok(cfg) = crate::state::BoxConfig::load(dirs, name) else {
+            return false;
+        };
+        crate::provision::recorded_file(dirs, &cfg) != target
+    };
+    let (path, name, image) = write(dir, image, force, &user, &taken)?;
+    let default = project::name_from_dir(path.parent().unwrap_or(dir));
+    if name != default {
+        println!(
+            "Box '{default}' belongs to another project (or was made with `devbox create`), so this project's box is '{name}'."
+        );
+    }
     println!(
         "Wrote {} for box '{name}' from {image}.\n  Edit it to add packages, setup commands, env and mounts.",
         path.display()
     );
+    if let Ok(i) = project::trust::inspect(&path, project::trust::me()) {
+        if !i.problems.is_empty() {
+            let reasons: Vec<String> = i
+                .problems
+                .iter()
+                .map(project::trust::Problem::describe)
+                .collect();
+            eprintln!(
+                "devbox: note: devbox will not use this file where it is: {}\n  accept it with `devbox trust {}` if that is what you want",
+                reasons.join("; "),
+                project::trust::shell_quote(&i.file)
+            );
+        }
+    }
     Ok(0)
 }
 
 /// The work of [`run`] without printing: returns the file written, the box name and the image.
+/// `taken` says whether a box name is another's (the name then gets a `-2`, `-3`... suffix).
 pub fn write(
     dir: &Path,
     image: Option<&str>,
     force: bool,
     user: &UserConfig,
+    taken: &dyn Fn(&str) -> bool,
 ) -> Result<(PathBuf, String, String)> {
     let dir =
         std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -48,7 +85,14 @@ pub fn write(
     if image.trim().is_empty() {
         bail!("the image is empty\n  hint: name one, e.g. `devbox init --image debian:13`");
     }
-    let name = project::name_from_dir(&dir);
+    let base = project::name_from_dir(&dir);
+    let name = std::iter::once(base.clone())
+        .chain((2u32..1000).map(|n| {
+            let suffix = format!("-{n}");
+            format!("{}{suffix}", &base[..base.len().min(64 - suffix.len())])
+        }))
+        .find(|n| !taken(n))
+        .unwrap_or(base);
     let path = dir.join(project::FILE_NAME);
     if !force && path.exists() {
         bail!(
@@ -138,12 +182,27 @@ mod tests {
         HostEnv::from_pairs([("HOME", "/home/u")])
     }
 
+    fn none(_: &str) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_name_another_box_has_gets_a_suffix() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("app");
+        std::fs::create_dir(&dir).unwrap();
+        let taken = |n: &str| n == "app" || n == "app-2";
+        let (path, name, _) = write(&dir, None, false, &UserConfig::default(), &taken).unwrap();
+        assert_eq!(name, "app-3");
+        assert_eq!(Project::load(&path, &host()).unwrap().name, "app-3");
+    }
+
     #[test]
     fn writes_a_starter_that_parses() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("My Project!");
         std::fs::create_dir(&dir).unwrap();
-        let (path, name, image) = write(&dir, None, false, &UserConfig::default()).unwrap();
+        let (path, name, image) = write(&dir, None, false, &UserConfig::default(), &none).unwrap();
         assert_eq!(path, dir.join("devbox.toml"));
         assert_eq!(name, "My-Project-");
         assert_eq!(image, "debian:13");
@@ -164,12 +223,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("devbox.toml");
         std::fs::write(&path, "mine").unwrap();
-        let e = write(d.path(), None, false, &UserConfig::default()).unwrap_err();
+        let e = write(d.path(), None, false, &UserConfig::default(), &none).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("already exists") && e.contains("--force"), "{e}");
         assert!(e.contains(&path.display().to_string()), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
-        write(d.path(), Some("alpine:3.22"), true, &UserConfig::default()).unwrap();
+        write(
+            d.path(),
+            Some("alpine:3.22"),
+            true,
+            &UserConfig::default(),
+            &none,
+        )
+        .unwrap();
         let p = Project::load(&path, &host()).unwrap();
         assert_eq!(p.image, "alpine:3.22");
     }
@@ -181,12 +247,12 @@ mod tests {
             default_image: Some("fedora:42".into()),
             ..UserConfig::default()
         };
-        let (_, _, image) = write(d.path(), None, false, &user).unwrap();
+        let (_, _, image) = write(d.path(), None, false, &user, &none).unwrap();
         assert_eq!(image, "fedora:42");
-        let (path, _, image) = write(d.path(), Some("x \"quoted\""), true, &user).unwrap();
+        let (path, _, image) = write(d.path(), Some("x \"quoted\""), true, &user, &none).unwrap();
         assert_eq!(image, "x \"quoted\"");
         assert_eq!(Project::load(&path, &host()).unwrap().image, "x \"quoted\"");
-        let e = write(d.path(), Some(" "), true, &user).unwrap_err();
+        let e = write(d.path(), Some(" "), true, &user, &none).unwrap_err();
         assert!(format!("{e:#}").contains("the image is empty"));
     }
 
@@ -218,7 +284,14 @@ mod tests {
     #[test]
     fn a_missing_directory_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let e = write(&d.path().join("nope"), None, false, &UserConfig::default()).unwrap_err();
+        let e = write(
+            &d.path().join("nope"),
+            None,
+            false,
+            &UserConfig::default(),
+            &none,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("is not a directory"));
     }
 }

@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -17,6 +18,23 @@ struct Row {
     status: &'static str,
     created: String,
     disk_bytes: u64,
+    /// The devbox.toml a project's box belongs to, and its directory; null for a box made
+    /// with `devbox create`.
+    project_file: Option<PathBuf>,
+    project_dir: Option<PathBuf>,
+}
+
+impl Row {
+    /// The PROJECT column: the project's directory, or the file when it is not a devbox.toml.
+    fn project_shown(&self) -> String {
+        match (&self.project_file, &self.project_dir) {
+            (Some(f), _) if f.file_name() != Some(crate::project::FILE_NAME.as_ref()) => {
+                f.display().to_string()
+            }
+            (_, Some(d)) => d.display().to_string(),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
@@ -28,6 +46,10 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
             continue;
         };
         let status = crate::runtime::status(dirs, holder.as_ref(), &scan, &name);
+        let project_file = crate::provision::recorded_file(dirs, &cfg);
+        let project_dir = project_file
+            .as_ref()
+            .and_then(|f| f.parent().map(PathBuf::from));
         rows.push(Row {
             name,
             image: cfg.image,
@@ -35,6 +57,8 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
             status: status.word(),
             created: cfg.created,
             disk_bytes: 0,
+            project_file,
+            project_dir,
         });
     }
     // The boxes' own layers hold files of subordinate ids: measure them as namespace root.
@@ -51,19 +75,26 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
         writeln!(out, "No boxes. Create one with: devbox create IMAGE")?;
         return Ok(0);
     }
+    let width = rows
+        .iter()
+        .map(|r| r.project_shown().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("PROJECT".len());
     writeln!(
         out,
-        "{:<20} {:<8} {:>10}  {:<20}  IMAGE",
-        "NAME", "STATUS", "DISK", "CREATED"
+        "{:<20} {:<8} {:>10}  {:<20}  {:<width$}  IMAGE",
+        "NAME", "STATUS", "DISK", "CREATED", "PROJECT"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<20} {:<8} {:>10}  {:<20}  {}",
+            "{:<20} {:<8} {:>10}  {:<20}  {:<width$}  {}",
             r.name,
             r.status,
             human_bytes(r.disk_bytes),
             r.created,
+            r.project_shown(),
             r.image
         )?;
     }

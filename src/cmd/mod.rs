@@ -13,6 +13,7 @@ pub mod inspect;
 mod list;
 pub mod rm;
 mod stop;
+mod trust;
 mod unshare;
 
 use anyhow::Result;
@@ -106,7 +107,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Rm { images, force }) => {
             image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
         }
-        Cmd::Init { image, force } => init::run(&std::env::current_dir()?, image.as_deref(), force),
+        Cmd::Init { image, force } => init::run(
+            Dirs::from_env().ok().as_ref(),
+            &std::env::current_dir()?,
+            image.as_deref(),
+            force,
+        ),
         Cmd::Apply { name, yes } => apply::run(
             &Dirs::from_env()?,
             name.as_deref(),
@@ -135,6 +141,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             },
             cli.quiet,
         ),
+        Cmd::Trust { path, list, remove } => trust::run(path.as_deref(), list, remove),
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
         Cmd::Completions { shell } => {
             use std::io::Write;

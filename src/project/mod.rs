@@ -34,7 +34,9 @@
 //! Keys and values:
 //! - `name`: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters (the box-name rule). Without
 //!   it, the directory holding `devbox.toml` gives the name, with other characters replaced by
-//!   `-` (see [`name_from_dir`]).
+//!   `-` (see [`name_from_dir`]). A box belongs to one project file (its canonical path is
+//!   recorded in the box): another file that comes to the same name is refused with both
+//!   paths and a free name to write (`crate::provision::claim`).
 //! - `image`: not empty. `./x`, `../x`, `~/x` and `~` are local paths, taken relative to the
 //!   project directory; anything else (a catalog name, an OCI reference, an absolute path, a
 //!   URL) is passed on as written.
@@ -46,11 +48,14 @@
 //! - `home`: `"shared"` (the default: your home at its usual path) or a path: absolute, `~` or
 //!   `~/...`, or relative to the project directory; a relative path must contain a `/`
 //!   (`./.home`), so that a misspelt `"shared"` is an error rather than a directory. The
-//!   directory becomes `$HOME` inside.
+//!   directory becomes `$HOME` inside; the part of it that exists is made canonical when the
+//!   file is loaded, the rest is made when the box is.
 //! - `[box.env]`: keys are variable names (`[A-Za-z_][A-Za-z0-9_]*`), values strings with
 //!   `$VAR`, `${VAR}`, `${VAR:-DEFAULT}` and `$$` expanded from the host's environment when the
 //!   file is loaded; an unset variable is an error (see [`expand`]).
-//! - `[[box.mounts]]`: `host` (`~`, `$VAR` expanded; relative to the project directory),
+//! - `[[box.mounts]]`: `host` (`~`, `$VAR` expanded; relative to the project directory; made
+//!   canonical on the host when the file is loaded, so it must exist: links are followed as
+//!   the host sees them and `..` is gone before the box's mount plan ever sees the path),
 //!   `box` (absolute, without `..`, not `/` and not under `/proc`, `/sys` or `/run/host`, which
 //!   devbox mounts itself), `readonly` (default false). Two mounts at the same `box` path are an
 //!   error. Mounts are kept sorted by `box` path, so parents come before their children.
@@ -58,19 +63,23 @@
 //!
 //! Every table rejects unknown keys; every error names the file, line and column, the key and
 //! what is allowed (see [`ConfigError`]).
+//!
+//! A file is used only when it is the user's alone or they trusted it ([`trust`]); the
+//! nearest file that is not is an error, never skipped for one further up or the only box.
 
 mod change;
 mod error;
 pub mod expand;
 mod schema;
 mod settings;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 use toml::Spanned;
@@ -96,6 +105,8 @@ pub const CONFIG_ENV: &str = "DEVBOX_CONFIG";
 /// the file-system root. Relative `explicit`/`env` paths are taken relative to `start` (pass
 /// the current directory); a directory stands for its `devbox.toml`. An explicit or
 /// environment path that does not exist is an error naming it; no file found is `Ok(None)`.
+/// Whether the file may be used is [`Project::load`]'s to decide: the nearest file is the
+/// project, and one the user may not use is an error rather than a reason to look further.
 pub fn find(start: &Path, explicit: Option<&Path>, env: Option<&OsStr>) -> Result<Option<PathBuf>> {
     let named = |p: &Path, how: &str| -> Result<PathBuf> {
         let p = start.join(p);
@@ -148,7 +159,8 @@ impl std::fmt::Display for Home {
 /// One `[[box.mounts]]` entry, expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Mount {
-    /// Absolute host path (`~` and variables expanded; not checked to exist).
+    /// Host path: `~` and variables expanded; when loaded from a file, canonical on the host
+    /// (links resolved, no `..`) and existing at that time.
     pub host: PathBuf,
     /// Absolute path inside the box, without `.` or `..` components.
     pub box_path: PathBuf,
@@ -175,7 +187,8 @@ pub struct Hooks {
 /// the project it was made from, for `devbox apply` to tell what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
-    /// The file it was read from.
+    /// The file it was read from: canonical when loaded (links resolved), which is how its box
+    /// knows it.
     pub file: PathBuf,
     /// The project directory: the file's directory. Relative paths in the file start here.
     pub dir: PathBuf,
@@ -245,17 +258,30 @@ pub const UNSHARE_VALUES: &[&str] = &["net", "pid", "ipc", "all"];
 pub(crate) const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
 
 impl Project {
-    /// Reads and parses `file` (made absolute first, so the project directory is known).
+    /// Reads and parses `file` for this user: the file is used only when it is theirs alone or
+    /// they trusted it (see [`trust`]); its path is made canonical (links resolved), so the
+    /// project directory is where the file really is. Mount sources and `home` are resolved
+    /// on the host now: links followed, `..` gone, a mount source that does not exist an error
+    /// at its line and column.
     pub fn load(file: &Path, host: &HostEnv) -> Result<Project> {
-        let file = std::path::absolute(file)
-            .with_context(|| format!("cannot resolve {}", file.display()))?;
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        Ok(Project::parse(&text, &file, host)?)
+        let (file, text) = trust::open(file, trust::me(), || Ok(UserConfig::load(host)?.trusted))?;
+        Ok(Project::parse_inner(&text, &file, host, true)?)
     }
 
     /// Parses the text of `file` (used for error messages and as the base of relative paths).
+    /// Paths are expanded but not looked up on disk.
+    #[cfg(test)]
     pub fn parse(text: &str, file: &Path, host: &HostEnv) -> Result<Project, ConfigError> {
+        Project::parse_inner(text, file, host, false)
+    }
+
+    /// [`Project::parse`]; with `resolve`, host paths are made canonical on this host.
+    fn parse_inner(
+        text: &str,
+        file: &Path,
+        host: &HostEnv,
+        resolve: bool,
+    ) -> Result<Project, ConfigError> {
         let doc = Doc { text, file };
         let root = DeTable::parse(text).map_err(|e| doc.syntax(&e))?;
         schema::check(&doc, root.get_ref(), root.span(), &schema::PROJECT)?;
@@ -373,7 +399,7 @@ impl Project {
 
         let home = match &b.home {
             None => Home::Shared,
-            Some(h) => parse_home(&doc, h, host, &dir)?,
+            Some(h) => parse_home(&doc, h, host, &dir, resolve)?,
         };
 
         let mut env = BTreeMap::new();
@@ -410,8 +436,13 @@ impl Project {
                         Some("name a host directory, e.g. host = \"~/data\"".to_string()),
                     ));
                 }
-                expand::expand_path(v, host, &dir)
-                    .map_err(|e| expand_err(&doc, m.host.span(), "`host` in [[box.mounts]]", &e))?
+                let p = expand::expand_path(v, host, &dir)
+                    .map_err(|e| expand_err(&doc, m.host.span(), "`host` in [[box.mounts]]", &e))?;
+                if resolve {
+                    mount_source(&doc, &m.host, &p)?
+                } else {
+                    p
+                }
             };
             let box_path = box_path(&doc, &m.box_path)?;
             if let Some((_, other)) = mounts.iter().find(|(o, _)| o.box_path == box_path) {
@@ -490,11 +521,66 @@ fn expand_err(doc: &Doc<'_>, span: Range<usize>, place: &str, e: &ExpandError) -
     doc.err(span, format!("{place} {e}"), Some(e.hint()))
 }
 
+/// A mount source as the host sees it: canonical (links followed on the host, `..` resolved
+/// there), and existing. The box's mount plan binds exactly this path, so a link in it cannot
+/// be read again inside the box, where `/` is the box's root.
+fn mount_source(doc: &Doc<'_>, v: &Spanned<String>, p: &Path) -> Result<PathBuf, ConfigError> {
+    std::fs::canonicalize(p).map_err(|e| {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist".to_string()
+        } else {
+            format!("cannot be used ({})", std::io::Error::from(e.kind()))
+        };
+        let shown = if Path::new(v.get_ref()) == p {
+            format!("{:?}", v.get_ref())
+        } else {
+            format!("{:?} ({})", v.get_ref(), p.display())
+        };
+        doc.err(
+            v.span(),
+            format!("`host` in [[box.mounts]] is {shown}, which {what} on this host"),
+            Some(format!(
+                "create it first (mkdir -p {}), or correct the path; mount sources are looked up on the host when devbox.toml is read",
+                trust::shell_quote(p)
+            )),
+        )
+    })
+}
+
+/// A directory to be made (a project's `home`) as the host sees it: the part that exists
+/// made canonical, the rest appended. `None` when the rest has a `..` (it cannot be resolved
+/// before it exists) or the existing part is not a directory.
+fn resolve_to_be_made(p: &Path) -> Option<PathBuf> {
+    let mut rest: Vec<&OsStr> = Vec::new();
+    let mut at = p;
+    loop {
+        match std::fs::canonicalize(at) {
+            Ok(c) => {
+                if !c.is_dir() {
+                    return None;
+                }
+                let mut out = c;
+                out.extend(rest.iter().rev());
+                return Some(out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match at.components().next_back() {
+                    Some(Component::Normal(n)) => rest.push(n),
+                    _ => return None,
+                }
+                at = at.parent()?;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 fn parse_home(
     doc: &Doc<'_>,
     h: &Spanned<String>,
     host: &HostEnv,
     dir: &Path,
+    resolve: bool,
 ) -> Result<Home, ConfigError> {
     let v = h.get_ref();
     if v == "shared" {
@@ -522,7 +608,20 @@ fn parse_home(
     }
     let p = expand::expand_path(v, host, dir)
         .map_err(|e| expand_err(doc, h.span(), "`home` in [box]", &e))?;
-    Ok(Home::Dir(p))
+    if !resolve {
+        return Ok(Home::Dir(p));
+    }
+    match resolve_to_be_made(&p) {
+        Some(r) => Ok(Home::Dir(r)),
+        None => Err(doc.err(
+            h.span(),
+            format!(
+                "`home` in [box] is {v:?} ({}), which cannot be a directory on this host",
+                p.display()
+            ),
+            Some("name a directory that exists or can be made: no file on the way, and no `..` after the part that exists".to_string()),
+        )),
+    }
 }
 
 fn box_path(doc: &Doc<'_>, b: &Spanned<String>) -> Result<PathBuf, ConfigError> {

@@ -17,6 +17,8 @@ use super::error::{list, suggest, ConfigError, Doc};
 pub(crate) enum Ty {
     Str,
     Bool,
+    /// A whole number (a uid).
+    Int,
     StrList,
     Table(&'static TableSchema),
     TableList(&'static TableSchema),
@@ -31,6 +33,7 @@ impl Ty {
         match self {
             Ty::Str => "a string".into(),
             Ty::Bool => "true or false".into(),
+            Ty::Int => "a whole number".into(),
             Ty::StrList => "a list of strings".into(),
             Ty::Table(t) => format!("a table ({})", t.header),
             Ty::TableList(t) => format!("a list of tables ({})", t.header),
@@ -150,6 +153,20 @@ pub(crate) static PROJECT: TableSchema = TableSchema {
     ],
 };
 
+pub(crate) static TRUSTED: TableSchema = TableSchema {
+    header: "[[trusted]]",
+    fields: &[
+        Field {
+            required: true,
+            ..field("file", Ty::Str, "file = \"/srv/shared/proj/devbox.toml\"")
+        },
+        Field {
+            required: true,
+            ..field("owner", Ty::Int, "owner = 1002")
+        },
+    ],
+};
+
 pub(crate) static USER: TableSchema = TableSchema {
     header: "",
     fields: &[
@@ -165,6 +182,11 @@ pub(crate) static USER: TableSchema = TableSchema {
             "insecure_registries",
             Ty::StrList,
             "insecure_registries = [\"registry.lan:5000\"]",
+        ),
+        field(
+            "trusted",
+            Ty::TableList(&TRUSTED),
+            "[[trusted]]\nfile = \"/srv/shared/proj/devbox.toml\"\nowner = 1002",
         ),
     ],
 };
@@ -264,7 +286,9 @@ fn check_value(
     };
     let v = value.get_ref();
     match (f.ty, v) {
-        (Ty::Str, DeValue::String(_)) | (Ty::Bool, DeValue::Boolean(_)) => Ok(()),
+        (Ty::Str, DeValue::String(_))
+        | (Ty::Bool, DeValue::Boolean(_))
+        | (Ty::Int, DeValue::Integer(_)) => Ok(()),
         (Ty::StrList, DeValue::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 if !matches!(item.get_ref(), DeValue::String(_)) {

@@ -28,6 +28,9 @@
 //! insecure_registries = ["registry.lan:5000"] # spoken to over plain http (no TLS)
 //! [registry_mirrors]              # registry host -> mirrors tried in order before it
 //! "docker.io" = ["mirror.gcr.io", "https://registry.example.org"]
+//! [[trusted]]                     # a project file used although it is not yours alone
+//! file = "/srv/shared/proj/devbox.toml"   # canonical path (written by `devbox trust`)
+//! owner = 1002                    # the uid it must still belong to
 //! ```
 //!
 //! A registry is a host name with an optional port (`docker.io`, `localhost:5000`); a mirror is
@@ -45,6 +48,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Doc};
 use super::expand::{self, HostEnv};
 use super::schema;
+use super::trust::Trusted;
 use super::{Home, Hooks, Mount, Project};
 use crate::state::{self, Isolate};
 
@@ -119,6 +123,8 @@ pub struct UserConfig {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     /// Registries (`host` or `host:port`) spoken to over plain http.
     pub insecure_registries: Vec<String>,
+    /// Project files accepted with `devbox trust` (see [`super::trust`]).
+    pub trusted: Vec<Trusted>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +137,15 @@ struct RawUser {
     registry_mirrors: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
     #[serde(default)]
     insecure_registries: Vec<Spanned<String>>,
+    #[serde(default)]
+    trusted: Vec<RawTrusted>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrusted {
+    file: Spanned<String>,
+    owner: Spanned<i64>,
 }
 
 /// Whether `r` is written as a registry host: a host name or address with an optional port,
@@ -272,6 +287,35 @@ impl UserConfig {
             insecure_registries.push(r.into_inner());
         }
 
+        let mut trusted = Vec::new();
+        for t in raw.trusted {
+            let f = t.file.get_ref();
+            if !f.starts_with('/') || f.chars().any(char::is_control) {
+                return Err(doc.err(
+                    t.file.span(),
+                    format!("`file` in [[trusted]] is {f:?}, which is not an absolute path"),
+                    Some("write the project file's full path, as `devbox trust PATH` does, e.g. file = \"/srv/shared/proj/devbox.toml\"".to_string()),
+                ));
+            }
+            let Ok(owner) = u32::try_from(*t.owner.get_ref()) else {
+                return Err(doc.err(
+                    t.owner.span(),
+                    format!(
+                        "`owner` in [[trusted]] is {}, which is not a uid",
+                        t.owner.get_ref()
+                    ),
+                    Some(
+                        "write the uid the file belongs to (`stat -c %u FILE`), e.g. owner = 1002"
+                            .to_string(),
+                    ),
+                ));
+            };
+            trusted.push(Trusted {
+                file: PathBuf::from(f),
+                owner,
+            });
+        }
+
         Ok(UserConfig {
             file: Some(file.to_path_buf()),
             default_image,
@@ -279,6 +323,7 @@ impl UserConfig {
             catalog_dir,
             registry_mirrors,
             insecure_registries,
+            trusted,
         })
     }
 }
@@ -434,6 +479,24 @@ catalog_dir = "~/imgs"
         );
         assert!(u.registry_mirrors["localhost:5000"].is_empty());
         assert!(u.insecure_registries.is_empty());
+        assert!(u.trusted.is_empty());
+        let u = parse_user(
+            "[[trusted]]\nfile = \"/srv/p/devbox.toml\"\nowner = 1002\n[[trusted]]\nfile = \"/x/devbox.toml\"\nowner = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            u.trusted,
+            [
+                Trusted {
+                    file: "/srv/p/devbox.toml".into(),
+                    owner: 1002
+                },
+                Trusted {
+                    file: "/x/devbox.toml".into(),
+                    owner: 0
+                }
+            ]
+        );
         let u = parse_user("insecure_registries = [\"registry.lan:5000\", \"10.0.0.7\"]").unwrap();
         assert_eq!(u.insecure_registries, ["registry.lan:5000", "10.0.0.7"]);
         // Empty file: all defaults; relative catalog_dir starts at the file's directory.
@@ -507,6 +570,19 @@ catalog_dir = "~/imgs"
         assert!(e.starts_with(&format!("{f} (line 1, column 23): `insecure_registries` at the top level must be a list of strings, not a string")), "{e}");
         let e = user_err("\ninsecure_registries = [\"ok:5000\", \"http://registry.lan\"]");
         assert!(e.starts_with(&format!("{f} (line 2, column 35): \"http://registry.lan\" in `insecure_registries` is not a registry host")), "{e}");
+        let e = user_err("[[trusted]]\nfile = \"rel/devbox.toml\"\nowner = 1");
+        assert!(e.starts_with(&format!("{f} (line 2, column 8): `file` in [[trusted]] is \"rel/devbox.toml\", which is not an absolute path")), "{e}");
+        let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\nowner = -1");
+        assert!(
+            e.starts_with(&format!(
+                "{f} (line 3, column 9): `owner` in [[trusted]] is -1, which is not a uid"
+            )),
+            "{e}"
+        );
+        let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\nowner = \"bob\"");
+        assert!(e.starts_with(&format!("{f} (line 3, column 9): `owner` in [[trusted]] must be a whole number, not a string")), "{e}");
+        let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\n");
+        assert!(e.contains("`owner` is missing in [[trusted]]"), "{e}");
         let e = user_err("default_box = \"dev");
         assert!(
             e.starts_with(&format!("{f} (line 1, column 19): this is not valid TOML")),
@@ -541,6 +617,7 @@ catalog_dir = "~/imgs"
             catalog_dir: Some("/user/catalog".into()),
             registry_mirrors: [("docker.io".to_string(), vec!["user-mirror".to_string()])].into(),
             insecure_registries: Vec::new(),
+            trusted: Vec::new(),
         }
     }
 

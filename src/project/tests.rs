@@ -450,6 +450,64 @@ fn load_reads_files_and_makes_paths_absolute() {
     has(&e, "nope.toml");
 }
 
+#[test]
+fn load_resolves_mount_sources_and_home_on_the_host() {
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    let proj = root.join("proj");
+    let data = root.join("data");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&data, root.join("datalink")).unwrap();
+    std::os::unix::fs::symlink("/etc", proj.join("etclink")).unwrap();
+    std::os::unix::fs::symlink(&root, proj.join("up")).unwrap();
+    let f = proj.join("devbox.toml");
+    let write = |mounts: &str| {
+        std::fs::write(
+            &f,
+            format!("[box]\nimage = \"x\"\nhome = \"./up/homes/h\"\n{mounts}"),
+        )
+        .unwrap()
+    };
+    write(&format!(
+        "[[box.mounts]]\nhost = \"{}/datalink/sub/..\"\nbox = \"/a\"\n[[box.mounts]]\nhost = \"./etclink\"\nbox = \"/b\"\n[[box.mounts]]\nhost = \"/../../etc\"\nbox = \"/c\"\n",
+        root.display()
+    ));
+    let p = Project::load(&f, &host()).unwrap();
+    let hosts: Vec<&Path> = p.mounts.iter().map(|m| m.host.as_path()).collect();
+    assert_eq!(
+        hosts,
+        [data.as_path(), Path::new("/etc"), Path::new("/etc")]
+    );
+    // The part of home that exists is resolved; the rest is made later.
+    assert_eq!(p.home, Home::Dir(root.join("homes/h")));
+
+    // A source that does not exist: located at its value, nothing else happens.
+    write("\n[[box.mounts]]\nbox = \"/a\"\nhost = \"./nope\"\n");
+    let e = format!("{:#}", Project::load(&f, &host()).unwrap_err());
+    has(
+        &e,
+        &format!(
+            "{} (line 7, column 8): `host` in [[box.mounts]] is \"./nope\" ({}), which does not exist on this host",
+            f.display(),
+            proj.join("nope").display()
+        ),
+    );
+    has(&e, "hint: create it first");
+    // A home below a file cannot be made.
+    std::fs::write(root.join("afile"), "").unwrap();
+    std::fs::write(&f, "[box]\nimage = \"x\"\nhome = \"./up/afile/h\"\n").unwrap();
+    let e = format!("{:#}", Project::load(&f, &host()).unwrap_err());
+    has(
+        &e,
+        "(line 3, column 8): `home` in [box] is \"./up/afile/h\"",
+    );
+    // Parsing alone looks nothing up.
+    let p =
+        parse("[box]\nimage = \"x\"\n[[box.mounts]]\nhost = \"/no/such\"\nbox = \"/a\"\n").unwrap();
+    assert_eq!(p.mounts[0].host, PathBuf::from("/no/such"));
+}
+
 /// The walker's schema and the serde structs must accept exactly the same keys.
 #[test]
 fn schema_and_serde_agree() {
@@ -467,9 +525,11 @@ fn schema_and_serde_agree() {
             "default_box",
             "catalog_dir",
             "registry_mirrors",
-            "insecure_registries"
+            "insecure_registries",
+            "trusted"
         ]
     );
+    assert_eq!(schema::TRUSTED.keys(), ["file", "owner"]);
     // FULL sets every key of every table, and serde takes it.
     for k in schema::BOX.keys() {
         assert!(

@@ -19,4 +19,5 @@ mod project;
 mod registry;
 mod runtime;
 mod terminal;
+mod trust;
 mod ui;
