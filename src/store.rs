@@ -1384,7 +1384,9 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
         } else {
             format!(" (left out beside it: {})", stats.dropped.join(", "))
         };
-        eprintln!("The archive keeps its root in {p}/: unpacked that directory as the root{beside}");
+        eprintln!(
+            "The archive keeps its root in {p}/: unpacked that directory as the root{beside}"
+        );
     }
     Ok(())
 }

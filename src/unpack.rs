@@ -646,7 +646,11 @@ pub fn check_usable_root(root: &Path) -> Result<(), String> {
                 .collect();
             return Err(format!(
                 "it has no /etc directory (its top level: {})",
-                if top.is_empty() { "empty".into() } else { top.join(", ") }
+                if top.is_empty() {
+                    "empty".into()
+                } else {
+                    top.join(", ")
+                }
             ));
         }
     }

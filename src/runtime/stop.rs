@@ -101,11 +101,13 @@ pub fn run(name: &str) -> Result<()> {
         pids
     };
     let mut sessions = None;
-    for (sig, grace) in [
-        (Signal::SIGHUP, AFTER_HUP),
-        (Signal::SIGTERM, AFTER_TERM),
-        (Signal::SIGKILL, Duration::from_secs(5)),
-    ] {
+    // SIGKILL is repeated: a process may fork between a look at /proc and the signal (a shell
+    // loop starting its next command), and its child must not be left holding the box.
+    let kills = std::iter::repeat((Signal::SIGKILL, Duration::from_millis(500))).take(10);
+    for (sig, grace) in [(Signal::SIGHUP, AFTER_HUP), (Signal::SIGTERM, AFTER_TERM)]
+        .into_iter()
+        .chain(kills)
+    {
         let pids = in_box(&Scan::take());
         if sessions.is_none() {
             sessions = Some(count_sessions(&pids));

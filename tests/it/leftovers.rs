@@ -57,7 +57,7 @@ fn leftovers(env: &TestEnv) -> Vec<String> {
     v.extend(starting(&boxes_dir(env), ".tmp-"));
     v.extend(starting(&boxes_dir(env), ".trash-"));
     v.extend(starting(&cache_dir(env), "layout-"));
-    v.extend(starting(&env.runtime.join("devbox"), "doctor-"));
+    v.extend(starting(&env.data().join("run"), "doctor-"));
     v
 }
 
