@@ -67,23 +67,30 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         p.name,
         p.file.display()
     ));
+    // One provisioning of a box at a time; held until it is done, so a command that finds the
+    // box still provisioning knows whether a devbox is at work on it or was killed.
+    let _provisioning = provision_lock(dirs, &p.name)?;
     let spec = crate::cmd::create::NewBox {
         image: &p.image,
         name: &p.name,
         sha256: None,
         isolate: p.unshare.clone(),
         project: Some(crate::project::fingerprint(p)),
+        project_file: Some(p.file.clone()),
+        provisioning: true,
         mounts: mount_specs(p),
     };
     let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
     let result = (|| {
-        cfg.project_file = Some(p.file.clone());
         if p.home != Home::Shared {
             set_home(&mut cfg, p)?;
+            cfg.save_in(&dirs.box_dir(&p.name))?;
         }
-        cfg.save_in(&dirs.box_dir(&p.name))?;
         provision(dirs, p, &cfg, &say)?;
-        save_snapshot(dirs, p)
+        save_snapshot(dirs, p)?;
+        // Only now is the box made.
+        cfg.provisioning = false;
+        cfg.save_in(&dirs.box_dir(&p.name))
     })();
     if let Err(e) = result {
         let _ = crate::cmd::rm::run(
@@ -101,6 +108,43 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         p.dir.display()
     ));
     Ok(())
+}
+
+fn provision_lock(dirs: &Dirs, name: &str) -> Result<crate::paths::Lock> {
+    dirs.ensure_runtime()?;
+    crate::paths::Lock::acquire(
+        &dirs.lock_file(&format!("provision-{name}")),
+        &format!("the provisioning of box '{name}'"),
+        3600,
+    )
+}
+
+/// A project box whose provisioning did not finish (its devbox was killed, or the terminal
+/// closed): waits for a devbox still at work on it, else removes the half-made box and makes
+/// it again from the file, saying so. Setup commands need not be safe to run twice, so the
+/// box is not finished in place. Nothing happens to a box that is made.
+pub fn settle(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
+    let name = &p.name;
+    if !BoxConfig::load(dirs, name)?.provisioning {
+        return Ok(());
+    }
+    let lock = provision_lock(dirs, name)?;
+    if !BoxConfig::load(dirs, name)?.provisioning {
+        return Ok(()); // the devbox that held the lock finished it
+    }
+    eprintln!(
+        "devbox: box '{name}' was left half-made (its packages and setup did not finish); removing it and making it again"
+    );
+    crate::cmd::rm::run(
+        dirs,
+        std::slice::from_ref(name),
+        true,
+        crate::cmd::rm::Exports::Keep,
+        true,
+    )
+    .with_context(|| format!("cannot remove the half-made box '{name}'"))?;
+    drop(lock);
+    create_project_box(dirs, p, quiet)
 }
 
 fn mount_specs(p: &Project) -> Vec<MountSpec> {
@@ -262,6 +306,7 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     if !claim(dirs, p)? {
         return create_project_box(dirs, p, quiet);
     }
+    settle(dirs, p, quiet)?;
     let mut cfg = BoxConfig::load(dirs, name)?;
     // A box made before boxes recorded their file learns it with the next change.
     cfg.project_file = Some(p.file.clone());
@@ -410,10 +455,24 @@ fn run_setup(name: &str, cmds: &[String], say: &dyn Fn(&str)) -> Result<()> {
 
 /// `devbox run NAME --root -- sh -c CMD`, in a child process (the join execs).
 fn run_as_root(name: &str, cmd: &str) -> Result<()> {
-    let status = crate::runtime::helper("run")
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    // Ctrl-C reaches the command and devbox alike: devbox waits for the command to end (as
+    // system(3) does) and then stops the provisioning, which removes the half-made box.
+    // Ignored only once the child exists: an ignored signal stays ignored across exec.
+    let mut child = crate::runtime::helper("run")
         .args([name, "--root", "--", "/bin/sh", "-c", cmd])
         .stdin(Stdio::null())
-        .status()?;
+        .spawn()?;
+    crate::sys::ignore_signal(Signal::SIGINT);
+    crate::sys::ignore_signal(Signal::SIGQUIT);
+    let status = child.wait();
+    crate::sys::default_signal(Signal::SIGINT);
+    crate::sys::default_signal(Signal::SIGQUIT);
+    let status = status?;
+    if status.signal() == Some(Signal::SIGINT as i32) || status.code() == Some(130) {
+        bail!("interrupted (Ctrl-C)");
+    }
     if !status.success() {
         bail!(
             "exit status {}",

@@ -115,6 +115,10 @@ pub struct BoxConfig {
     /// The canonical path of the devbox.toml the box belongs to: no other file may use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_file: Option<PathBuf>,
+    /// A project box whose packages and setup have not all run yet: it is not made. Cleared
+    /// only when they succeeded; a box left with it (its devbox was killed) is made again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisioning: bool,
     /// Host directories bound into the box at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
@@ -183,6 +187,10 @@ impl MountSpec {
                 host.display()
             );
         }
+        // Resolved here, on the host: a link (`~/etclink -> /etc`) means its target on the
+        // host, never a path the box would resolve against its own tree.
+        let host = std::fs::canonicalize(&host)
+            .with_context(|| format!("--mount: cannot resolve {}", host.display()))?;
         let target = Path::new(target);
         if !target.is_absolute()
             || target

@@ -27,6 +27,8 @@ pub fn run(
         sha256,
         isolate,
         project: None,
+        project_file: None,
+        provisioning: false,
         mounts: Vec::new(),
     };
     let cfg = make(dirs, spec, quiet)?;
@@ -85,6 +87,10 @@ pub struct NewBox<'a> {
     pub isolate: Vec<Isolate>,
     /// Fingerprint of the devbox.toml the box is made from.
     pub project: Option<String>,
+    /// That devbox.toml (canonical path).
+    pub project_file: Option<std::path::PathBuf>,
+    /// Its packages and setup are still to run: the box is not made until they have.
+    pub provisioning: bool,
     pub mounts: Vec<state::MountSpec>,
 }
 
@@ -95,6 +101,8 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         sha256,
         mut isolate,
         project,
+        project_file,
+        provisioning,
         mounts,
     } = spec;
     state::validate_name(name)?;
@@ -132,7 +140,8 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         backend: None,
         env: rec.env.clone(),
         project,
-        project_file: None,
+        project_file,
+        provisioning,
         mounts,
         home: None,
         project_dir: None,

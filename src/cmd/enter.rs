@@ -44,6 +44,8 @@ pub fn run(
     if let Some(p) = &proj {
         if !crate::provision::claim(dirs, p)? {
             crate::provision::create_project_box(dirs, p, quiet)?;
+        } else {
+            crate::provision::settle(dirs, p, quiet)?;
         }
     }
     let cfg = BoxConfig::load(dirs, &name)?;

@@ -229,3 +229,110 @@ fn enter_hooks_run_in_the_session_shell_from_the_project_directory() {
     );
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
 }
+
+/// A project whose first setup command stops for a long time the first time it runs (a marker
+/// in the shared /tmp says it ran), and whose second leaves a mark in the box.
+fn write_slow_setup(env: &TestEnv, dir: &std::path::Path, marker: &std::path::Path) {
+    env.mkdir_as_user(dir);
+    let text = format!(
+        "[box]\nname = \"slow\"\nimage = \"{}\"\nsetup = [\"if [ ! -e {m} ]; then touch {m}; sleep 60; fi\", \"echo done > /etc/provisioned\"]\n",
+        fixture("busybox").display(),
+        m = marker.display()
+    );
+    env.write_as_user(&dir.join("devbox.toml"), text.as_bytes());
+}
+
+fn wait_for(path: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_provisioning_cut_short_is_never_taken_for_a_made_box() {
+    let env = TestEnv::new();
+    let proj = env.home.join("slow");
+    let marker = env.root.join("setup-started");
+    std::fs::set_permissions(
+        &env.root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    write_slow_setup(&env, &proj, &marker);
+    let mut first = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&marker);
+    // The devbox doing the provisioning dies (SIGKILL, or a closed terminal's SIGHUP).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = first.wait();
+    // Not "up to date": the next command makes the box again, and says so.
+    let out = env
+        .cmd(["apply", "--yes"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("left half-made") && err.contains("Setup 2/2"),
+        "{err}"
+    );
+    let out = env
+        .cmd(["run", "--", "cat", "/etc/provisioned"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "done\n", "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_interrupts_provisioning_and_keeps_no_box() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    let proj = env.home.join("slow");
+    let marker = env.root.join("setup-started");
+    std::fs::set_permissions(
+        &env.root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    write_slow_setup(&env, &proj, &marker);
+    let child = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&marker);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // What a terminal's Ctrl-C does: SIGINT to the foreground process group.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("interrupted") && err.contains("was not kept"),
+        "{err}"
+    );
+    assert!(env.ok(["list"]).contains("No boxes"));
+}
