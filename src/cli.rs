@@ -106,6 +106,12 @@ store and shared by every box made from it; each box keeps its own changes in an
         #[arg(long, conflicts_with = "names")]
         all: bool,
     },
+    /// Restart boxes: stop them (their processes end) and start them with their saved settings
+    Restart {
+        /// Boxes to restart
+        #[arg(required = true, add = ArgValueCandidates::new(crate::completions::box_names))]
+        names: Vec<String>,
+    },
     /// Remove boxes and their changes (the image stays in the store)
     #[command(
         long_about = "Remove boxes with their own layer of changes. A running box is refused \

@@ -294,6 +294,31 @@ pub fn pending(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> Option<Vec<Change>>
     )
 }
 
+/// The changes a session should point at `apply` for: none when the file is as the box
+/// records it, and none when all that changed is read by every session anyway (env, hooks,
+/// the prompt) — the box's record is then brought up to date on the spot, without a word.
+pub fn pending_for_apply(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> Result<Option<Vec<Change>>> {
+    let Some(changes) = pending(dirs, cfg, p) else {
+        return Ok(None);
+    };
+    let per_session = |c: &Change| {
+        matches!(
+            c,
+            Change::EnvSet(_) | Change::EnvRemoved(_) | Change::EnterHooks { .. }
+        )
+    };
+    if changes.is_empty() || !changes.iter().all(per_session) {
+        return Ok(Some(changes));
+    }
+    // Only the box's record changes, under its lock (a start reads it).
+    let _lock = crate::runtime::stop::box_lock(dirs, &p.name)?;
+    let mut cfg = BoxConfig::load(dirs, &p.name)?;
+    cfg.project = Some(crate::project::fingerprint(p));
+    cfg.save_in(&dirs.box_dir(&p.name))?;
+    save_snapshot(dirs, p)?;
+    Ok(None)
+}
+
 /// `devbox apply`: makes the project's box if it does not exist, else brings it in line with
 /// the project file. `yes` answers the recreate and restart questions.
 pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
@@ -311,6 +336,11 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     // A box made before boxes recorded their file learns it with the next change.
     cfg.project_file = Some(p.file.clone());
     let Some(changes) = pending(dirs, &cfg, p) else {
+        // Saved by an earlier apply that could not stop the box: carried out now.
+        let waiting = crate::state::restart_pending(dirs, &cfg);
+        if !waiting.is_empty() && crate::runtime::status_now(dirs, name)?.in_use() {
+            restart_now(dirs, name, &waiting, yes, &say)?;
+        }
         say(&format!(
             "Box '{name}' is up to date with {}.",
             p.file.display()
@@ -358,19 +388,8 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     cfg.save_in(&dirs.box_dir(name))?;
     save_snapshot(dirs, p)?;
     if action == Action::Restart && was_running {
-        let question = format!(
-            "Box '{name}' is running; the new settings apply when it starts again. Stop it now (its processes end)?"
-        );
-        if ask(&question, yes)? {
-            crate::runtime::stop::stop_box(dirs, name)?;
-            say(&format!(
-                "Stopped box '{name}'; it starts with the new settings on the next enter."
-            ));
-        } else {
-            say(&format!(
-                "The new settings apply after `devbox stop {name}`."
-            ));
-        }
+        let waiting = crate::state::restart_pending(dirs, &cfg);
+        restart_now(dirs, name, &waiting, yes, &say)?;
     } else if action == Action::None {
         say("Nothing to do in the box: env and hooks take effect in the next session.");
     }
@@ -378,6 +397,37 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
         "Box '{name}' is up to date with {}.",
         p.file.display()
     ));
+    Ok(())
+}
+
+/// Stops a running box whose saved settings wait for a restart, after asking (or `yes`); it
+/// starts with them on the next enter. Without an answer the restart stays pending, and
+/// `list`, `inspect`, `run` and the next `apply` say so.
+fn restart_now(
+    dirs: &Dirs,
+    name: &str,
+    waiting: &[&str],
+    yes: bool,
+    say: &dyn Fn(&str),
+) -> Result<()> {
+    let what = if waiting.is_empty() {
+        "the new settings".to_string()
+    } else {
+        format!("the new {}", waiting.join(", "))
+    };
+    let question = format!(
+        "Box '{name}' is running; {what} apply when it starts again. Stop it now (its processes end)?"
+    );
+    if ask(&question, yes)? {
+        crate::runtime::stop::stop_box(dirs, name)?;
+        say(&format!(
+            "Stopped box '{name}'; it starts with the new settings on the next enter."
+        ));
+    } else {
+        say(&format!(
+            "Restart pending: {what} apply after `devbox restart {name}` (or `devbox apply --yes`)."
+        ));
+    }
     Ok(())
 }
 

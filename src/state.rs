@@ -136,6 +136,62 @@ pub struct BoxConfig {
     pub sudoers: bool,
 }
 
+/// The settings a running box was started with, which only a restart changes (recorded at
+/// start as `started.json` in the box's directory, removed at stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedWith {
+    pub mounts: Vec<MountSpec>,
+    pub isolate: Vec<Isolate>,
+    pub home: Option<PathBuf>,
+    pub project_dir: Option<PathBuf>,
+}
+
+impl StartedWith {
+    pub fn of(cfg: &BoxConfig) -> StartedWith {
+        let mut isolate = cfg.isolate.clone();
+        isolate.sort();
+        StartedWith {
+            mounts: cfg.mounts.clone(),
+            isolate,
+            home: cfg.home.clone(),
+            project_dir: cfg.project_dir.clone(),
+        }
+    }
+
+    pub fn path(dirs: &Dirs, name: &str) -> PathBuf {
+        dirs.box_dir(name).join("started.json")
+    }
+
+    pub fn load(dirs: &Dirs, name: &str) -> Option<StartedWith> {
+        serde_json::from_slice(&std::fs::read(Self::path(dirs, name)).ok()?).ok()
+    }
+
+    /// What differs between the settings saved now and these: the words of a "restart
+    /// pending (...)" note; empty when none.
+    pub fn differences(&self, cfg: &BoxConfig) -> Vec<&'static str> {
+        let now = StartedWith::of(cfg);
+        let mut out = Vec::new();
+        if now.mounts != self.mounts {
+            out.push("mounts");
+        }
+        if now.isolate != self.isolate {
+            out.push("namespaces");
+        }
+        if now.home != self.home || now.project_dir != self.project_dir {
+            out.push("home");
+        }
+        out
+    }
+}
+
+/// The settings of a running box that wait for a restart (empty when none, or when the box
+/// was started by a devbox that did not record them).
+pub fn restart_pending(dirs: &Dirs, cfg: &BoxConfig) -> Vec<&'static str> {
+    StartedWith::load(dirs, &cfg.name)
+        .map(|s| s.differences(cfg))
+        .unwrap_or_default()
+}
+
 /// A change to a box's settings (`devbox config`): none of them needs a new image.
 #[derive(Debug, Default)]
 pub struct Edit {

@@ -37,7 +37,7 @@ pub fn run(dirs: &Dirs, name: &str, args: Args, quiet: bool) -> Result<i32> {
             || edit.isolate.is_some()
             || edit.home.is_some();
         if restart && crate::runtime::status_now(dirs, name)?.in_use() {
-            println!("Box '{name}' is running: the new settings apply after `devbox stop {name}`.");
+            println!("Box '{name}' is running: restart pending; the new settings apply after `devbox restart {name}`.");
         }
     }
     Ok(0)

@@ -49,10 +49,18 @@ pub fn run(
         }
     }
     let cfg = BoxConfig::load(dirs, &name)?;
+    let pending = state::restart_pending(dirs, &cfg);
+    if !pending.is_empty() {
+        eprintln!(
+            "devbox: box '{name}' still runs with its old settings; restart pending ({}): `devbox restart {name}` (its processes end)",
+            pending.join(", ")
+        );
+    }
     let mut env: Vec<(String, String)> = cfg.vars.clone().into_iter().collect();
     let mut hooks = crate::runtime::hooks::Hooks::default();
+    let mut prompt = None;
     if let Some(p) = proj {
-        if let Some(changes) = crate::provision::pending(dirs, &cfg, &p) {
+        if let Some(changes) = crate::provision::pending_for_apply(dirs, &cfg, &p)? {
             eprintln!(
                 "devbox: {} changed since box '{}' was made:",
                 p.file.display(),
@@ -64,6 +72,7 @@ pub fn run(
             eprintln!("  run `devbox apply` to bring the box in line");
         }
         env.extend(p.env);
+        prompt = p.prompt;
         hooks = crate::runtime::hooks::Hooks {
             commands: p.hooks.enter,
             file: p.file.clone(),
@@ -78,7 +87,7 @@ pub fn run(
             argv: cmd,
             env,
             hooks,
-            prompt: None,
+            prompt,
         },
     )
 }

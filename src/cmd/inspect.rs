@@ -29,6 +29,8 @@ struct Inspect {
     project_file: Option<PathBuf>,
     layers: Layers,
     holder_pid: Option<i32>,
+    /// Saved settings the running box waits to be restarted for.
+    restart_pending: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -67,6 +69,11 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
             work: p.work,
             mountpoint: p.merged,
         },
+        restart_pending: if status == crate::runtime::Status::Running {
+            state::restart_pending(dirs, &cfg)
+        } else {
+            Vec::new()
+        },
         holder_pid: (status == crate::runtime::Status::Running)
             .then(|| crate::runtime::holder::Holder::current(dirs).ok().flatten())
             .flatten()
@@ -77,7 +84,17 @@ pub fn run(dirs: &Dirs, name: &str, json: bool) -> Result<i32> {
         return super::write_json(&mut out, &info);
     }
     writeln!(out, "name:      {}", info.name)?;
-    writeln!(out, "status:    {}", info.status)?;
+    if info.restart_pending.is_empty() {
+        writeln!(out, "status:    {}", info.status)?;
+    } else {
+        writeln!(
+            out,
+            "status:    {}, restart pending ({}): `devbox restart {}`",
+            info.status,
+            info.restart_pending.join(", "),
+            info.name
+        )?;
+    }
     writeln!(out, "image:     {}", info.image)?;
     writeln!(out, "image id:  sha256:{}", info.image_id)?;
     if let Some(d) = &info.image_digest {

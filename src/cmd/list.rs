@@ -22,6 +22,9 @@ struct Row {
     /// with `devbox create`.
     project_file: Option<PathBuf>,
     project_dir: Option<PathBuf>,
+    /// Saved settings a running box waits to be restarted for ("mounts", "namespaces", "home").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    restart_pending: Vec<&'static str>,
 }
 
 impl Row {
@@ -46,6 +49,11 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
             continue;
         };
         let status = crate::runtime::status(dirs, holder.as_ref(), &scan, &name);
+        let restart_pending = if status == crate::runtime::Status::Running {
+            state::restart_pending(dirs, &cfg)
+        } else {
+            Vec::new()
+        };
         let project_file = crate::provision::recorded_file(dirs, &cfg);
         let project_dir = project_file
             .as_ref()
@@ -59,6 +67,7 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
             disk_bytes: 0,
             project_file,
             project_dir,
+            restart_pending,
         });
     }
     // The boxes' own layers hold files of subordinate ids: measure them as namespace root.
@@ -86,17 +95,32 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
         "{:<20} {:<8} {:>10}  {:<20}  {:<width$}  IMAGE",
         "NAME", "STATUS", "DISK", "CREATED", "PROJECT"
     )?;
+    let mut notes = Vec::new();
     for r in rows {
+        let status = if r.restart_pending.is_empty() {
+            r.status.to_string()
+        } else {
+            notes.push(format!(
+                "* {}: restart pending ({}): `devbox restart {}`",
+                r.name,
+                r.restart_pending.join(", "),
+                r.name
+            ));
+            format!("{}*", r.status)
+        };
         writeln!(
             out,
             "{:<20} {:<8} {:>10}  {:<20}  {:<width$}  {}",
             r.name,
-            r.status,
+            status,
             human_bytes(r.disk_bytes),
             r.created,
             r.project_shown(),
             r.image
         )?;
+    }
+    for n in notes {
+        writeln!(out, "{n}")?;
     }
     Ok(0)
 }

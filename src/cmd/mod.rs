@@ -71,6 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         ),
         Cmd::List { json } => list::run(&Dirs::from_env()?, json),
         Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
+        Cmd::Restart { names } => stop::restart(&Dirs::from_env()?, &names, cli.quiet),
         Cmd::Rm { names, force, yes } => {
             let exports = if yes {
                 rm::Exports::Remove

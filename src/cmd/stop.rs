@@ -44,6 +44,26 @@ pub fn run(dirs: &Dirs, names: &[String], all: bool, quiet: bool) -> Result<i32>
     Ok(0)
 }
 
+/// `devbox restart NAME...`: stop, then start with the saved settings.
+pub fn restart(dirs: &Dirs, names: &[String], quiet: bool) -> Result<i32> {
+    for n in names {
+        state::validate_name(n)?;
+        BoxConfig::load(dirs, n)?;
+    }
+    for n in names {
+        let stopped = stop_box(dirs, n)?;
+        let cfg = BoxConfig::load(dirs, n)?;
+        crate::runtime::join::start_box(dirs, &cfg)?;
+        if !quiet {
+            match stopped.sessions {
+                0 => println!("Restarted box '{n}'"),
+                s => println!("Restarted box '{n}' (ended {})", sessions_word(s)),
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn sessions_word(n: usize) -> String {
     if n == 1 {
         "1 session".into()

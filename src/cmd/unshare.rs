@@ -6,12 +6,18 @@ use crate::paths::Dirs;
 use crate::runtime::holder::Holder;
 use crate::runtime::userns;
 
-/// Runs a host command as root of devbox's user namespace, in the holder's mount namespace.
+/// Runs a host command as root of devbox's user namespace: the holder's (and its mount
+/// namespace) when it runs, else a new one with the same mapping, so that no holder is started
+/// just for this (`devbox unshare -- rm -rf` of the store must not leave one behind).
 pub fn run(dirs: &Dirs, cmd: &[OsString]) -> Result<i32> {
-    let holder = Holder::ensure(dirs)?;
     let cwd = std::env::current_dir().ok();
-    userns::join_user(holder.pid)?;
-    userns::join_mnt(holder.pid)?;
+    match Holder::current(dirs)? {
+        Some(holder) => {
+            userns::join_user(holder.pid)?;
+            userns::join_mnt(holder.pid)?;
+        }
+        None => userns::unshare_mapped(&crate::idmap::Mapping::current()?)?,
+    }
     if let Some(cwd) = cwd {
         let _ = nix::unistd::chdir(&cwd);
     }

@@ -205,6 +205,11 @@ pub struct Project {
     /// Sorted by `box_path`.
     pub mounts: Vec<Mount>,
     pub hooks: Hooks,
+    /// The prompt of an interactive bash in the box (`PS1` syntax); None: devbox's. Like env
+    /// and hooks, read by every session: not part of the box, so no change to it asks for
+    /// `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +233,7 @@ struct RawBox {
     #[serde(default)]
     unshare: Vec<Spanned<String>>,
     home: Option<Spanned<String>>,
+    prompt: Option<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
@@ -481,6 +487,7 @@ impl Project {
             env,
             mounts,
             hooks: Hooks { enter },
+            prompt: b.prompt.as_ref().map(|p| p.get_ref().clone()),
         })
     }
 }

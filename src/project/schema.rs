@@ -116,6 +116,7 @@ pub(crate) static BOX: TableSchema = TableSchema {
         ),
         field("unshare", Ty::StrList, "unshare = [\"net\"]"),
         field("home", Ty::Str, "home = \"shared\""),
+        field("prompt", Ty::Str, "prompt = \"(myproject) \\\\w\\\\$ \""),
         field(
             "env",
             Ty::StrMap("[box.env]"),

@@ -207,8 +207,13 @@ pub fn run(ns_dir: &std::path::Path, store: &std::path::Path) -> ! {
     ] {
         sys::ignore_signal(sig);
     }
+    // Nothing to do but live; a look every few seconds ends the holder when its store is gone
+    // (a removed ~/.local/share/devbox), since nothing could ever find it again.
     loop {
-        nix::unistd::pause();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        if nix::sys::stat::fstat(&*_store_lock).is_ok_and(|st| st.st_nlink == 0) {
+            std::process::exit(0);
+        }
     }
 }
 

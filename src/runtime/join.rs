@@ -239,6 +239,11 @@ fn wait_exit(child: nix::unistd::Pid) -> i32 {
     }
 }
 
+/// Starts the box if it is not running (`devbox restart`). Joins nothing.
+pub fn start_box(dirs: &Dirs, cfg: &BoxConfig) -> Result<()> {
+    ensure_running(dirs, cfg).map(|_| ())
+}
+
 /// The holder and the path of the box's namespace files, the box started first if needed.
 fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf)> {
     let holder = Holder::ensure(dirs)?;

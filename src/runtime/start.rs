@@ -243,6 +243,10 @@ pub fn run(name: &str) -> Result<()> {
         (0, 0)
     };
     write_atomic(
+        &crate::state::StartedWith::path(&dirs, name),
+        &serde_json::to_vec(&crate::state::StartedWith::of(&cfg))?,
+    )?;
+    write_atomic(
         &dirs.box_run_file(name),
         format!("{} {}\n", init.0, init.1).as_bytes(),
     )?;

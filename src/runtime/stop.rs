@@ -157,6 +157,7 @@ pub fn run(name: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(dirs.box_hosts_file(name));
+    let _ = std::fs::remove_file(crate::state::StartedWith::path(&dirs, name));
     let _ = std::fs::remove_file(dirs.box_run_file(name));
     println!("sessions {}", sessions.unwrap_or(0));
     Ok(())

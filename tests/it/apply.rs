@@ -214,13 +214,41 @@ fn apply_changes_mounts_and_namespaces_with_a_restart_keeping_the_box() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("mounts added: "), "{err}");
-    assert!(err.contains("devbox stop web"), "{err}");
-    assert_eq!(
-        env.sh("web", "test -e /data/f && echo mounted; echo ok"),
-        "ok\n"
+    assert!(err.contains("devbox restart web"), "{err}");
+    // The saved restart is not forgotten: list, inspect and run say it waits...
+    let list = env.ok(["list"]);
+    assert!(
+        list.contains("running*")
+            && list.contains("web: restart pending (mounts, namespaces): `devbox restart web`"),
+        "{list}"
     );
-    // A second apply finds the box in line; a stop and a start bring the settings in.
-    env.ok(["stop", "web"]);
+    let shown = env.ok(["inspect", "web"]);
+    assert!(
+        shown.contains("restart pending (mounts, namespaces)"),
+        "{shown}"
+    );
+    let out = env.run([
+        "run",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "test -e /data/f && echo mounted; echo ok",
+    ]);
+    assert_eq!(stdout(&out), "ok\n");
+    assert!(
+        stderr(&out).contains("restart pending (mounts, namespaces): `devbox restart web`"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and `apply --yes` carries it out, though the file has not changed since.
+    let out = in_dir(&env, &proj, &["apply", "--yes"]);
+    assert!(
+        stderr(&out).contains("Stopped box 'web'"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.ok(["list"]).contains("restart pending"));
     let got = env.sh(
         "web",
         "cat /data/f /etc/mine; touch /data/g 2>/dev/null || echo read-only; ls /sys/class/net",
@@ -274,8 +302,18 @@ fn config_changes_a_created_box() {
         "--unset-env",
         "EDITOR",
     ]);
-    assert!(said.contains("devbox stop b"), "{said}");
-    env.ok(["stop", "b"]);
+    assert!(said.contains("devbox restart b"), "{said}");
+    let out = env.ok(["restart", "b"]);
+    assert!(out.contains("Restarted box 'b'"), "{out}");
+    assert_eq!(
+        env.ok(["list"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(1),
+        Some("running")
+    );
     assert_eq!(
         env.sh(
             "b",

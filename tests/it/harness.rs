@@ -119,6 +119,9 @@ fn binary() -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.join("devbox");
+        // A leftover of an earlier run under the same pid may still be executing (a holder
+        // it left): replace the file rather than write into it.
+        let _ = std::fs::remove_file(&bin);
         std::fs::copy(env!("CARGO_BIN_EXE_devbox"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         bin

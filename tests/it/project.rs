@@ -228,6 +228,45 @@ fn enter_hooks_run_in_the_session_shell_from_the_project_directory() {
         "{err}"
     );
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    // Only hooks changed: nothing to apply, and nothing said about it.
+    assert!(!err.contains("changed since"), "{err}");
+}
+
+#[test]
+fn a_projects_prompt_and_its_hooks_survive_the_images_bashrc() {
+    let env = TestEnv::new();
+    let proj = env.home.join("prompted");
+    env.mkdir_as_user(&proj);
+    let text = format!(
+        "[box]\nname = \"prompted\"\nimage = \"{}\"\nprompt = \"(prompted) \\\\w> \"\n\n[hooks]\nenter = [\"export FROM_HOOK=yes\"]\n",
+        fixture("debian").display()
+    );
+    env.write_as_user(&proj.join("devbox.toml"), text.as_bytes());
+    // An interactive bash (stdin is not a terminal, so it prints its prompt on stderr).
+    let mut child = env
+        .cmd(["enter"])
+        .current_dir(&proj)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo hook=$FROM_HOOK\nexit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).contains("hook=yes"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("(prompted) ~/prompted> ")
+            || err.contains(&format!("(prompted) {}> ", proj.display())),
+        "{err}"
+    );
 }
 
 /// A project whose first setup command stops for a long time the first time it runs (a marker
