@@ -41,6 +41,7 @@ packages = ["build-essential", "git", "git"]
 setup = ["curl -fsSL https://example.org/x.sh | sh"]
 unshare = ["pid", "net", "pid"]
 home = "./.home"
+prompt = "(proj) \\w\\$ "
 
 [box.env]
 GOPATH = "$HOME/go"
@@ -158,7 +159,7 @@ fn unknown_keys_are_named_with_a_suggestion_and_the_allowed_keys() {
     let s = err_at("[box]\nimage = \"x\"\npakages = [\"git\"]\n", 3, 1);
     has(
         &s,
-        "unknown key `pakages` in [box]; did you mean `packages`?\n  hint: the keys allowed in [box] are: `name`, `image`, `packages`, `setup`, `unshare`, `home`, `env`, `mounts`",
+        "unknown key `pakages` in [box]; did you mean `packages`?\n  hint: the keys allowed in [box] are: `name`, `image`, `packages`, `setup`, `unshare`, `home`, `prompt`, `env`, `mounts`",
     );
     let s = err_at("[bx]\nimage = \"x\"\n", 1, 2);
     has(&s, "unknown key `bx` at the top level; did you mean `box`?");
@@ -514,7 +515,7 @@ fn schema_and_serde_agree() {
     assert_eq!(schema::PROJECT.keys(), ["box", "hooks"]);
     assert_eq!(
         schema::BOX.keys(),
-        ["name", "image", "packages", "setup", "unshare", "home", "env", "mounts"]
+        ["name", "image", "packages", "setup", "unshare", "home", "prompt", "env", "mounts"]
     );
     assert_eq!(schema::MOUNT.keys(), ["host", "box", "readonly"]);
     assert_eq!(schema::HOOKS.keys(), ["enter"]);

@@ -598,6 +598,57 @@ fn nested_rootfs_directory_is_stripped() {
     env.ok(["run", "nest", "--", "/bin/busybox", "true"]);
 }
 
+/// The Arch bootstrap tarball's layout (archiso's mkarchiso since May 2024): the root in
+/// `root.x86_64/`, with `pkglist.x86_64.txt` and `version` beside it.
+#[test]
+fn the_root_beside_plain_files_is_found_by_its_contents() {
+    let env = TestEnv::new();
+    let tar = Tarball::busybox_under(Some("root.x86_64"))
+        .file(b"pkglist.x86_64.txt", 0o644, b"busybox 1.36\n")
+        .file(b"version", 0o644, b"2026.12.01\n")
+        .build();
+    let img = write_image(&env, "archlike.tar", &tar);
+    let out = env.run(["create", img.to_str().unwrap(), "--name", "arch"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "stderr: {err}");
+    assert!(
+        err.contains("root.x86_64/") && err.contains("pkglist.x86_64.txt, version"),
+        "the decision should be printed:\n{err}"
+    );
+    let root = only_rootfs(&env);
+    assert!(root.join("bin/busybox").is_file());
+    assert!(lstat(&root.join("pkglist.x86_64.txt")).is_none());
+    assert_eq!(env.sh("arch", "echo works"), "works\n");
+}
+
+/// An archive that unpacks but is no root file system (no shell, no /etc) is refused, and
+/// nothing of it is kept.
+#[test]
+fn an_archive_without_a_usable_root_is_refused_and_nothing_kept() {
+    let env = TestEnv::new();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [(&b"README"[..], &b"docs"[..]), (b"x.bin", b"xx")] {
+        let h = raw_header(name, EntryType::Regular, 0o644, data.len() as u64, b"");
+        b.append(&h, data).unwrap();
+    }
+    let img = write_image(&env, "notaroot.tar", &b.into_inner().unwrap());
+    let out = env.run(["create", img.to_str().unwrap(), "--name", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no usable root file system") && err.contains("no /etc"),
+        "{err}"
+    );
+    let images: Vec<_> = std::fs::read_dir(env.data().join("images-v1"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(images.is_empty(), "{images:?}");
+    assert!(env.ok(["list"]).contains("No boxes"));
+}
+
 fn assert_compressed_image_works(file: &str, bytes: &[u8]) {
     let env = TestEnv::new();
     let img = write_image(&env, file, bytes);

@@ -316,7 +316,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// An OCI image layout in a tar, its one layer the Debian fixture (gzip): `DIR/debian-oci.tar`.
-fn layout_archive(dir: &Path) -> PathBuf {
+pub(crate) fn layout_archive(dir: &Path) -> PathBuf {
     let layer = std::fs::read(fixture("debian")).unwrap();
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&layer[..])

@@ -677,3 +677,53 @@ fn insecure_registries_and_mirrors_from_the_user_configuration() {
         serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
     assert_eq!(images[0]["source"], image);
 }
+
+/// An OCI image layout that arrives as a download (Rocky Linux publishes its container images
+/// as layouts) is read as the image it holds, not unpacked as a root.
+#[test]
+fn an_image_layout_from_a_url_is_read_as_an_image() {
+    let env = TestEnv::new();
+    let served = env.root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let archive = crate::leftovers::layout_archive(&served);
+    // A real HTTP server on loopback: python's.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(&served)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 (run `sudo tests/setup.sh`)");
+    let url = format!(
+        "http://127.0.0.1:{port}/{}",
+        archive.file_name().unwrap().to_string_lossy()
+    );
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = env.run(["create", &url, "--name", "fromurl"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is an image layout"), "{err}");
+    assert_eq!(
+        env.sh("fromurl", "cat /etc/debian_version | cut -d. -f1"),
+        "12\n"
+    );
+}

@@ -238,10 +238,12 @@ fn a_projects_prompt_and_its_hooks_survive_the_images_bashrc() {
     let proj = env.home.join("prompted");
     env.mkdir_as_user(&proj);
     let text = format!(
-        "[box]\nname = \"prompted\"\nimage = \"{}\"\nprompt = \"(prompted) \\\\w> \"\n\n[hooks]\nenter = [\"export FROM_HOOK=yes\"]\n",
+        "[box]\nname = \"prompted\"\nimage = \"{}\"\nprompt = \"(prompted) \\\\w> \"\n\n[hooks]\nenter = [\"source ./hook.sh\"]\n",
         fixture("debian").display()
     );
     env.write_as_user(&proj.join("devbox.toml"), text.as_bytes());
+    // `source` (bash's word; dash has only `.`) works: the hooks run in the user's bash.
+    env.write_as_user(&proj.join("hook.sh"), b"export FROM_HOOK=yes\n");
     // An interactive bash (stdin is not a terminal, so it prints its prompt on stderr).
     let mut child = env
         .cmd(["enter"])
@@ -295,6 +297,16 @@ fn wait_for(path: &std::path::Path) {
 
 #[test]
 fn a_provisioning_cut_short_is_never_taken_for_a_made_box() {
+    cut_short(nix::sys::signal::Signal::SIGKILL);
+}
+
+#[test]
+fn a_provisioning_hung_up_on_is_never_taken_for_a_made_box() {
+    // A closed terminal: SIGHUP to devbox.
+    cut_short(nix::sys::signal::Signal::SIGHUP);
+}
+
+fn cut_short(signal: nix::sys::signal::Signal) {
     let env = TestEnv::new();
     let proj = env.home.join("slow");
     let marker = env.root.join("setup-started");
@@ -311,12 +323,8 @@ fn a_provisioning_cut_short_is_never_taken_for_a_made_box() {
         .spawn()
         .unwrap();
     wait_for(&marker);
-    // The devbox doing the provisioning dies (SIGKILL, or a closed terminal's SIGHUP).
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    // The devbox doing the provisioning dies.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), signal).unwrap();
     let _ = first.wait();
     // Not "up to date": the next command makes the box again, and says so.
     let out = env
