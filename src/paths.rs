@@ -49,7 +49,7 @@ impl Dirs {
     /// Creates the store directories (0700) if needed, after checking that no other user can
     /// rename anything on the way to them.
     pub fn ensure_store(&self) -> Result<()> {
-        check_path_safe(&self.data)?;
+        check_path_safe(&self.data, STORE_FIX)?;
         for d in [&self.data, &self.images, &self.boxes] {
             private_dir(d)?;
         }
@@ -106,11 +106,14 @@ impl Dirs {
     }
 }
 
+/// What to do about a store in an unsafe place.
+pub const STORE_FIX: &str = "keep devbox's store in a directory only you (or root) control, e.g. set XDG_DATA_HOME to one in your home";
+
 /// Checks every existing directory on the way to `path` (the path itself included): each must
 /// belong to us or to root, and one that others may write to must be sticky and not belong to
 /// another user. Otherwise someone else could rename a directory of ours away and put their own
 /// in its place. Symbolic links on the way are followed and their targets checked likewise.
-pub fn check_path_safe(path: &Path) -> Result<()> {
+pub fn check_path_safe(path: &Path, fix: &str) -> Result<()> {
     let uid = nix::unistd::getuid().as_raw();
     // The part of the path that exists: the rest devbox makes itself, as the user, 0700.
     let mut existing = path.to_path_buf();
@@ -119,23 +122,32 @@ pub fn check_path_safe(path: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    // As written (links included), then as resolved: both routes must be closed to others.
-    let resolved = fs::canonicalize(&existing)
-        .with_context(|| format!("cannot resolve {}", existing.display()))?;
-    for route in [&existing, &resolved] {
+    // As written (links included), then, if a link was on the way, as resolved: both routes
+    // must be closed to others. (This runs on every enter/run: a path without links costs one
+    // lstat per component.)
+    // Returns whether a symbolic link was on the way.
+    let check_route = |route: &Path| -> Result<bool> {
+        let mut linked = false;
         let mut at = PathBuf::new();
         for comp in route.components() {
             at.push(comp);
             let meta = fs::symlink_metadata(&at)
                 .with_context(|| format!("cannot inspect {}", at.display()))?;
+            linked |= meta.file_type().is_symlink();
             if let Some(why) = unsafe_dir_reason(&meta, uid) {
                 bail!(
-                    "{} {why}, so another user could replace what devbox keeps below it\n  hint: keep devbox's store ({}) in a directory only you (or root) control, e.g. set XDG_DATA_HOME to one in your home",
-                    at.display(),
-                    path.display()
+                    "{} {why}, so another user could replace what is below it\n  hint: {fix}",
+                    at.display()
                 );
             }
         }
+        Ok(linked)
+    };
+    let linked = check_route(&existing)?;
+    if linked || existing.components().any(|c| c == std::path::Component::ParentDir) {
+        let resolved = fs::canonicalize(&existing)
+            .with_context(|| format!("cannot resolve {}", existing.display()))?;
+        check_route(&resolved)?;
     }
     Ok(())
 }
@@ -193,7 +205,11 @@ pub fn session_runtime_dir() -> Result<Option<PathBuf>> {
             meta.uid()
         );
     }
-    check_path_safe(&dir).context("XDG_RUNTIME_DIR cannot be used")?;
+    check_path_safe(
+        &dir,
+        "log in so that your session directory is made for you (`su - USER`, `sudo -iu USER`), or unset XDG_RUNTIME_DIR",
+    )
+    .context("XDG_RUNTIME_DIR cannot be used")?;
     Ok(Some(dir))
 }
 

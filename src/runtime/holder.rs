@@ -68,7 +68,7 @@ impl Holder {
         // The hot path: the store's path is checked (nobody else can swap a directory on the
         // way), then the record. A record planted by someone else could not be used anyway:
         // another user's /proc/PID/ns files are closed to us.
-        crate::paths::check_path_safe(&dirs.data)?;
+        crate::paths::check_path_safe(&dirs.data, crate::paths::STORE_FIX)?;
         crate::paths::check_private(&dirs.runtime)?;
         if let Some(h) = Self::current(dirs)? {
             return Ok(h);
@@ -124,12 +124,17 @@ impl Holder {
         })
     }
 
-    /// Stops the holder; every box's namespaces that no process uses go with it.
+    /// Stops the holder, and waits (a few seconds at most) until it is gone; every box's
+    /// namespaces that no process uses go with it.
     pub fn kill(&self, dirs: &Dirs) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(self.pid, self.start_time) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let _ = std::fs::remove_file(dirs.holder_pid_file());
     }
 }
