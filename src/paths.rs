@@ -144,7 +144,11 @@ pub fn check_path_safe(path: &Path, fix: &str) -> Result<()> {
         Ok(linked)
     };
     let linked = check_route(&existing)?;
-    if linked || existing.components().any(|c| c == std::path::Component::ParentDir) {
+    if linked
+        || existing
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         let resolved = fs::canonicalize(&existing)
             .with_context(|| format!("cannot resolve {}", existing.display()))?;
         check_route(&resolved)?;

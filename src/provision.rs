@@ -135,16 +135,21 @@ pub fn settle(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
     eprintln!(
         "devbox: box '{name}' was left half-made (its packages and setup did not finish); removing it and making it again"
     );
+    remove_box(dirs, name).with_context(|| format!("cannot remove the half-made box '{name}'"))?;
+    drop(lock);
+    create_project_box(dirs, p, quiet)
+}
+
+/// `devbox rm --force NAME`, quietly, keeping its exports (the box comes back by that name).
+fn remove_box(dirs: &Dirs, name: &str) -> Result<()> {
     crate::cmd::rm::run(
         dirs,
-        std::slice::from_ref(name),
+        std::slice::from_ref(&name.to_string()),
         true,
         crate::cmd::rm::Exports::Keep,
         true,
     )
-    .with_context(|| format!("cannot remove the half-made box '{name}'"))?;
-    drop(lock);
-    create_project_box(dirs, p, quiet)
+    .map(|_| ())
 }
 
 fn mount_specs(p: &Project) -> Vec<MountSpec> {
@@ -443,13 +448,7 @@ fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
         bail!("box '{name}' was left as it was\n  hint: run `devbox apply --yes` to recreate it without asking");
     }
     crate::store::import(dirs, &p.image, None, &Term::new(quiet))?;
-    crate::cmd::rm::run(
-        dirs,
-        std::slice::from_ref(name),
-        true,
-        crate::cmd::rm::Exports::Keep,
-        true,
-    )?;
+    remove_box(dirs, name)?;
     create_project_box(dirs, p, quiet)
 }
 

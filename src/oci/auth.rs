@@ -208,17 +208,26 @@ pub fn find_credentials(
                 continue;
             }
         };
-        if let Some(name) = &helpers.for_registry {
+        // Runs a helper; true when it answered with credentials.
+        let ask = |found: &mut Found, name: &str, key: &str| {
             found
                 .looked
-                .push(format!("docker-credential-{name} (credHelpers)"));
+                .push(format!("docker-credential-{name} ({key})"));
             match run_helper(name, registry, helper_path) {
                 Ok(Some(c)) => {
                     found.credentials = Some(c);
-                    return found;
+                    true
                 }
-                Ok(None) => {}
-                Err(e) => found.notes.push(e),
+                Ok(None) => false,
+                Err(e) => {
+                    found.notes.push(e);
+                    false
+                }
+            }
+        };
+        if let Some(name) = &helpers.for_registry {
+            if ask(&mut found, name, "credHelpers") {
+                return found;
             }
         }
         match credentials_from_json(&text, registry, repository) {
@@ -230,16 +239,8 @@ pub fn find_credentials(
             Err(e) => found.notes.push(format!("ignoring {}: {e}", f.display())),
         }
         if let Some(name) = &helpers.store {
-            found
-                .looked
-                .push(format!("docker-credential-{name} (credsStore)"));
-            match run_helper(name, registry, helper_path) {
-                Ok(Some(c)) => {
-                    found.credentials = Some(c);
-                    return found;
-                }
-                Ok(None) => {}
-                Err(e) => found.notes.push(e),
+            if ask(&mut found, name, "credsStore") {
+                return found;
             }
         }
     }

@@ -226,9 +226,9 @@ fn a_killed_holder_never_leads_to_a_second_overlay() {
     assert_eq!(env.sh("k", "echo back"), "back\n");
 }
 
-/// The `devbox __stop NAME` helper of the test user, if one runs.
-fn stop_helper(name: &str) -> Option<i32> {
-    let want = format!("__stop\0{name}\0");
+/// The test user's `devbox MODE NAME` helper (`__stop`, `__start`), if one runs.
+fn helper_pid(mode: &str, name: &str) -> Option<i32> {
+    let want = format!("{mode}\0{name}\0");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
@@ -257,7 +257,7 @@ fn a_stop_killed_during_its_grace_period_leaves_a_box_in_use_not_a_ghost() {
         .unwrap();
     let mut helper = None;
     wait_until("the stop helper", Duration::from_secs(5), || {
-        helper = stop_helper("g");
+        helper = helper_pid("__stop", "g");
         helper.is_some()
     });
     // Inside its grace period: the session ignored SIGHUP and SIGTERM.
@@ -335,18 +335,6 @@ fn stop_hangs_up_sessions_first_so_shells_keep_their_history() {
     );
 }
 
-/// The test user's `devbox __start NAME` helper, if one runs.
-fn start_helper(name: &str) -> Option<i32> {
-    let want = format!("__start\0{name}\0");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline)
-            .contains(&want)
-            .then_some(pid)
-    })
-}
-
 #[test]
 fn an_init_whose_starter_was_killed_does_not_stay_behind() {
     let env = TestEnv::new();
@@ -364,7 +352,7 @@ fn an_init_whose_starter_was_killed_does_not_stay_behind() {
         let start = Instant::now();
         let mut starter = None;
         while starter.is_none() && start.elapsed() < Duration::from_secs(5) && !ended(&mut run) {
-            starter = start_helper("o");
+            starter = helper_pid("__start", "o");
         }
         let Some(pid) = starter else {
             let _ = run.wait();
