@@ -316,11 +316,13 @@ pub fn pending_for_apply(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> Result<Op
         return Ok(Some(changes));
     }
     // Only the box's record changes, under its lock (a start reads it).
+    // The snapshot first, the fingerprint last: cut short in between, the next session finds
+    // the fingerprint still different and records again.
     let _lock = crate::runtime::stop::box_lock(dirs, &p.name)?;
+    save_snapshot(dirs, p)?;
     let mut cfg = BoxConfig::load(dirs, &p.name)?;
     cfg.project = Some(crate::project::fingerprint(p));
     cfg.save_in(&dirs.box_dir(&p.name))?;
-    save_snapshot(dirs, p)?;
     Ok(None)
 }
 

@@ -89,6 +89,9 @@ pub fn run(name: &str) -> Result<()> {
         .filter(|r| r.init_pid > 0 && r.init_alive())
         .map(|r| r.init_pid);
 
+    // What the box was started with goes first: a stop cut short leaves a box that says
+    // nothing about a pending restart rather than a stopped box that claims one.
+    let _ = std::fs::remove_file(crate::state::StartedWith::path(&dirs, name));
     let me = std::process::id() as i32;
     let in_box = |scan: &Scan| {
         let mut pids = scan.users(&paths.upper, &paths.merged).pids;
@@ -157,7 +160,6 @@ pub fn run(name: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(dirs.box_hosts_file(name));
-    let _ = std::fs::remove_file(crate::state::StartedWith::path(&dirs, name));
     let _ = std::fs::remove_file(dirs.box_run_file(name));
     println!("sessions {}", sessions.unwrap_or(0));
     Ok(())
