@@ -30,7 +30,10 @@ use cli::{Cli, Cmd};
 
 fn main() {
     completions::answer_if_asked();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     ui::init(cli.verbose, cli.quiet);
     if is_helper(&cli.command) {
         let argv: Vec<String> = std::env::args_os()
@@ -62,6 +65,54 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Prints clap's usage error (or help) and exits; a `run` whose command was not put after `--`
+/// gets the line that shows how.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let run_at = args.iter().position(|a| a == "run");
+    let wants_hint = matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::MissingRequiredArgument
+    ) && !args.iter().any(|a| a == "--")
+        && run_at.is_some_and(|i| args[..i].iter().all(|a| a.starts_with('-')));
+    let Some(at) = run_at.filter(|_| wants_hint) else {
+        e.exit()
+    };
+    let _ = e.print();
+    let rest = &args[at + 1..];
+    let flags: Vec<&str> = rest
+        .iter()
+        .take_while(|a| a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let words = &rest[flags.len()..];
+    // The first word is a box when one has that name; otherwise it was the command.
+    let is_box =
+        |w: &str| paths::Dirs::from_env().is_ok_and(|d| d.box_dir(w).join("box.toml").exists());
+    let (name, cmd): (Option<&str>, Vec<&str>) = match words {
+        [first, more @ ..] if is_box(first) => (
+            Some(first.as_str()),
+            more.iter().map(String::as_str).collect(),
+        ),
+        all => (None, all.iter().map(String::as_str).collect()),
+    };
+    let mut example = vec!["devbox", "run"];
+    example.extend(&flags);
+    example.extend(name);
+    example.push("--");
+    if cmd.is_empty() {
+        example.push("CMD [ARG...]");
+    } else {
+        example.extend(cmd);
+    }
+    eprintln!("hint: the command goes after `--`: {}", example.join(" "));
+    std::process::exit(2)
 }
 
 /// devbox's internal helper modes, started by devbox itself (`runtime::helper`).

@@ -274,3 +274,27 @@ fn without_verbose_there_are_no_detail_lines() {
         stderr(&out)
     );
 }
+
+#[test]
+fn run_without_dashes_shows_where_the_command_goes() {
+    let env = TestEnv::new();
+    env.busybox("deb", &[]);
+    let out = env.run(["run", "--root", "deb", "ls", "-l"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("hint: the command goes after `--`: devbox run --root deb -- ls -l\n"),
+        "{err}"
+    );
+    // A first word that is no box was the command (for the project's or the only box).
+    let out = env.run(["run", "make", "all"]);
+    assert!(
+        stderr(&out).contains("devbox run -- make all\n"),
+        "{}",
+        stderr(&out)
+    );
+    // Other usage errors are clap's own.
+    let out = env.run(["list", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains("goes after"), "{}", stderr(&out));
+}
