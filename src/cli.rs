@@ -76,6 +76,9 @@ store and shared by every box made from it; each box keeps its own changes in an
         /// Be root inside the box (a subordinate id on the host), e.g. to install packages
         #[arg(long)]
         root: bool,
+        /// Set a variable in the session, over the box's and the project's (repeatable)
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
     },
     /// Run one command in a box, passing its exit status through
     #[command(after_help = "Example: devbox run deb -- make -j4")]
@@ -86,6 +89,9 @@ store and shared by every box made from it; each box keeps its own changes in an
         /// Run as root inside the box
         #[arg(long)]
         root: bool,
+        /// Set a variable in the session, over the box's and the project's (repeatable)
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,

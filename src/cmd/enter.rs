@@ -16,10 +16,12 @@ pub fn run(
     dirs: &Dirs,
     name: Option<String>,
     root: bool,
+    extra_env: &[String],
     cmd: Option<&[OsString]>,
     config: Option<&Path>,
     quiet: bool,
 ) -> Result<i32> {
+    let extra_env = parse_env_args(extra_env)?;
     let mut proj: Option<Project> = None;
     let name = match name {
         Some(n) => {
@@ -78,6 +80,7 @@ pub fn run(
             file: p.file.clone(),
         };
     }
+    env.extend(extra_env);
     join::run(
         dirs,
         &cfg,
@@ -90,6 +93,24 @@ pub fn run(
             prompt,
         },
     )
+}
+
+/// `--env KEY=VALUE` arguments, checked: KEY is a shell variable name.
+fn parse_env_args(args: &[String]) -> Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|a| {
+            let (k, v) = a.split_once('=').unwrap_or((a, ""));
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || !a.contains('=') {
+                anyhow::bail!(
+                    "--env {a:?} is not KEY=VALUE with a variable name as KEY\n  hint: e.g. --env RUST_LOG=debug (an empty value: --env KEY=)"
+                );
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// The box for enter/run without a name outside a project: the user configuration's

@@ -53,18 +53,25 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             &unshare,
             cli.quiet,
         ),
-        Cmd::Enter { name, root } => enter::run(
+        Cmd::Enter { name, root, env } => enter::run(
             &Dirs::from_env()?,
             name,
             root,
+            &env,
             None,
             cli.config.as_deref(),
             cli.quiet,
         ),
-        Cmd::Run { name, root, cmd } => enter::run(
+        Cmd::Run {
+            name,
+            root,
+            env,
+            cmd,
+        } => enter::run(
             &Dirs::from_env()?,
             name,
             root,
+            &env,
             Some(&cmd),
             cli.config.as_deref(),
             cli.quiet,

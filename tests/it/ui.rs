@@ -298,3 +298,31 @@ fn run_without_dashes_shows_where_the_command_goes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains("goes after"), "{}", stderr(&out));
 }
+
+#[test]
+fn env_flags_set_variables_for_one_session() {
+    let env = TestEnv::new();
+    env.busybox("e", &[]);
+    let out = env.ok([
+        "run",
+        "e",
+        "--env",
+        "A=1",
+        "--env",
+        "B=x=y",
+        "--env",
+        "EMPTY=",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$A|$B|${EMPTY-unset}\"",
+    ]);
+    assert_eq!(out, "1|x=y|\n");
+    // Only that session.
+    assert_eq!(env.sh("e", "echo \"${A-unset}\""), "unset\n");
+    let err = env.fails(125, ["run", "e", "--env", "1BAD=x", "--", "true"]);
+    assert!(
+        err.contains("is not KEY=VALUE") && err.contains("hint:"),
+        "{err}"
+    );
+}
