@@ -433,19 +433,37 @@ pub fn list_names(dirs: &Dirs) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Picks the box for enter/run when no name was given: the only one, or an error listing them.
-pub fn only_box(dirs: &Dirs) -> Result<String> {
+/// Picks the box for enter/run when no name was given: the only one, or an error listing them
+/// with `example` (`devbox run {} -- CMD`, the box's name filled in) as the hint.
+pub fn only_box(dirs: &Dirs, example: &str) -> Result<String> {
     let names = list_names(dirs)?;
     match names.len() {
         0 => bail!("there are no boxes yet\n  hint: create one with `devbox create IMAGE`"),
         1 => Ok(names.into_iter().next().unwrap_or_default()),
         _ => bail!(
-            "there are {} boxes; name one: {}\n  hint: e.g. `devbox enter {}`",
+            "there are {} boxes; name one: {}\n  hint: e.g. `{}`",
             names.len(),
             names.join(", "),
-            names[0]
+            example.replace("{}", &names[0])
         ),
     }
+}
+
+/// Checks that box `name` exists, for commands that act on existing boxes only (stop, rm,
+/// restart): the error lists the boxes there are, and suggests no create.
+pub fn existing(dirs: &Dirs, name: &str) -> Result<()> {
+    validate_name(name)?;
+    if dirs.box_dir(name).join("box.toml").exists() {
+        return Ok(());
+    }
+    let known = list_names(dirs).unwrap_or_default();
+    if known.is_empty() {
+        bail!("no box named '{name}': there are no boxes");
+    }
+    bail!(
+        "no box named '{name}'\n  hint: the boxes are: {} (see `devbox list`)",
+        known.join(", ")
+    )
 }
 
 pub fn now_rfc3339() -> String {

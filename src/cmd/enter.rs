@@ -39,7 +39,7 @@ pub fn run(
                     proj = Some(p);
                     n
                 }
-                None => default_box(dirs)?,
+                None => default_box(dirs, cmd.is_some())?,
             }
         }
     };
@@ -115,7 +115,7 @@ fn parse_env_args(args: &[String]) -> Result<Vec<(String, String)>> {
 
 /// The box for enter/run without a name outside a project: the user configuration's
 /// `default_box`, else the only box.
-fn default_box(dirs: &Dirs) -> Result<String> {
+fn default_box(dirs: &Dirs, run: bool) -> Result<String> {
     let user = project::UserConfig::load(&HostEnv::current())?;
     let s = project::resolve(
         &project::Flags::default(),
@@ -125,6 +125,13 @@ fn default_box(dirs: &Dirs) -> Result<String> {
     );
     match s.name {
         Some(n) => Ok(n.value),
-        None => state::only_box(dirs),
+        None => state::only_box(
+            dirs,
+            if run {
+                "devbox run {} -- CMD"
+            } else {
+                "devbox enter {}"
+            },
+        ),
     }
 }

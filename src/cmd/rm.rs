@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use crate::export::{self, Places};
 use crate::paths::Dirs;
 use crate::runtime::stop::{box_lock, stop_locked};
-use crate::state::{self, BoxConfig};
+use crate::state;
 
 /// What happens to the exports of a removed box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,7 @@ pub fn run(
     quiet: bool,
 ) -> Result<i32> {
     for n in names {
-        state::validate_name(n)?;
-        BoxConfig::load(dirs, n)?;
+        state::existing(dirs, n)?;
     }
     let places = Places::from_env()?;
     // What interrupted commands left (a killed rm's half-removed box, ...) goes first.

@@ -12,8 +12,7 @@ pub fn run(dirs: &Dirs, names: &[String], all: bool, quiet: bool) -> Result<i32>
         names.to_vec()
     };
     for n in &names {
-        state::validate_name(n)?;
-        BoxConfig::load(dirs, n)?;
+        state::existing(dirs, n)?;
     }
     let mut sessions = 0;
     for n in &names {
@@ -47,8 +46,7 @@ pub fn run(dirs: &Dirs, names: &[String], all: bool, quiet: bool) -> Result<i32>
 /// `devbox restart NAME...`: stop, then start with the saved settings.
 pub fn restart(dirs: &Dirs, names: &[String], quiet: bool) -> Result<i32> {
     for n in names {
-        state::validate_name(n)?;
-        BoxConfig::load(dirs, n)?;
+        state::existing(dirs, n)?;
     }
     for n in names {
         let stopped = stop_box(dirs, n)?;

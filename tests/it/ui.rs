@@ -326,3 +326,26 @@ fn env_flags_set_variables_for_one_session() {
         "{err}"
     );
 }
+
+#[test]
+fn hints_fit_the_command_they_follow() {
+    let env = TestEnv::new();
+    env.busybox("a1", &[]);
+    env.busybox("b2", &[]);
+    // Removing a box that is not there: the boxes there are, and no advice to create it.
+    let err = env.fails(1, ["rm", "nope"]);
+    assert!(
+        err.contains("no box named 'nope'") && err.contains("a1, b2"),
+        "{err}"
+    );
+    assert!(!err.contains("create"), "{err}");
+    // `run` without a name among several boxes shows a `run`, not an `enter`.
+    let err = env.fails(125, ["run", "--", "true"]);
+    assert!(err.contains("`devbox run a1 -- CMD`"), "{err}");
+    let out = env.run(["enter"]);
+    assert!(
+        stderr(&out).contains("`devbox enter a1`"),
+        "{}",
+        stderr(&out)
+    );
+}
