@@ -115,43 +115,39 @@ pub const STORE_FIX: &str = "keep devbox's store in a directory only you (or roo
 /// in its place. Symbolic links on the way are followed and their targets checked likewise.
 pub fn check_path_safe(path: &Path, fix: &str) -> Result<()> {
     let uid = nix::unistd::getuid().as_raw();
-    // The part of the path that exists: the rest devbox makes itself, as the user, 0700.
-    let mut existing = path.to_path_buf();
-    while fs::symlink_metadata(&existing).is_err() {
-        if !existing.pop() {
-            return Ok(());
-        }
-    }
-    // As written (links included), then, if a link was on the way, as resolved: both routes
-    // must be closed to others. (This runs on every enter/run: a path without links costs one
-    // lstat per component.)
-    // Returns whether a symbolic link was on the way.
-    let check_route = |route: &Path| -> Result<bool> {
+    // One walk over the path as written, up to where it ends (the rest devbox makes itself,
+    // as the user, 0700); if a link or `..` was on the way, the resolved path is walked too.
+    // This runs on every enter/run: a path without links costs one lstat per component.
+    // Returns the part that exists, and whether it went through a link.
+    let walk = |route: &Path| -> Result<(PathBuf, bool)> {
         let mut linked = false;
         let mut at = PathBuf::new();
         for comp in route.components() {
-            at.push(comp);
-            let meta = fs::symlink_metadata(&at)
-                .with_context(|| format!("cannot inspect {}", at.display()))?;
+            linked |= comp == std::path::Component::ParentDir;
+            let next = at.join(comp);
+            let meta = match fs::symlink_metadata(&next) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot inspect {}", next.display()))
+                }
+            };
             linked |= meta.file_type().is_symlink();
             if let Some(why) = unsafe_dir_reason(&meta, uid) {
                 bail!(
                     "{} {why}, so another user could replace what is below it\n  hint: {fix}",
-                    at.display()
+                    next.display()
                 );
             }
+            at = next;
         }
-        Ok(linked)
+        Ok((at, linked))
     };
-    let linked = check_route(&existing)?;
-    if linked
-        || existing
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-    {
+    let (existing, linked) = walk(path)?;
+    if linked && !existing.as_os_str().is_empty() {
         let resolved = fs::canonicalize(&existing)
             .with_context(|| format!("cannot resolve {}", existing.display()))?;
-        check_route(&resolved)?;
+        walk(&resolved)?;
     }
     Ok(())
 }

@@ -248,7 +248,7 @@ pub fn start_box(dirs: &Dirs, cfg: &BoxConfig) -> Result<()> {
 fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf)> {
     let holder = Holder::ensure(dirs)?;
     let box_ns = crate::runtime::box_ns_path(dirs, &holder, &cfg.name);
-    if !running(dirs, cfg, &box_ns) {
+    if !crate::runtime::is_bound(dirs, &box_ns, &cfg.name) {
         start(dirs, cfg, &box_ns)?;
     }
     Ok((holder, box_ns))
@@ -308,15 +308,10 @@ pub fn look_inside(
     }
 }
 
-/// True when the box's namespaces are persisted and (with a pid namespace) its init lives.
-fn running(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> bool {
-    crate::runtime::is_running(dirs, box_ns, cfg)
-}
-
 fn start(dirs: &Dirs, cfg: &BoxConfig, box_ns: &Path) -> Result<()> {
     let name = cfg.name.as_str();
     let _lock = crate::runtime::stop::box_lock(dirs, name)?;
-    if running(dirs, cfg, box_ns) {
+    if crate::runtime::is_bound(dirs, box_ns, &cfg.name) {
         return Ok(());
     }
     if box_ns.exists() {

@@ -31,15 +31,7 @@ pub fn box_ns_path(
 }
 
 /// True when the box's namespaces are persisted and, with a pid namespace, its init lives.
-pub fn is_running(
-    dirs: &crate::paths::Dirs,
-    box_ns: &std::path::Path,
-    cfg: &crate::state::BoxConfig,
-) -> bool {
-    is_bound(dirs, box_ns, &cfg.name)
-}
-
-fn is_bound(dirs: &crate::paths::Dirs, box_ns: &std::path::Path, name: &str) -> bool {
+pub fn is_bound(dirs: &crate::paths::Dirs, box_ns: &std::path::Path, name: &str) -> bool {
     if !userns::is_ns_file(&box_ns.join("mnt")) {
         return false;
     }
