@@ -43,6 +43,7 @@ pub enum UnshareArg {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Create a box from a catalog distro, an OCI image or a rootfs tarball
     #[command(long_about = "Create a box.\n\n\

@@ -244,8 +244,13 @@ impl Mapping {
 
     /// Runs newuidmap and newgidmap on `pid`, which must have just unshared its user namespace.
     pub fn apply(&self, pid: u32) -> Result<(), IdMapError> {
-        run_helper("newuidmap", pid, &self.uid_maps)?;
-        run_helper("newgidmap", pid, &self.gid_maps)
+        // The two maps are independent: both helpers run at once, which takes a setuid exec
+        // off every cold start. The uid helper's failure is the one reported when both fail.
+        let uid = spawn_helper("newuidmap", pid, &self.uid_maps);
+        let gid = spawn_helper("newgidmap", pid, &self.gid_maps);
+        let uid = uid.and_then(|child| finish_helper("newuidmap", child));
+        let gid = gid.and_then(|child| finish_helper("newgidmap", child));
+        uid.and(gid)
     }
 }
 
@@ -255,7 +260,11 @@ impl fmt::Display for IdMap {
     }
 }
 
-fn run_helper(tool: &'static str, pid: u32, maps: &[IdMap]) -> Result<(), IdMapError> {
+fn spawn_helper(
+    tool: &'static str,
+    pid: u32,
+    maps: &[IdMap],
+) -> Result<std::process::Child, IdMapError> {
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for m in maps {
@@ -266,20 +275,32 @@ fn run_helper(tool: &'static str, pid: u32, maps: &[IdMap]) -> Result<(), IdMapE
         ]);
     }
     crate::ui::detail(format_args!("running {}", crate::ui::shown(&cmd)));
-    let out = match cmd.output() {
-        Ok(out) => out,
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    match cmd.spawn() {
+        Ok(child) => Ok(child),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(IdMapError::HelperMissing { tool })
+            Err(IdMapError::HelperMissing { tool })
         }
-        Err(e) => {
-            return Err(IdMapError::HelperFailed {
-                tool,
-                status: "could not start".into(),
-                stderr: e.to_string(),
-                extra: "",
-            })
-        }
-    };
+        Err(e) => Err(IdMapError::HelperFailed {
+            tool,
+            status: "could not start".into(),
+            stderr: e.to_string(),
+            extra: "",
+        }),
+    }
+}
+
+fn finish_helper(tool: &'static str, child: std::process::Child) -> Result<(), IdMapError> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| IdMapError::HelperFailed {
+            tool,
+            status: "could not be waited for".into(),
+            stderr: e.to_string(),
+            extra: "",
+        })?;
     if out.status.success() {
         return Ok(());
     }

@@ -4,6 +4,9 @@
 //! command runs exit 125, other failures exit 1, and a closed stdout (`devbox list | head`) is
 //! not an error. Errors are printed as `error: ...` (see `ui::error_text`).
 
+// std's start-up is replaced by `sys::entry` (see there for why); tests keep the harness's.
+#![cfg_attr(not(test), no_main)]
+
 mod catalog;
 mod cli;
 mod cmd;
@@ -24,13 +27,23 @@ mod sys;
 mod ui;
 mod unpack;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Cmd};
 
-fn main() {
+/// devbox's main, called by `sys::entry`.
+fn main() -> ! {
+    sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
     completions::answer_if_asked();
-    let cli = match Cli::try_parse() {
+    let mut command = Cli::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| e.format(&mut command));
+    // The command tree has served: freeing its hundreds of small allocations one by one would
+    // cost a warm `devbox run` more than its three setns calls, and the process exits or execs.
+    std::mem::forget(command);
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };

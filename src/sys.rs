@@ -14,6 +14,22 @@ use std::process::Command;
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::{ForkResult, Pid};
 
+/// The process's entry point, called by the C runtime in place of std's `lang_start`. std's
+/// start-up asks glibc for the main thread's stack bounds to arm its stack-overflow message,
+/// and glibc finds them by reading and parsing `/proc/self/maps`: a tenth of the instructions of
+/// a warm `devbox run`, whose whole job is three `setns` calls and an `exec`. What else
+/// `lang_start` does is done here: SIGPIPE is ignored (in `main`) and a panic exits 101.
+/// Arguments still reach `std::env::args_os`, which glibc hands to std before `main`.
+#[cfg(not(test))]
+// SAFETY: exporting the C symbol `main` is sound because the crate is `no_main` outside tests,
+// so no other definition of it exists; the C runtime calls it once, on the main thread.
+#[export_name = "main"]
+extern "C" fn entry(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // `main` never returns: coming back here means it panicked, and the message is out.
+    let _ = std::panic::catch_unwind(|| crate::main());
+    std::process::exit(101)
+}
+
 /// What `fork` returned, from the point of view of this process.
 pub enum Forked {
     Parent(Pid),

@@ -81,10 +81,19 @@ pub fn userns_refused(e: nix::Error) -> String {
 
 /// Joins the user namespace of process `pid` (the holder).
 pub fn join_user(pid: i32) -> Result<()> {
-    sys::assert_single_threaded()?;
     let fd = open_ns(pid, "user")?;
-    setns(fd, CloneFlags::CLONE_NEWUSER)
-        .with_context(|| format!("cannot join the user namespace of devbox's holder (pid {pid})"))
+    // The kernel refuses a multi-threaded caller with EINVAL; so no separate look at
+    // /proc/self/status on this path, which every `run` and `enter` takes.
+    setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        let why = if e == nix::errno::Errno::EINVAL {
+            format!(
+                " ({e}: the process has more than one thread, or the namespace is not a user namespace that can be joined: internal error)"
+            )
+        } else {
+            format!(": {e}")
+        };
+        anyhow::anyhow!("cannot join the user namespace of devbox's holder (pid {pid}){why}")
+    })
 }
 
 /// Joins the mount namespace of process `pid` (call after `join_user`).
