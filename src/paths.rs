@@ -351,3 +351,10 @@ pub fn user_name(uid: u32) -> String {
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
 }
+
+/// Drops `.` components and repeated slashes (lexically: links and `..` are left alone).
+pub fn clean_path(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}

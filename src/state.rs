@@ -236,7 +236,7 @@ impl MountSpec {
             Some(r) if r.is_empty() || r.starts_with('/') => home.join(r.trim_start_matches('/')),
             _ => cwd.join(host),
         };
-        let host = crate::project::clean_path(&host);
+        let host = crate::paths::clean_path(&host);
         if !host.exists() {
             bail!(
                 "--mount: {} does not exist\n  hint: create it first, or check the path",
@@ -255,14 +255,11 @@ impl MountSpec {
         {
             bail!("--mount {spec:?}: the box path must be absolute, without `..`\n  hint: {usage}");
         }
-        let target = crate::project::clean_path(target);
+        let target = crate::paths::clean_path(target);
         if target == Path::new("/") {
             bail!("--mount {spec:?}: the box path is the box's root\n  hint: mount at a directory below it, e.g. /data");
         }
-        if let Some(r) = crate::project::RESERVED_BOX_PATHS
-            .iter()
-            .find(|r| target.starts_with(r))
-        {
+        if let Some(r) = RESERVED_BOX_PATHS.iter().find(|r| target.starts_with(r)) {
             bail!("--mount {spec:?}: {} is under {r}, which devbox mounts itself\n  hint: choose another path inside the box, e.g. /data", target.display());
         }
         Ok(MountSpec {
@@ -272,6 +269,9 @@ impl MountSpec {
         })
     }
 }
+
+/// Box paths devbox mounts itself, so a mount of the user's may not be at or under them.
+pub const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
 
 /// A host path bound into a box.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,7 +315,7 @@ impl BoxConfig {
     pub fn apply_edit(&mut self, edit: &Edit) -> Result<Vec<String>> {
         let mut said = Vec::new();
         for target in &edit.unmount {
-            let target = crate::project::clean_path(target);
+            let target = crate::paths::clean_path(target);
             let before = self.mounts.len();
             self.mounts.retain(|m| m.target != target);
             if self.mounts.len() == before {

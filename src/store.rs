@@ -1271,7 +1271,7 @@ fn measure_as_root(dirs: &Dirs, paths: &[PathBuf]) -> Result<u64> {
     match crate::sys::fork()? {
         Forked::Child => {
             drop(rx);
-            let code = match crate::runtime::userns::as_namespace_root(dirs) {
+            let code = match crate::runtime::holder::as_namespace_root(dirs) {
                 Ok(()) => {
                     let total: u64 = paths.iter().map(|p| disk_usage(p)).sum();
                     let mut out = std::fs::File::from(tx);
@@ -1334,7 +1334,7 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
             .context("cannot read the archive from stdin")?,
     );
     let parent = nix::unistd::getppid();
-    crate::runtime::userns::as_namespace_root(&dirs)?;
+    crate::runtime::holder::as_namespace_root(&dirs)?;
     // If the create that started us dies (Ctrl-C, kill), stop too: the half-unpacked temp dir
     // is then removed by the next import. (Set after the credential change, which clears it.)
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
@@ -1411,7 +1411,7 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
             .with_context(|| format!("cannot read {}", spec.display()))?,
     )?;
     let parent = nix::unistd::getppid();
-    crate::runtime::userns::as_namespace_root(&dirs)?;
+    crate::runtime::holder::as_namespace_root(&dirs)?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     if nix::unistd::getppid() != parent {
         anyhow::bail!("the devbox command that started this unpack has ended");
@@ -1498,7 +1498,7 @@ pub fn rmtree_helper(path: &Path) -> Result<()> {
             abs.display()
         );
     }
-    crate::runtime::userns::as_namespace_root(&dirs)?;
+    crate::runtime::holder::as_namespace_root(&dirs)?;
     match std::fs::remove_dir_all(&abs) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -79,7 +79,7 @@ fn edit_from(a: &Args) -> Result<Edit> {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 anyhow::anyhow!("cannot create the box's home {}: {e}", dir.display())
             })?;
-            Some(crate::project::clean_path(&dir))
+            Some(crate::paths::clean_path(&dir))
         });
     }
     Ok(edit)

@@ -7,7 +7,6 @@ use serde::Serialize;
 use crate::paths::Dirs;
 use crate::progress::human_bytes;
 use crate::runtime::holder::Holder;
-use crate::runtime::userns;
 use crate::state::{self, BoxConfig, BoxPaths};
 
 #[derive(Serialize)]
@@ -71,7 +70,7 @@ pub fn run(dirs: &Dirs, json: bool) -> Result<i32> {
         });
     }
     // The boxes' own layers hold files of subordinate ids: measure them as namespace root.
-    if !rows.is_empty() && userns::as_namespace_root(dirs).is_ok() {
+    if !rows.is_empty() && crate::runtime::holder::as_namespace_root(dirs).is_ok() {
         for r in &mut rows {
             r.disk_bytes = crate::store::disk_usage(&BoxPaths::new(dirs, &r.name).upper);
         }

@@ -109,7 +109,7 @@ fn untrust(host: &HostEnv, path: &Path) -> Result<i32> {
     let (cfg_path, text) = config_text()?;
     let user = UserConfig::parse(&text, &cfg_path, host)?;
     // The file may be gone: match it as written too, and as a directory's devbox.toml.
-    let clean = crate::project::clean_path(path);
+    let clean = crate::paths::clean_path(path);
     let mut names = vec![clean.join(FILE_NAME), clean];
     for n in names.clone() {
         if let Ok(c) = std::fs::canonicalize(&n) {

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The host environment that expansion reads. [`HostEnv::current`] in devbox;
 /// [`HostEnv::from_pairs`] in tests.
@@ -251,14 +251,7 @@ pub fn expand_path(s: &str, host: &HostEnv, base: &Path) -> Result<PathBuf, Expa
     } else {
         base.join(path)
     };
-    Ok(clean(&joined))
-}
-
-/// Drops `.` components and repeated slashes.
-pub(crate) fn clean(p: &Path) -> PathBuf {
-    p.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    Ok(crate::paths::clean_path(&joined))
 }
 
 #[cfg(test)]

@@ -88,7 +88,6 @@ use crate::state::{self, Isolate};
 
 pub use change::{diff, fingerprint, Action, Change};
 pub use error::ConfigError;
-pub(crate) use expand::clean as clean_path;
 pub use expand::{ExpandError, HostEnv};
 pub use settings::{resolve, Defaults, Flags, UserConfig};
 
@@ -259,9 +258,6 @@ struct RawHooks {
 
 /// The values `unshare` accepts.
 pub const UNSHARE_VALUES: &[&str] = &["net", "pid", "ipc", "all"];
-
-/// Box paths devbox mounts itself, so a project mount may not be at or under them.
-pub(crate) const RESERVED_BOX_PATHS: &[&str] = &["/proc", "/sys", "/run/host"];
 
 impl Project {
     /// Reads and parses `file` for this user: the file is used only when it is theirs alone or
@@ -647,14 +643,14 @@ fn box_path(doc: &Doc<'_>, b: &Spanned<String>) -> Result<PathBuf, ConfigError> 
             "write the path inside the box without `..`, e.g. box = \"/data\"",
         ));
     }
-    let p = expand::clean(p);
+    let p = crate::paths::clean_path(p);
     if p == Path::new("/") {
         return Err(err(
             "`box` in [[box.mounts]] is \"/\", the box's root".to_string(),
             "mount at a directory below the root, e.g. box = \"/data\"",
         ));
     }
-    if let Some(r) = RESERVED_BOX_PATHS.iter().find(|r| p.starts_with(r)) {
+    if let Some(r) = state::RESERVED_BOX_PATHS.iter().find(|r| p.starts_with(r)) {
         return Err(err(
             format!(
                 "`box` in [[box.mounts]] is {}, which is under {r}, which devbox mounts itself",

@@ -251,3 +251,14 @@ fn setup(ns_dir: &std::path::Path) -> Result<()> {
     nix::unistd::chdir("/")?;
     Ok(())
 }
+
+/// Gets into devbox's user namespace as root: the holder's when it runs, else a new one with the
+/// same mapping (so ownership is the same either way). Used to unpack, measure and delete files
+/// owned by subordinate ids.
+pub fn as_namespace_root(dirs: &crate::paths::Dirs) -> Result<()> {
+    match Holder::current(dirs)? {
+        Some(h) => userns::join_user(h.pid)?,
+        None => userns::unshare_mapped(&Mapping::current()?)?,
+    }
+    userns::become_root()
+}

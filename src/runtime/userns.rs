@@ -122,17 +122,6 @@ pub fn become_root() -> Result<()> {
     Ok(())
 }
 
-/// Gets into devbox's user namespace as root: the holder's when it runs, else a new one with the
-/// same mapping (so ownership is the same either way). Used to unpack, measure and delete files
-/// owned by subordinate ids.
-pub fn as_namespace_root(dirs: &crate::paths::Dirs) -> Result<()> {
-    match super::holder::Holder::current(dirs)? {
-        Some(h) => join_user(h.pid)?,
-        None => unshare_mapped(&Mapping::current()?)?,
-    }
-    become_root()
-}
-
 /// True when `path` is a bind-mounted namespace file rather than the empty placeholder.
 pub fn is_ns_file(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
