@@ -163,8 +163,14 @@ fn import_file(
     sha256: Option<&str>,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
-    let meta = std::fs::metadata(path).with_context(|| {
-        format!("cannot open image {source:?}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an http(s):// URL, an OCI reference (HOST/PATH:TAG) or a catalog name (see `devbox image search`)")
+    // The reason first, then the hint: anyhow's context would put the OS error last.
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("{source}: {why}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an http(s):// URL, an OCI reference (HOST/PATH:TAG) or a catalog name (see `devbox image search`)")
     })?;
     if !meta.is_file() {
         bail!("image {source:?} is not a file\n  hint: IMAGE is a path to a rootfs tarball or an http(s):// URL");
@@ -465,17 +471,30 @@ fn import_catalog(
         };
         match attempt {
             Ok(rec) => {
+                // Each failed source is said once: here when a later one served, else in the
+                // error below.
+                for f in &failures {
+                    r.step(&format!("{f} (another source served)"));
+                }
                 let _ = record_resolution(dirs, &key, &rec.id);
                 return Ok(rec);
             }
             Err(e) => {
                 let msg = crate::catalog::one_line(&format!("{e:#}"));
-                r.step(&format!("  {source}: {msg}"));
-                failures.push(format!("  {} {source}: {msg}", source.kind_name()));
+                let named = source.to_string();
+                // "cannot download URL" names a plain URL source itself.
+                failures.push(if msg.contains(&named) {
+                    format!("  {msg}")
+                } else {
+                    format!("  {named}: {msg}")
+                });
             }
         }
     }
     if let Some(rec) = last_resolution(dirs, &key).and_then(|id| load(dirs, &id)) {
+        for f in &failures {
+            r.step(f);
+        }
         r.step(&format!(
             "No source of {key} answered; using the image last resolved for it ({})",
             short(&rec.id)

@@ -124,7 +124,27 @@ fn default_box(dirs: &Dirs, run: bool) -> Result<String> {
         &project::Defaults::builtin(),
     );
     match s.name {
-        Some(n) => Ok(n.value),
+        Some(n) => {
+            if !dirs.box_dir(&n.value).join("box.toml").exists() {
+                let file = user
+                    .file
+                    .as_deref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_else(|| "config.toml".into());
+                let known = state::list_names(dirs).unwrap_or_default();
+                let boxes = if known.is_empty() {
+                    "there are no boxes yet".to_string()
+                } else {
+                    format!("the boxes are: {}", known.join(", "))
+                };
+                anyhow::bail!(
+                    "no box named '{}': it is default_box in {file}\n  hint: {boxes}; name one (`devbox enter NAME`), change default_box in {file}, or make it: `devbox create IMAGE --name {}`",
+                    n.value,
+                    n.value
+                );
+            }
+            Ok(n.value)
+        }
         None => state::only_box(
             dirs,
             if run {

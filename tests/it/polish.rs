@@ -1,0 +1,170 @@
+//! Issue 11, everyday polish: messages that say where a setting came from and what is wrong
+//! first, doctor for root and for shared subordinate ranges, init's catalog check.
+
+use crate::harness::*;
+
+fn write_user_config(env: &TestEnv, text: &str) -> std::path::PathBuf {
+    let dir = env.home.join(".config/devbox");
+    env.mkdir_as_user(&env.home.join(".config"));
+    env.mkdir_as_user(&dir);
+    let file = dir.join("config.toml");
+    env.write_as_user(&file, text.as_bytes());
+    file
+}
+
+#[test]
+fn a_default_box_that_does_not_exist_is_said_to_come_from_config_toml() {
+    let env = TestEnv::new();
+    env.busybox("real", &[]);
+    let file = write_user_config(&env, "default_box = \"ghost\"\n");
+    for args in [&["enter"][..], &["run", "--", "true"][..]] {
+        let err = env.fails(125, args);
+        assert!(
+            err.starts_with(&format!(
+                "error: no box named 'ghost': it is default_box in {}\n",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("the boxes are: real"), "{err}");
+    }
+}
+
+#[test]
+fn config_errors_start_with_file_line_column() {
+    let env = TestEnv::new();
+    let file = write_user_config(&env, "default_box = \"a\"\ndefault_imag = \"x\"\n");
+    let err = env.fails(125, ["enter"]);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}:2:1: unknown key `default_imag`",
+            file.display()
+        )),
+        "{err}"
+    );
+    let proj = env.home.join("proj");
+    env.mkdir_as_user(&proj);
+    let toml = proj.join("devbox.toml");
+    env.write_as_user(&toml, b"[box]\nimage = \"debian\"\npackges = []\n");
+    std::fs::remove_file(&file).unwrap();
+    let out = env
+        .cmd(["run", "--", "true"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}:3:1: unknown key `packges`",
+            toml.display()
+        )),
+        "{err}"
+    );
+}
+
+/// A catalog entry of the user's whose sources (an OCI image and an archive) are closed
+/// loopback ports: every source fails, and each is named once, with its reason.
+#[test]
+fn a_failed_catalog_create_names_each_source_once() {
+    let env = TestEnv::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = env.home.join(".config/devbox/images");
+    env.mkdir_as_user(&env.home.join(".config"));
+    env.mkdir_as_user(&env.home.join(".config/devbox"));
+    env.mkdir_as_user(&dir);
+    env.write_as_user(
+        &dir.join("deados.toml"),
+        format!(
+            r#"id = "deados"
+name = "Dead OS"
+family = "apk"
+default_release = "1"
+
+[[release]]
+name = "1"
+
+[[source]]
+kind = "oci"
+image = "127.0.0.1:{dead}/dead/os:1"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+
+[[source]]
+kind = "pinned"
+url = "http://127.0.0.1:{dead}/dead.tar"
+sha256 = "{}"
+arch = {{ amd64 = "amd64", arm64 = "arm64" }}
+"#,
+            "0".repeat(64)
+        )
+        .as_bytes(),
+    );
+    let err = env.fails(1, ["create", "deados:1"]);
+    assert!(err.contains("every source failed"), "{err}");
+    assert!(!err.contains("oci oci"), "{err}");
+    let oci = format!("oci image 127.0.0.1:{dead}/dead/os:1");
+    let url = format!("http://127.0.0.1:{dead}/dead.tar");
+    assert_eq!(err.matches(&oci).count(), 1, "{err}");
+    assert_eq!(err.matches(&url).count(), 1, "{err}");
+}
+
+#[test]
+fn init_checks_a_catalog_image_and_suggests_close_names() {
+    let env = TestEnv::new();
+    let proj = env.home.join("proj");
+    env.mkdir_as_user(&proj);
+    let out = env
+        .cmd(["init", "--image", "debain"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--image debain: unknown distribution \"debain\"")
+            && err.contains("did you mean: debian?"),
+        "{err}"
+    );
+    assert!(!proj.join("devbox.toml").exists());
+    let out = env
+        .cmd(["init", "--image", "debian:trixie"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// As root, doctor checks the machine and then says devbox is for ordinary users, instead of
+/// telling root to get subordinate ids.
+#[test]
+fn doctor_as_root_says_to_run_it_as_your_user() {
+    if !is_root() {
+        return;
+    }
+    let env = TestEnv::new();
+    let home = env.root.join("roothome");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = std::process::Command::new(env.bin())
+        .arg("doctor")
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("SUDO_USER", "ada")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("ok    kernel"), "{text}");
+    assert!(
+        text.contains("FAIL  user: this is root; devbox is for ordinary users"),
+        "{text}"
+    );
+    assert!(text.contains("fix: sudo -u ada devbox doctor"), "{text}");
+    assert!(
+        !text.contains("subuid") && !text.contains("usermod"),
+        "{text}"
+    );
+}
