@@ -168,3 +168,99 @@ fn doctor_as_root_says_to_run_it_as_your_user() {
         "{text}"
     );
 }
+
+/// `devbox enter` with no box: on a terminal it offers to make one from the default image
+/// (`[y/N]`, no by default) and enters it; without one it says how to make one.
+#[test]
+fn enter_without_boxes_offers_to_make_one_on_a_terminal() {
+    let env = TestEnv::new();
+    let img = fixture("busybox");
+    write_user_config(&env, &format!("default_image = \"{}\"\n", img.display()));
+    let err = env.fails(125, ["enter"]);
+    assert!(
+        err.starts_with("error: there are no boxes yet\n  hint: `devbox create` makes box '"),
+        "{err}"
+    );
+    let on_pty = || {
+        let mut cmd = env.raw("setsid");
+        cmd.args(["-w", "-c"]).arg(env.bin()).arg("enter");
+        crate::terminal::Pty::start(cmd)
+    };
+    let mut t = on_pty();
+    t.expect("(your default image) and enter it? [y/N] ");
+    t.send("\n");
+    let out = t.expect("hint:");
+    assert!(out.contains("no box to enter"), "{out}");
+    assert_eq!(t.wait().code(), Some(125));
+    assert_eq!(env.ok(["list"]).lines().count(), 1, "nothing made");
+
+    let mut t = on_pty();
+    t.expect("[y/N] ");
+    t.send("y\n");
+    t.expect("Created box '");
+    t.send("echo IN-$((40+2)) $DEVBOX_NAME\n");
+    t.expect("IN-42 ");
+    t.send("exit\n");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.seen);
+    assert_eq!(env.ok(["list"]).lines().count(), 2);
+}
+
+/// The session's shell is the user's login shell from the host ($SHELL here) when the box has
+/// it; otherwise bash, with one line saying so on `enter`.
+#[test]
+fn the_login_shell_is_used_when_the_box_has_it() {
+    let env = TestEnv::new();
+    let img = fixture("debian");
+    env.ok(["create", img.to_str().unwrap(), "--name", "deb"]);
+    let enter_with = |shell: &str| {
+        let mut cmd = env.raw("setsid");
+        cmd.args(["-w", "-c"])
+            .arg(env.bin())
+            .args(["enter", "deb"])
+            .env("SHELL", shell);
+        crate::terminal::Pty::start(cmd)
+    };
+    // dash, the box's /bin/sh, when that is the login shell.
+    let mut t = enter_with("/bin/sh");
+    t.send("echo EXE=$(readlink /proc/$$/exe) SH=$SHELL END\n");
+    t.expect(" END\r\n");
+    let out = t.expect(" END");
+    assert!(out.contains("EXE=/usr/bin/dash SH=/bin/sh"), "{out}");
+    assert!(
+        !t.seen.contains("login shell") && !out.contains("login shell"),
+        "{out}"
+    );
+    t.send("exit\n");
+    assert_eq!(t.wait().code(), Some(0));
+
+    // A shell the box lacks: bash, and one line says so.
+    let mut t = enter_with("/usr/bin/zsh");
+    let said = t.expect("\u{2b22} ");
+    assert_eq!(
+        said.matches("devbox: box 'deb' has no /usr/bin/zsh (your login shell); using /bin/bash")
+            .count(),
+        1,
+        "{said}"
+    );
+    t.send("echo EXE=$(readlink /proc/$$/exe) END\n");
+    t.expect(" END\r\n");
+    let out = t.expect(" END");
+    assert!(out.contains("EXE=/usr/bin/bash"), "{out}");
+    t.send("exit\n");
+    assert_eq!(t.wait().code(), Some(0));
+
+    // run: the same shell as $SHELL of the session, and no line.
+    let out = env
+        .cmd(["run", "deb", "--", "sh", "-c", "echo $SHELL"])
+        .env("SHELL", "/bin/sh")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "/bin/sh\n", "{}", stderr(&out));
+    let out = env
+        .cmd(["run", "deb", "--", "sh", "-c", "echo $SHELL"])
+        .env("SHELL", "/usr/bin/zsh")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "/bin/bash\n");
+    assert_eq!(stderr(&out), "");
+}
