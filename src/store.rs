@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::fetch;
 use crate::paths::{private_dir, write_atomic, Dirs, Lock};
-use crate::progress::{human_bytes, Reporter};
+use crate::progress::{human_bytes, Relay, Reporter};
 use crate::state::ImageRecord;
 
 /// What an IMAGE argument names. The grammar, tried in this order: an `http://`/`https://`
@@ -123,7 +123,7 @@ fn import_url(
         None => None,
     };
     let staging = Staging::begin(dirs)?;
-    let mut child = spawn_unpack(&staging.tmp, url, Stdio::piped())?;
+    let (mut child, relay) = spawn_unpack(&staging.tmp, url, Stdio::piped(), r)?;
     let mut stdin = child
         .stdin
         .take()
@@ -135,7 +135,7 @@ fn import_url(
         Err(fetch::StreamError::Download(e)) => (None, Err(Fed::Source(e))),
         Err(fetch::StreamError::Sink(e)) => (None, Err(Fed::Sink(e.to_string()))),
     };
-    let unpacked = finish_unpack(&mut child, fed, url, url, r)?;
+    let unpacked = finish_unpack(&mut child, relay, fed, url, url, r)?;
     let fetched = fetched.context("the download ended without a result")?;
     if unpacked == Unpacked::Layout {
         // Verified and kept like any download; read as the image it holds.
@@ -270,6 +270,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
 /// caller's staging dir goes when it is dropped).
 fn finish_unpack(
     child: &mut std::process::Child,
+    relay: Relay,
     fed: Result<(), Fed>,
     what: &str,
     source: &str,
@@ -280,11 +281,13 @@ fn finish_unpack(
         Err(Fed::Source(e)) => {
             let _ = child.kill();
             let _ = child.wait();
+            relay.wait();
             return Err(e);
         }
         Err(Fed::Sink(detail)) => {
             // The helper stopped reading: it failed, and said why.
             let status = child.wait()?;
+            relay.wait();
             if status.success() {
                 bail!("cannot pass {what} to devbox's unpack helper: {detail}; nothing was kept");
             }
@@ -295,6 +298,7 @@ fn finish_unpack(
     let status = child
         .wait()
         .context("cannot wait for devbox's unpack helper")?;
+    relay.wait();
     spinner.finish();
     if status.code() == Some(EXIT_IS_LAYOUT) {
         return Ok(Unpacked::Layout);
@@ -379,8 +383,10 @@ fn apply_layers(
         .arg(&spec)
         .arg(&staging.tmp)
         .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .context("cannot run devbox's unpack helper")?;
+    let relay = r.relay(child.stderr.take());
     let mut stdin = child
         .stdin
         .take()
@@ -393,6 +399,7 @@ fn apply_layers(
     });
     finish_unpack(
         &mut child,
+        relay,
         fed,
         &format!("the layers of {source}"),
         source,
@@ -572,7 +579,7 @@ fn unpack_file_locked(
     // The helper reads the file as its stdin; this handle shares its offset, which is the
     // progress.
     let mut offset = file.try_clone()?;
-    let mut child = spawn_unpack(&staging.tmp, source, Stdio::from(file))?;
+    let (mut child, relay) = spawn_unpack(&staging.tmp, source, Stdio::from(file), r)?;
     let bar = r.transfer("Unpacking", Some(size));
     let mut shown = 0;
     let status = loop {
@@ -589,6 +596,7 @@ fn unpack_file_locked(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    relay.wait();
     bar.finish();
     if status.code() == Some(EXIT_IS_LAYOUT) {
         drop(staging);
@@ -610,13 +618,23 @@ fn unpack_file_locked(
 
 /// Starts `devbox __unpack DEST SOURCE`, which unpacks the archive on its stdin into
 /// DEST/rootfs (SOURCE names it in messages).
-fn spawn_unpack(dest: &Path, source: &str, stdin: Stdio) -> Result<std::process::Child> {
-    crate::runtime::helper("__unpack")
+/// Starts the `__unpack` helper; its stderr comes to the user through `r` (see
+/// [`Reporter::relay`]).
+fn spawn_unpack(
+    dest: &Path,
+    source: &str,
+    stdin: Stdio,
+    r: &dyn Reporter,
+) -> Result<(std::process::Child, Relay)> {
+    let mut child = crate::runtime::helper("__unpack")
         .arg(dest)
         .arg(source)
         .stdin(stdin)
+        .stderr(Stdio::piped())
         .spawn()
-        .context("cannot run devbox's unpack helper")
+        .context("cannot run devbox's unpack helper")?;
+    let relay = r.relay(child.stderr.take());
+    Ok((child, relay))
 }
 
 /// Held while an image of a known id is being imported, so that two devbox commands making

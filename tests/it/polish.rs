@@ -264,3 +264,135 @@ fn the_login_shell_is_used_when_the_box_has_it() {
     assert_eq!(stdout(&out), "/bin/bash\n");
     assert_eq!(stderr(&out), "");
 }
+
+/// Serves `file` on loopback, slowly (about 1.5 s for the whole body, with its length), so the
+/// progress bars are drawn. Returns the server process and its URL.
+fn slow_server(env: &TestEnv, file: &std::path::Path) -> (std::process::Child, String) {
+    let script = env.root.join("slow_server.py");
+    std::fs::write(
+        &script,
+        r#"import http.server, sys, time
+body = open(sys.argv[1], 'rb').read()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        step = max(1, len(body) // 30)
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            self.wfile.flush()
+            time.sleep(0.05)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3: run `sudo tests/setup.sh`");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    (child, format!("http://127.0.0.1:{port}/busybox.tar.gz"))
+}
+
+/// What a terminal shows after `devbox ARGS` ran in it: tmux keeps the screen, so a bar or a
+/// spinner left behind (frozen at 80 %, `Unpacking 0s`) is seen as a user would see it.
+fn final_screen(env: &TestEnv, args: &[&str]) -> String {
+    let sock = env.home.join("tmux.sock");
+    let cmd = format!(
+        "{} {}; echo EXIT=$?; sleep 60",
+        env.bin().display(),
+        args.join(" ")
+    );
+    let st = env
+        .raw("tmux")
+        .arg("-S")
+        .arg(&sock)
+        .args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd,
+        ])
+        .status()
+        .expect("tmux: run `sudo tests/setup.sh`");
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let screen = loop {
+        let out = env
+            .raw("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(["capture-pane", "-p"])
+            .output()
+            .unwrap();
+        let screen = stdout(&out);
+        if screen.contains("EXIT=") {
+            break screen;
+        }
+        assert!(std::time::Instant::now() < deadline, "{screen}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = env
+        .raw("tmux")
+        .arg("-S")
+        .arg(&sock)
+        .arg("kill-server")
+        .status();
+    screen
+}
+
+#[test]
+fn progress_ends_clean_after_a_download() {
+    for f in ["busybox", "debian"] {
+        progress_ends_clean(f);
+    }
+}
+
+fn progress_ends_clean(fixture_name: &str) {
+    let env = TestEnv::new();
+    let (mut server, url) = slow_server(&env, &fixture(fixture_name));
+    let screen = final_screen(&env, &["create", &url, "--name", "dl"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("Created box 'dl'")),
+        "{screen}"
+    );
+    // Only whole lines of text stay: no bar, no rate, no spinner with its clock.
+    for l in &lines {
+        assert!(
+            !l.contains("ETA")
+                && !l.contains("/s")
+                && !l.contains('[')
+                && !l.ends_with(" 0s")
+                && !l.ends_with("s "),
+            "a progress line stayed: {l:?}\n{screen}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("Unpacking") && !l.contains('(')),
+        "{screen}"
+    );
+}
