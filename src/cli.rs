@@ -1,10 +1,11 @@
-//! The command line, as plain data. Handlers live in `cmd/`.
+//! The command line, as plain data. Handlers live in `cmd/`. Completion (`completions.rs`)
+//! builds on this definition and adds what it offers for each argument; nothing here knows
+//! about it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use clap_complete::engine::{ArgValueCandidates, ArgValueCompleter};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,9 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+/// Shells devbox has a completion script for.
+pub const SHELLS: &[&str] = &["bash", "zsh", "fish", "elvish", "powershell"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UnshareArg {
     Net,
@@ -56,7 +60,6 @@ store and shared by every box made from it; each box keeps its own changes in an
     Create {
         /// DISTRO[:RELEASE] from the catalog, an OCI reference, or the path or URL of a rootfs
         /// tarball [default: default_image of ~/.config/devbox/config.toml, else debian:13]
-        #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
         image: Option<String>,
         /// Name of the box [default: derived from the image file name]
         #[arg(long, short)]
@@ -72,7 +75,6 @@ store and shared by every box made from it; each box keeps its own changes in an
     Enter {
         /// Box to enter [default: the project's box here, else default_box of
         /// ~/.config/devbox/config.toml, else the only box]
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Be root inside the box (a subordinate id on the host), e.g. to install packages
         #[arg(long)]
@@ -85,7 +87,6 @@ store and shared by every box made from it; each box keeps its own changes in an
     #[command(after_help = "Example: devbox run deb -- make -j4")]
     Run {
         /// Box to run in [default: as for enter: the project's, default_box, the only box]
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Run as root inside the box
         #[arg(long)]
@@ -107,7 +108,7 @@ store and shared by every box made from it; each box keeps its own changes in an
     /// Stop boxes: end their processes and release their namespaces
     Stop {
         /// Boxes to stop
-        #[arg(required_unless_present = "all", add = ArgValueCandidates::new(crate::completions::box_names))]
+        #[arg(required_unless_present = "all")]
         names: Vec<String>,
         /// Stop every box (and devbox's holder process)
         #[arg(long, conflicts_with = "names")]
@@ -116,7 +117,7 @@ store and shared by every box made from it; each box keeps its own changes in an
     /// Restart boxes: stop them (their processes end) and start them with their saved settings
     Restart {
         /// Boxes to restart
-        #[arg(required = true, add = ArgValueCandidates::new(crate::completions::box_names))]
+        #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove boxes and their changes (the image stays in the store)
@@ -125,7 +126,7 @@ store and shared by every box made from it; each box keeps its own changes in an
 unless --force is given, which stops it first. Your home directory is never touched."
     )]
     Rm {
-        #[arg(required = true, add = ArgValueCandidates::new(crate::completions::box_names))]
+        #[arg(required = true)]
         names: Vec<String>,
         /// Stop running boxes first instead of refusing
         #[arg(long, short)]
@@ -151,7 +152,6 @@ replaced unless --force is given. Exports are found again by a marker line in ea
     #[command(group(clap::ArgGroup::new("what").required(true).args(["bin", "app", "list", "all"])))]
     Export {
         /// The box (it may already be removed, for --list and --delete)
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: String,
         /// A program of the box: writes the launcher ~/.local/bin/BASENAME
         #[arg(long, value_name = "PROGRAM")]
@@ -178,21 +178,31 @@ replaced unless --force is given. Exports are found again by a marker line in ea
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
-    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    /// Print the shell completion script, or install it where the shell finds it
     #[command(
-        long_about = "Print the script that registers devbox's completions with a shell.\n\n\
-Install: bash: `devbox completions bash > ~/.local/share/bash-completion/completions/devbox`; \
-zsh: `devbox completions zsh > ~/.zfunc/_devbox` (with ~/.zfunc in $fpath); \
-fish: `devbox completions fish > ~/.config/fish/completions/devbox.fish`."
+        long_about = "Print the script that registers devbox's completions with a shell, or with \
+--install write it where that shell looks for completions (SHELL defaults to your login shell, \
+from $SHELL or your passwd entry):\n\n\
+bash: ${XDG_DATA_HOME:-~/.local/share}/bash-completion/completions/devbox (read by the \
+bash-completion package);\n\
+zsh: ${XDG_DATA_HOME:-~/.local/share}/zsh/site-functions/_devbox (a directory that must be in \
+$fpath before compinit: devbox prints the line to add to ~/.zshrc and never edits it);\n\
+fish: ${XDG_CONFIG_HOME:-~/.config}/fish/completions/devbox.fish.\n\n\
+The file is written atomically (a temp file, then a rename), its directories made as needed.",
+        after_help = "Examples:\n  devbox completions --install\n  devbox completions --install zsh\n  devbox completions fish > ~/.config/fish/completions/devbox.fish"
     )]
     Completions {
-        #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::completions::SHELLS))]
-        shell: String,
+        /// bash, zsh, fish, elvish or powershell [default with --install: your login shell]
+        #[arg(required_unless_present = "install", value_parser = clap::builder::PossibleValuesParser::new(SHELLS))]
+        shell: Option<String>,
+        /// Write the script where the shell finds it instead of printing it
+        #[arg(long)]
+        install: bool,
     },
     /// Write a commented starter devbox.toml in the current directory
     Init {
         /// Image for the project's box [default: your default image, else debian:13]
-        #[arg(long, add = ArgValueCompleter::new(crate::completions::image_names))]
+        #[arg(long)]
         image: Option<String>,
         /// Overwrite an existing devbox.toml
         #[arg(long)]
@@ -212,7 +222,6 @@ box is recreated."
     )]
     Apply {
         /// The box whose project file to apply [default: the project here]
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: Option<String>,
         /// Answer yes to the questions: recreate or stop the box without asking
         #[arg(long, short)]
@@ -250,7 +259,6 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
         after_help = "Example: devbox config deb --mount ~/data:/data:ro --env EDITOR=vim --unshare net"
     )]
     Config {
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: String,
         /// Bind a host directory into the box: HOST:BOX[:ro] (repeatable; replaces a mount at BOX)
         #[arg(long, value_name = "HOST:BOX[:ro]")]
@@ -273,7 +281,6 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
     },
     /// Show a box's settings, image, layers and state
     Inspect {
-        #[arg(add = ArgValueCandidates::new(crate::completions::box_names))]
         name: String,
         /// Machine-readable output
         #[arg(long)]
@@ -319,7 +326,6 @@ pub enum ImageCmd {
     /// Download and unpack an image into the store without making a box
     Pull {
         /// DISTRO[:RELEASE], an OCI reference, or the path or URL of a rootfs tarball
-        #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
         image: String,
         /// Expected sha256 of an archive
         #[arg(long, value_name = "HEX")]

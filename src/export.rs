@@ -231,6 +231,16 @@ pub fn may_write(path: &Path, want: &Export, force: bool) -> Result<()> {
     )
 }
 
+/// The host's own command called `name`: the first executable file of that name in a
+/// directory of `path_var` (a `PATH` value) other than `skip` (where launchers go). An export
+/// of that name would shadow it, or be shadowed by it, depending on the order of PATH.
+pub fn host_command(name: &str, path_var: &std::ffi::OsStr, skip: &Path) -> Option<PathBuf> {
+    std::env::split_paths(path_var)
+        .filter(|d| d.is_absolute() && d != skip)
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// Writes `contents` to `path` with `mode` through a temp file in the same directory and a
 /// rename, creating the directory if needed (0755, as such a user directory usually is).
 pub fn install(path: &Path, contents: &str, mode: u32) -> Result<()> {

@@ -33,17 +33,19 @@ pub struct IdMap {
 pub enum IdMapError {
     #[error("devbox must run as an ordinary user, not as root\n  hint: run it as the user whose box it is (root needs no user namespace)")]
     IsRoot,
-    #[error("cannot read {path}: {source}\n  hint: install the uidmap package and give your user a range, e.g. `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`")]
+    #[error("cannot read {path}: {source}\n  hint: install the uidmap package and give your user a range, e.g. `sudo usermod --add-subuids {free} --add-subgids {free} {user}`")]
     Unreadable {
         path: PathBuf,
         user: String,
         source: std::io::Error,
+        free: FreeRange,
     },
-    #[error("user '{user}' has no entry in {path}\n  hint: `sudo usermod --add-{kind}s 100000-165535 {user}` (pick a range no other user has); then see `devbox doctor`")]
+    #[error("user '{user}' has no entry in {path}\n  hint: `sudo usermod --add-{kind}s {free} {user}` (a range no user has in /etc/subuid or /etc/subgid); then see `devbox doctor`")]
     Missing {
         path: PathBuf,
         user: String,
         kind: &'static str,
+        free: FreeRange,
     },
     #[error("the range of user '{user}' in {path} has {count} ids; devbox needs at least {MIN_RANGE}\n  hint: `sudo usermod --add-{kind}s START-END {user}` with a range of 65536 ids or more")]
     TooSmall {
@@ -52,13 +54,14 @@ pub enum IdMapError {
         kind: &'static str,
         count: u32,
     },
-    #[error("the range {start}-{end} of user '{user}' in {path} contains the user's own id {id}\n  hint: give the user a subordinate range that does not include {id}, e.g. 100000-165535, in {path}")]
+    #[error("the range {start}-{end} of user '{user}' in {path} contains the user's own id {id}\n  hint: give the user a subordinate range that does not include {id}, e.g. {free}, in {path}")]
     ContainsOwnId {
         path: PathBuf,
         user: String,
         id: u32,
         start: u32,
         end: u64,
+        free: FreeRange,
     },
     #[error("{tool} not found on PATH\n  hint: install it: `sudo apt install uidmap` (Debian, Ubuntu) or `sudo dnf install shadow-utils` (Fedora); then see `devbox doctor`")]
     HelperMissing { tool: &'static str },
@@ -76,6 +79,27 @@ pub enum IdMapError {
 pub struct SubIdFiles {
     pub subuid: PathBuf,
     pub subgid: PathBuf,
+}
+
+impl SubIdFiles {
+    pub fn path(&self, kind: &str) -> &Path {
+        if kind == "subgid" {
+            &self.subgid
+        } else {
+            &self.subuid
+        }
+    }
+
+    /// A range of [`MIN_RANGE`] ids that is free in both files (unreadable files count as
+    /// empty).
+    pub fn free_range(&self) -> FreeRange {
+        let taken: Vec<SubIdRange> = [&self.subuid, &self.subgid]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .flat_map(|t| all_ranges(&t).into_iter().map(|(_, r)| r))
+            .collect();
+        FreeRange(first_free(&taken, MIN_RANGE))
+    }
 }
 
 impl Default for SubIdFiles {
@@ -109,17 +133,19 @@ pub fn parse_ranges(text: &str, user: &str, id: u32) -> Vec<SubIdRange> {
         .collect()
 }
 
-/// Reads and checks the user's range from one file. `kind` is "subuid" or "subgid".
+/// Reads and checks the user's range from one of `files`. `kind` is "subuid" or "subgid".
 pub fn lookup(
-    path: &Path,
+    files: &SubIdFiles,
     kind: &'static str,
     user: &str,
     id: u32,
 ) -> Result<SubIdRange, IdMapError> {
+    let path = files.path(kind);
     let text = std::fs::read_to_string(path).map_err(|source| IdMapError::Unreadable {
         path: path.to_path_buf(),
         user: user.to_string(),
         source,
+        free: files.free_range(),
     })?;
     let ranges = parse_ranges(&text, user, id);
     // The largest range wins when a user has several.
@@ -130,6 +156,7 @@ pub fn lookup(
             path: path.to_path_buf(),
             user: user.to_string(),
             kind,
+            free: files.free_range(),
         })?;
     if range.count < MIN_RANGE {
         return Err(IdMapError::TooSmall {
@@ -147,9 +174,80 @@ pub fn lookup(
             id,
             start: range.start,
             end,
+            free: files.free_range(),
         });
     }
     Ok(range)
+}
+
+/// A suggested subordinate range, shown as `START-END` (what `usermod --add-subuids` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeRange(pub SubIdRange);
+
+impl fmt::Display for FreeRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(f, "{}-{}", r.start, r.start as u64 + r.count as u64 - 1)
+    }
+}
+
+/// Every entry of a subuid/subgid style file, whoever it belongs to: `(owner, range)`.
+pub fn all_ranges(text: &str) -> Vec<(String, SubIdRange)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let mut parts = line.split(':');
+            let (who, start, count) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((
+                who.to_string(),
+                SubIdRange {
+                    start: start.trim().parse().ok()?,
+                    count: count.trim().parse().ok()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The lowest range of `count` ids from 100000 on that no entry of `taken` touches, so one
+/// range serves as subuid and subgid range alike.
+pub fn first_free(taken: &[SubIdRange], count: u32) -> SubIdRange {
+    let mut start: u64 = 100_000;
+    loop {
+        let end = start + count as u64;
+        let blocker = taken
+            .iter()
+            .filter(|r| (r.start as u64) < end && start < r.start as u64 + r.count as u64)
+            .map(|r| r.start as u64 + r.count as u64)
+            .max();
+        match blocker {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    SubIdRange {
+        start: start.min(u32::MAX as u64 - count as u64) as u32,
+        count,
+    }
+}
+
+/// Whether two ranges share an id.
+pub fn overlap(a: SubIdRange, b: SubIdRange) -> bool {
+    (a.start as u64) < b.start as u64 + b.count as u64
+        && (b.start as u64) < a.start as u64 + a.count as u64
+}
+
+/// Entries of other users in `text` whose range shares ids with `mine` (`who` is the user's
+/// name, `id` their uid; an entry may name a user either way).
+pub fn clashes(text: &str, who: &str, id: u32, mine: SubIdRange) -> Vec<(String, SubIdRange)> {
+    let id = id.to_string();
+    all_ranges(text)
+        .into_iter()
+        .filter(|(owner, r)| *owner != who && *owner != id && overlap(*r, mine))
+        .collect()
 }
 
 /// The keep-id mapping: `id` maps to itself, and the in-box ids around it fill the subordinate
@@ -217,8 +315,8 @@ impl Mapping {
         if uid == 0 {
             return Err(IdMapError::IsRoot);
         }
-        let ur = lookup(&files.subuid, "subuid", user, uid)?;
-        let gr = lookup(&files.subgid, "subgid", user, uid)?;
+        let ur = lookup(files, "subuid", user, uid)?;
+        let gr = lookup(files, "subgid", user, uid)?;
         if (gr.start as u64..gr.start as u64 + gr.count as u64).contains(&(gid as u64)) {
             return Err(IdMapError::ContainsOwnId {
                 path: files.subgid.clone(),
@@ -226,6 +324,7 @@ impl Mapping {
                 id: gid,
                 start: gr.start,
                 end: gr.start as u64 + gr.count as u64 - 1,
+                free: files.free_range(),
             });
         }
         Ok(Mapping {
@@ -412,6 +511,34 @@ mod tests {
             subgid: dir.path().join("subgid"),
         };
         (dir, f)
+    }
+
+    #[test]
+    fn the_suggested_range_is_free_in_both_files() {
+        let r = |start, count| SubIdRange { start, count };
+        assert_eq!(first_free(&[], 65536), r(100000, 65536));
+        // Taken as a subuid range by one user and as a subgid range by another.
+        let taken = [r(100000, 65536), r(165536, 1000), r(300000, 65536)];
+        assert_eq!(first_free(&taken, 65536), r(166536, 65536));
+        let (_d, f) = files("bob:100000:65536\n", "carol:165536:65536\n");
+        assert_eq!(f.free_range().to_string(), "231072-296607");
+        let e = Mapping::for_user(&f, "alice", 1000, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--add-subuids 231072-296607 alice"), "{e}");
+    }
+
+    #[test]
+    fn clashes_are_other_users_overlapping_ranges() {
+        let text = "alice:100000:65536\nbob:150000:65536\n1000:120000:10\ncarol:165536:65536\n";
+        let mine = SubIdRange {
+            start: 100000,
+            count: 65536,
+        };
+        let got = clashes(text, "alice", 1000, mine);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "bob");
+        assert!(clashes(text, "carol", 1002, mine).len() == 3);
     }
 
     #[test]

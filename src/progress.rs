@@ -4,6 +4,7 @@
 //! stderr is not a terminal, there are no bars and only the step lines (none with --quiet).
 
 use std::io::IsTerminal;
+use std::process::ChildStderr;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,6 +19,45 @@ pub trait Reporter {
         let _ = what;
         Box::new(NoBar)
     }
+    /// Carries a helper process's stderr to the user, line by line: with bars, above them
+    /// (a line written straight to the terminal would land inside a bar's line, and the bar
+    /// could then not clear itself). [`Relay::wait`] after the helper ended.
+    fn relay(&self, from: Option<ChildStderr>) -> Relay {
+        relay_with(from, |line| eprintln!("{line}"))
+    }
+}
+
+/// A helper's stderr being passed on (see [`Reporter::relay`]).
+pub struct Relay(Option<std::thread::JoinHandle<()>>);
+
+impl Relay {
+    /// Waits until everything the helper wrote has been passed on (it has ended, or closed
+    /// its stderr).
+    pub fn wait(mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn relay_with(from: Option<ChildStderr>, say: impl Fn(&str) + Send + 'static) -> Relay {
+    let Some(from) = from else {
+        return Relay(None);
+    };
+    Relay(
+        std::thread::Builder::new()
+            .name("helper-stderr".into())
+            .spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(from)
+                    .split(b'\n')
+                    .map_while(Result::ok)
+                {
+                    say(String::from_utf8_lossy(&line).trim_end_matches('\r'));
+                }
+            })
+            .ok(),
+    )
 }
 
 pub trait Transfer {
@@ -91,6 +131,20 @@ impl Reporter for Term {
             ),
         };
         self.add(bar, what)
+    }
+
+    fn relay(&self, from: Option<ChildStderr>) -> Relay {
+        match &self.multi {
+            Some(m) => {
+                let m = m.clone();
+                relay_with(from, move |line| {
+                    if m.println(line).is_err() {
+                        eprintln!("{line}");
+                    }
+                })
+            }
+            None => relay_with(from, |line| eprintln!("{line}")),
+        }
     }
 
     fn activity(&self, what: &str) -> Box<dyn Transfer> {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::fetch;
 use crate::paths::{private_dir, write_atomic, Dirs, Lock};
-use crate::progress::{human_bytes, Reporter};
+use crate::progress::{human_bytes, Relay, Reporter};
 use crate::state::ImageRecord;
 
 /// What an IMAGE argument names. The grammar, tried in this order: an `http://`/`https://`
@@ -123,7 +123,7 @@ fn import_url(
         None => None,
     };
     let staging = Staging::begin(dirs)?;
-    let mut child = spawn_unpack(&staging.tmp, url, Stdio::piped())?;
+    let (mut child, relay) = spawn_unpack(&staging.tmp, url, Stdio::piped(), r)?;
     let mut stdin = child
         .stdin
         .take()
@@ -135,7 +135,7 @@ fn import_url(
         Err(fetch::StreamError::Download(e)) => (None, Err(Fed::Source(e))),
         Err(fetch::StreamError::Sink(e)) => (None, Err(Fed::Sink(e.to_string()))),
     };
-    let unpacked = finish_unpack(&mut child, fed, url, url, r)?;
+    let unpacked = finish_unpack(&mut child, relay, fed, url, url, r)?;
     let fetched = fetched.context("the download ended without a result")?;
     if unpacked == Unpacked::Layout {
         // Verified and kept like any download; read as the image it holds.
@@ -163,8 +163,14 @@ fn import_file(
     sha256: Option<&str>,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
-    let meta = std::fs::metadata(path).with_context(|| {
-        format!("cannot open image {source:?}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an http(s):// URL, an OCI reference (HOST/PATH:TAG) or a catalog name (see `devbox image search`)")
+    // The reason first, then the hint: anyhow's context would put the OS error last.
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("{source}: {why}\n  hint: IMAGE is a path to a rootfs tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an http(s):// URL, an OCI reference (HOST/PATH:TAG) or a catalog name (see `devbox image search`)")
     })?;
     if !meta.is_file() {
         bail!("image {source:?} is not a file\n  hint: IMAGE is a path to a rootfs tarball or an http(s):// URL");
@@ -264,6 +270,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
 /// caller's staging dir goes when it is dropped).
 fn finish_unpack(
     child: &mut std::process::Child,
+    relay: Relay,
     fed: Result<(), Fed>,
     what: &str,
     source: &str,
@@ -274,11 +281,13 @@ fn finish_unpack(
         Err(Fed::Source(e)) => {
             let _ = child.kill();
             let _ = child.wait();
+            relay.wait();
             return Err(e);
         }
         Err(Fed::Sink(detail)) => {
             // The helper stopped reading: it failed, and said why.
             let status = child.wait()?;
+            relay.wait();
             if status.success() {
                 bail!("cannot pass {what} to devbox's unpack helper: {detail}; nothing was kept");
             }
@@ -289,6 +298,7 @@ fn finish_unpack(
     let status = child
         .wait()
         .context("cannot wait for devbox's unpack helper")?;
+    relay.wait();
     spinner.finish();
     if status.code() == Some(EXIT_IS_LAYOUT) {
         return Ok(Unpacked::Layout);
@@ -373,8 +383,10 @@ fn apply_layers(
         .arg(&spec)
         .arg(&staging.tmp)
         .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .context("cannot run devbox's unpack helper")?;
+    let relay = r.relay(child.stderr.take());
     let mut stdin = child
         .stdin
         .take()
@@ -387,6 +399,7 @@ fn apply_layers(
     });
     finish_unpack(
         &mut child,
+        relay,
         fed,
         &format!("the layers of {source}"),
         source,
@@ -465,17 +478,30 @@ fn import_catalog(
         };
         match attempt {
             Ok(rec) => {
+                // Each failed source is said once: here when a later one served, else in the
+                // error below.
+                for f in &failures {
+                    r.step(&format!("{f} (another source served)"));
+                }
                 let _ = record_resolution(dirs, &key, &rec.id);
                 return Ok(rec);
             }
             Err(e) => {
                 let msg = crate::catalog::one_line(&format!("{e:#}"));
-                r.step(&format!("  {source}: {msg}"));
-                failures.push(format!("  {} {source}: {msg}", source.kind_name()));
+                let named = source.to_string();
+                // "cannot download URL" names a plain URL source itself.
+                failures.push(if msg.contains(&named) {
+                    format!("  {msg}")
+                } else {
+                    format!("  {named}: {msg}")
+                });
             }
         }
     }
     if let Some(rec) = last_resolution(dirs, &key).and_then(|id| load(dirs, &id)) {
+        for f in &failures {
+            r.step(f);
+        }
         r.step(&format!(
             "No source of {key} answered; using the image last resolved for it ({})",
             short(&rec.id)
@@ -553,7 +579,7 @@ fn unpack_file_locked(
     // The helper reads the file as its stdin; this handle shares its offset, which is the
     // progress.
     let mut offset = file.try_clone()?;
-    let mut child = spawn_unpack(&staging.tmp, source, Stdio::from(file))?;
+    let (mut child, relay) = spawn_unpack(&staging.tmp, source, Stdio::from(file), r)?;
     let bar = r.transfer("Unpacking", Some(size));
     let mut shown = 0;
     let status = loop {
@@ -570,6 +596,7 @@ fn unpack_file_locked(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    relay.wait();
     bar.finish();
     if status.code() == Some(EXIT_IS_LAYOUT) {
         drop(staging);
@@ -591,13 +618,23 @@ fn unpack_file_locked(
 
 /// Starts `devbox __unpack DEST SOURCE`, which unpacks the archive on its stdin into
 /// DEST/rootfs (SOURCE names it in messages).
-fn spawn_unpack(dest: &Path, source: &str, stdin: Stdio) -> Result<std::process::Child> {
-    crate::runtime::helper("__unpack")
+/// Starts the `__unpack` helper; its stderr comes to the user through `r` (see
+/// [`Reporter::relay`]).
+fn spawn_unpack(
+    dest: &Path,
+    source: &str,
+    stdin: Stdio,
+    r: &dyn Reporter,
+) -> Result<(std::process::Child, Relay)> {
+    let mut child = crate::runtime::helper("__unpack")
         .arg(dest)
         .arg(source)
         .stdin(stdin)
+        .stderr(Stdio::piped())
         .spawn()
-        .context("cannot run devbox's unpack helper")
+        .context("cannot run devbox's unpack helper")?;
+    let relay = r.relay(child.stderr.take());
+    Ok((child, relay))
 }
 
 /// Held while an image of a known id is being imported, so that two devbox commands making

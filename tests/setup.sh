@@ -23,6 +23,8 @@ PACKAGES=(
     uidmap debootstrap busybox-static fuse-overlayfs util-linux
     tar gzip xz-utils zstd python3 procps iproute2
     bash zsh fish hyperfine
+    bash-completion # devbox completions --install bash, tested with the loader (tests/it/completions.rs)
+    tmux         # the final screen after progress bars (tests/it/polish.rs)
     docker-registry skopeo umoci
     dpkg-dev     # dpkg-scanpackages for the apt repository fixture (tests/it/apply.rs)
     ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)

@@ -134,6 +134,7 @@ pub struct Source {
 }
 
 impl Source {
+    #[cfg(test)]
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SourceKind::Oci { .. } => "oci",

@@ -21,6 +21,8 @@ enum Level {
 
 struct Report {
     failed: bool,
+    /// Where the lines go: `None` prints them (unit tests keep them).
+    kept: Option<Vec<String>>,
 }
 
 impl Report {
@@ -33,11 +35,13 @@ impl Report {
         if level == Level::Fail {
             self.failed = true;
         }
-        println!("{tag}  {what}: {detail}");
+        let mut lines = vec![format!("{tag}  {what}: {detail}")];
         if level != Level::Ok && !fix.is_empty() {
-            for line in fix.lines() {
-                println!("      fix: {line}");
-            }
+            lines.extend(fix.lines().map(|l| format!("      fix: {l}")));
+        }
+        match &mut self.kept {
+            Some(kept) => kept.extend(lines),
+            None => lines.iter().for_each(|l| println!("{l}")),
         }
     }
 }
@@ -81,8 +85,13 @@ fn helper_privileged(p: &Path) -> bool {
 
 pub fn run(dirs: &Dirs) -> Result<i32> {
     // Scratch dirs of earlier doctors that were killed before they could remove theirs.
-    crate::store::sweep_scratch(dirs);
-    let mut r = Report { failed: false };
+    if !nix::unistd::getuid().is_root() {
+        crate::store::sweep_scratch(dirs);
+    }
+    let mut r = Report {
+        failed: false,
+        kept: None,
+    };
     let (major, minor, rel) = kernel_version();
     if (major, minor) >= (5, 11) {
         r.say(
@@ -161,28 +170,27 @@ pub fn run(dirs: &Dirs) -> Result<i32> {
 
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let user = crate::paths::user_name(uid);
-    let files = SubIdFiles::default();
-    let mut ranges_ok = true;
-    for (path, kind, id) in [
-        (&files.subuid, "subuid", uid),
-        (&files.subgid, "subgid", gid),
-    ] {
-        match idmap::lookup(path, kind, &user, id) {
-            Ok(range) => r.say(
-                Level::Ok,
-                &format!("/etc/{kind}"),
-                &format!("{user}: {} ids from {}", range.count, range.start),
-                "",
-            ),
-            Err(e) => {
-                ranges_ok = false;
-                let text = e.to_string();
-                let (what, hint) = text.split_once("\n  hint: ").unwrap_or((&text, ""));
-                r.say(Level::Fail, &format!("/etc/{kind}"), what, hint);
-            }
-        }
+    if uid == 0 {
+        // Root needs no subordinate ids and has no boxes: what matters is the user who will
+        // run devbox, so the remaining checks are theirs to run.
+        let who = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty() && u != "root");
+        let how = match &who {
+            Some(u) => format!("sudo -u {u} devbox doctor   (or as {u}: devbox doctor)"),
+            None => "log in as that user and run: devbox doctor".to_string(),
+        };
+        r.say(
+            Level::Fail,
+            "user",
+            "this is root; devbox is for ordinary users (each runs their own boxes), so the subordinate ids, overlayfs, store and holder checks are about the user who will run it",
+            &how,
+        );
+        println!("\nRun devbox doctor as your user; the checks above are the machine's.");
+        return Ok(1);
     }
+    let user = crate::paths::user_name(uid);
+    let ranges_ok = subid_checks(&mut r, &SubIdFiles::default(), &user, uid, gid);
 
     if ranges_ok && userns_ok && uid != 0 {
         match overlay_probe(dirs) {
@@ -291,6 +299,65 @@ pub fn run(dirs: &Dirs) -> Result<i32> {
     Ok(0)
 }
 
+/// The user's ranges in the subordinate id files: present, big enough, without the user's own
+/// id, and shared with no other user (whose boxes' files would then be this user's). Returns
+/// whether they are usable.
+fn subid_checks(r: &mut Report, files: &SubIdFiles, user: &str, uid: u32, gid: u32) -> bool {
+    let mut ranges_ok = true;
+    for (kind, id) in [("subuid", uid), ("subgid", gid)] {
+        let path = files.path(kind);
+        match idmap::lookup(files, kind, user, id) {
+            Ok(range) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let others = idmap::clashes(&text, user, uid, range);
+                if others.is_empty() {
+                    r.say(
+                        Level::Ok,
+                        &format!("/etc/{kind}"),
+                        &format!("{user}: {} ids from {}", range.count, range.start),
+                        "",
+                    );
+                } else {
+                    ranges_ok = false;
+                    let shared: Vec<String> = others
+                        .iter()
+                        .map(|(who, o)| {
+                            format!(
+                                "{who} ({}-{})",
+                                o.start,
+                                o.start as u64 + o.count as u64 - 1
+                            )
+                        })
+                        .collect();
+                    r.say(
+                        Level::Fail,
+                        &format!("/etc/{kind}"),
+                        &format!(
+                            "{user}'s range {}-{} overlaps the range of {}: in-box ids of one user would be ids of the other's boxes",
+                            range.start,
+                            range.start as u64 + range.count as u64 - 1,
+                            shared.join(", ")
+                        ),
+                        &format!(
+                            "give {user} a range of its own: sudo usermod --del-{kind}s {}-{} --add-{kind}s {} {user}",
+                            range.start,
+                            range.start as u64 + range.count as u64 - 1,
+                            files.free_range()
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                ranges_ok = false;
+                let text = e.to_string();
+                let (what, hint) = text.split_once("\n  hint: ").unwrap_or((&text, ""));
+                r.say(Level::Fail, &format!("/etc/{kind}"), what, hint);
+            }
+        }
+    }
+    ranges_ok
+}
+
 /// Mounts an overlay in a throw-away user and mount namespace, in a child process. Its scratch
 /// dir (`RUNTIME/doctor-PID-STARTTIME-*`) is removed when the probe ends, however it ends; one
 /// left by a killed doctor is removed by the next (or by any sweep of leftovers).
@@ -334,5 +401,57 @@ fn overlay_probe(dirs: &Dirs) -> Result<()> {
             }
             other => anyhow::bail!("probe ended with {other:?}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(subuid: &str, subgid: &str) -> (bool, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("subuid"), subuid).unwrap();
+        std::fs::write(dir.path().join("subgid"), subgid).unwrap();
+        let files = SubIdFiles {
+            subuid: dir.path().join("subuid"),
+            subgid: dir.path().join("subgid"),
+        };
+        let mut r = Report {
+            failed: false,
+            kept: Some(Vec::new()),
+        };
+        let ok = subid_checks(&mut r, &files, "alice", 1000, 1000);
+        (ok, r.kept.unwrap())
+    }
+
+    #[test]
+    fn a_range_shared_with_another_user_fails_with_a_free_one() {
+        let (ok, lines) = report(
+            "bob:100000:65536\nalice:100000:65536\n",
+            "alice:300000:65536\nbob:100000:65536\n",
+        );
+        assert!(!ok, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "FAIL  /etc/subuid: alice's range 100000-165535 overlaps the range of bob (100000-165535): in-box ids of one user would be ids of the other's boxes"
+        );
+        assert_eq!(
+            lines[1],
+            "      fix: give alice a range of its own: sudo usermod --del-subuids 100000-165535 --add-subuids 165536-231071 alice"
+        );
+        assert!(
+            lines[2].starts_with("ok    /etc/subgid: alice: 65536 ids from 300000"),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_range_gets_one_free_in_both_files() {
+        let (ok, lines) = report("bob:100000:65536\n", "carol:165536:65536\n");
+        assert!(!ok);
+        assert!(
+            lines.contains(&"      fix: `sudo usermod --add-subuids 231072-296607 alice` (a range no user has in /etc/subuid or /etc/subgid); then see `devbox doctor`".to_string()),
+            "{lines:#?}"
+        );
     }
 }

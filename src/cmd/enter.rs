@@ -39,7 +39,7 @@ pub fn run(
                     proj = Some(p);
                     n
                 }
-                None => default_box(dirs, cmd.is_some())?,
+                None => default_box(dirs, cmd.is_some(), quiet)?,
             }
         }
     };
@@ -114,8 +114,9 @@ fn parse_env_args(args: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 /// The box for enter/run without a name outside a project: the user configuration's
-/// `default_box`, else the only box.
-fn default_box(dirs: &Dirs, run: bool) -> Result<String> {
+/// `default_box`, else the only box. With no box at all, `enter` on a terminal offers to make
+/// one from the default image (and enters it); otherwise the error says how to make one.
+fn default_box(dirs: &Dirs, run: bool, quiet: bool) -> Result<String> {
     let user = project::UserConfig::load(&HostEnv::current())?;
     let s = project::resolve(
         &project::Flags::default(),
@@ -124,7 +125,54 @@ fn default_box(dirs: &Dirs, run: bool) -> Result<String> {
         &project::Defaults::builtin(),
     );
     match s.name {
-        Some(n) => Ok(n.value),
+        Some(n) => {
+            if !dirs.box_dir(&n.value).join("box.toml").exists() {
+                let file = user
+                    .file
+                    .as_deref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_else(|| "config.toml".into());
+                let known = state::list_names(dirs).unwrap_or_default();
+                let boxes = if known.is_empty() {
+                    "there are no boxes yet".to_string()
+                } else {
+                    format!("the boxes are: {}", known.join(", "))
+                };
+                anyhow::bail!(
+                    "no box named '{}': it is default_box in {file}\n  hint: {boxes}; name one (`devbox enter NAME`), change default_box in {file}, or make it: `devbox create IMAGE --name {}`",
+                    n.value,
+                    n.value
+                );
+            }
+            Ok(n.value)
+        }
+        None if state::list_names(dirs)?.is_empty() => {
+            let image = s.image.value;
+            let name = state::name_from_image(&image);
+            let make = format!("`devbox create` makes box '{name}' from your default image, {image}; or `devbox create IMAGE`");
+            let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if !run && on_terminal {
+                let question = format!(
+                    "There are no boxes yet. Create box '{name}' from {image} (your default image) and enter it?"
+                );
+                match crate::ui::ask(&question)? {
+                    Some(true) => {
+                        super::create::run(
+                            dirs,
+                            Some(&image),
+                            Some(name.clone()),
+                            None,
+                            &[],
+                            quiet,
+                        )?;
+                        return Ok(name);
+                    }
+                    Some(false) => anyhow::bail!("no box to enter\n  hint: {make}"),
+                    None => {}
+                }
+            }
+            anyhow::bail!("there are no boxes yet\n  hint: {make}")
+        }
         None => state::only_box(
             dirs,
             if run {

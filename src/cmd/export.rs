@@ -72,6 +72,19 @@ fn write_bin(
     export::validate_program(program)?;
     let file = places.launcher(program);
     export::may_write(&file, &wanted(name, Kind::Bin, program, &file), force)?;
+    // A launcher already there for this box was allowed when it was written.
+    let update = matches!(export::existing(&file)?, Existing::Export(x) if x.box_name == name);
+    let base = file.file_name().unwrap_or_default().to_string_lossy();
+    if !force && !update {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(host) = export::host_command(&base, &path, &places.bin) {
+            bail!(
+                "the host has its own {base} ({}): a launcher {} would stand in for it or behind it, depending on the order of your PATH\n  hint: export it anyway with --force, or run it as `devbox run {name} -- {program}`",
+                host.display(),
+                file.display()
+            );
+        }
+    }
     let path_var = cfg
         .env
         .iter()

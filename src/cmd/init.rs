@@ -19,6 +19,15 @@ use crate::project::{self, Defaults, Flags, HostEnv, UserConfig};
 /// devbox would not use the file where it is (a directory others can write), it says so.
 pub fn run(dirs: Option<&Dirs>, dir: &Path, image: Option<&str>, force: bool) -> Result<i32> {
     let user = UserConfig::load(&HostEnv::current())?;
+    // A catalog name is checked now (from the catalog files, without the network), so a typo
+    // is caught with its close matches here rather than at the box's first use.
+    if let Some(i) = image {
+        if let crate::store::ImageRef::Catalog(c) = crate::store::ImageRef::classify(i) {
+            crate::catalog::Catalog::load()?
+                .lookup(&c)
+                .map_err(|e| anyhow::anyhow!("--image {i}: {e}"))?;
+        }
+    }
     let target = std::path::absolute(dir)
         .ok()
         .and_then(|d| std::fs::canonicalize(d).ok())

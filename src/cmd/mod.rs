@@ -151,8 +151,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         ),
         Cmd::Trust { path, list, remove } => trust::run(path.as_deref(), list, remove),
         Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
-        Cmd::Completions { shell } => {
+        Cmd::Completions { shell, install } => {
+            if install {
+                return crate::completions::install(shell.as_deref());
+            }
             use std::io::Write;
+            let shell = shell.unwrap_or_default();
             std::io::stdout().write_all(crate::completions::script(&shell)?.as_bytes())?;
             Ok(0)
         }

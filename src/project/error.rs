@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// A problem in a configuration file (`devbox.toml` or the user's `config.toml`).
 ///
 /// Displays as
-/// `FILE (line L, column C): WHAT` and, when there is one, a second line `  hint: WHAT TO DO`.
+/// `FILE:LINE:COLUMN: WHAT` (the form compilers use, which editors and terminals turn into links) and, when there is one, a second line `  hint: WHAT TO DO`.
 /// Lines and columns count from 1; columns count characters, not bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -24,7 +24,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (line {}, column {}): {}",
+            "{}:{}:{}: {}",
             self.file.display(),
             self.line,
             self.column,
@@ -194,9 +194,9 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "/p/devbox.toml (line 2, column 1): unknown key `foo` in [box]\n  hint: do this"
+            "/p/devbox.toml:2:1: unknown key `foo` in [box]\n  hint: do this"
         );
         let e = doc.err(0..1, "x", None);
-        assert_eq!(e.to_string(), "/p/devbox.toml (line 1, column 1): x");
+        assert_eq!(e.to_string(), "/p/devbox.toml:1:1: x");
     }
 }

@@ -517,7 +517,7 @@ catalog_dir = "~/imgs"
     fn user_config_errors_are_located() {
         let f = "/home/u/.config/devbox/config.toml";
         let e = user_err("default_box = \"dev\"\ndefault_imag = \"x\"\n");
-        assert!(e.starts_with(&format!("{f} (line 2, column 1): unknown key `default_imag` at the top level; did you mean `default_image`?")), "{e}");
+        assert!(e.starts_with(&format!("{f}:2:1: unknown key `default_imag` at the top level; did you mean `default_image`?")), "{e}");
         assert!(
             e.contains("`default_image`, `default_box`, `catalog_dir`, `registry_mirrors`, `insecure_registries`"),
             "{e}"
@@ -525,67 +525,83 @@ catalog_dir = "~/imgs"
         let e = user_err("default-box = \"dev\"");
         assert!(e.contains("did you mean `default_box`?"), "{e}");
         let e = user_err("\n\ndefault_box = 3");
-        assert!(e.starts_with(&format!("{f} (line 3, column 15): `default_box` at the top level must be a string, not an integer")), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "{f}:3:15: `default_box` at the top level must be a string, not an integer"
+            )),
+            "{e}"
+        );
         let e = user_err("default_box = \"-x\"");
         assert!(
             e.starts_with(&format!(
-                "{f} (line 1, column 15): `default_box` is \"-x\", which is not a valid box name"
+                "{f}:1:15: `default_box` is \"-x\", which is not a valid box name"
             )),
             "{e}"
         );
         assert!(e.contains("starts with a letter or digit"), "{e}");
         let e = user_err("default_image = \"  \"");
         assert!(
-            e.starts_with(&format!(
-                "{f} (line 1, column 17): `default_image` is empty"
-            )),
+            e.starts_with(&format!("{f}:1:17: `default_image` is empty")),
             "{e}"
         );
         let e = user_err("catalog_dir = \"$NOPE/x\"");
         assert!(
             e.starts_with(&format!(
-                "{f} (line 1, column 15): `catalog_dir` uses $NOPE, which is not set"
+                "{f}:1:15: `catalog_dir` uses $NOPE, which is not set"
             )),
             "{e}"
         );
         let e = user_err("[registry_mirrors]\n\"https://docker.io\" = [\"m\"]");
-        assert!(e.starts_with(&format!("{f} (line 2, column 1): \"https://docker.io\" in [registry_mirrors] is not a registry host")), "{e}");
-        let e = user_err("[registry_mirrors]\n\"docker.io\" = [\"ftp://m\"]");
         assert!(
             e.starts_with(&format!(
-                "{f} (line 2, column 16): mirror \"ftp://m\" of `docker.io`"
+                "{f}:2:1: \"https://docker.io\" in [registry_mirrors] is not a registry host"
             )),
             "{e}"
         );
+        let e = user_err("[registry_mirrors]\n\"docker.io\" = [\"ftp://m\"]");
+        assert!(
+            e.starts_with(&format!("{f}:2:16: mirror \"ftp://m\" of `docker.io`")),
+            "{e}"
+        );
         let e = user_err("[registry_mirrors]\n\"docker.io\" = \"m\"");
-        assert!(e.starts_with(&format!("{f} (line 2, column 15): `docker.io` in [registry_mirrors] must be a list of strings, not a string")), "{e}");
+        assert!(e.starts_with(&format!("{f}:2:15: `docker.io` in [registry_mirrors] must be a list of strings, not a string")), "{e}");
         let e = user_err("registry_mirrors = [\"m\"]");
         assert!(
             e.starts_with(&format!(
-                "{f} (line 1, column 20): `registry_mirrors` at the top level must be a table"
+                "{f}:1:20: `registry_mirrors` at the top level must be a table"
             )),
             "{e}"
         );
         let e = user_err("insecure_registries = \"registry.lan\"");
-        assert!(e.starts_with(&format!("{f} (line 1, column 23): `insecure_registries` at the top level must be a list of strings, not a string")), "{e}");
+        assert!(e.starts_with(&format!("{f}:1:23: `insecure_registries` at the top level must be a list of strings, not a string")), "{e}");
         let e = user_err("\ninsecure_registries = [\"ok:5000\", \"http://registry.lan\"]");
-        assert!(e.starts_with(&format!("{f} (line 2, column 35): \"http://registry.lan\" in `insecure_registries` is not a registry host")), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "{f}:2:35: \"http://registry.lan\" in `insecure_registries` is not a registry host"
+            )),
+            "{e}"
+        );
         let e = user_err("[[trusted]]\nfile = \"rel/devbox.toml\"\nowner = 1");
-        assert!(e.starts_with(&format!("{f} (line 2, column 8): `file` in [[trusted]] is \"rel/devbox.toml\", which is not an absolute path")), "{e}");
+        assert!(e.starts_with(&format!("{f}:2:8: `file` in [[trusted]] is \"rel/devbox.toml\", which is not an absolute path")), "{e}");
         let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\nowner = -1");
         assert!(
             e.starts_with(&format!(
-                "{f} (line 3, column 9): `owner` in [[trusted]] is -1, which is not a uid"
+                "{f}:3:9: `owner` in [[trusted]] is -1, which is not a uid"
             )),
             "{e}"
         );
         let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\nowner = \"bob\"");
-        assert!(e.starts_with(&format!("{f} (line 3, column 9): `owner` in [[trusted]] must be a whole number, not a string")), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "{f}:3:9: `owner` in [[trusted]] must be a whole number, not a string"
+            )),
+            "{e}"
+        );
         let e = user_err("[[trusted]]\nfile = \"/p/devbox.toml\"\n");
         assert!(e.contains("`owner` is missing in [[trusted]]"), "{e}");
         let e = user_err("default_box = \"dev");
         assert!(
-            e.starts_with(&format!("{f} (line 1, column 19): this is not valid TOML")),
+            e.starts_with(&format!("{f}:1:19: this is not valid TOML")),
             "{e}"
         );
     }
@@ -603,10 +619,7 @@ catalog_dir = "~/imgs"
         assert_eq!(u.default_box.as_deref(), Some("x"));
         std::fs::write(&p, "bogus = 1\n").unwrap();
         let e = format!("{:#}", UserConfig::load_from(&p, &host()).unwrap_err());
-        assert!(
-            e.contains(&format!("{} (line 1, column 1)", p.display())),
-            "{e}"
-        );
+        assert!(e.contains(&format!("{}:1:1:", p.display())), "{e}");
     }
 
     fn user_all() -> UserConfig {

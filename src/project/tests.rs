@@ -20,10 +20,7 @@ fn err_at(text: &str, line: usize, column: usize) -> String {
     let s = e.to_string();
     assert_eq!(e.file, PathBuf::from(FILE), "{s}");
     assert_eq!((e.line, e.column), (line, column), "{s}");
-    assert!(
-        s.starts_with(&format!("{FILE} (line {line}, column {column}): ")),
-        "{s}"
-    );
+    assert!(s.starts_with(&format!("{FILE}:{line}:{column}: ")), "{s}");
     assert!(e.hint.is_some(), "every error says what to do: {s}");
     s
 }
@@ -439,7 +436,7 @@ fn load_reads_files_and_makes_paths_absolute() {
     has(
         &e,
         &format!(
-            "{} (line 3, column 1): unknown key `hme` in [box]; did you mean `home`?",
+            "{}:3:1: unknown key `hme` in [box]; did you mean `home`?",
             f.display()
         ),
     );
@@ -489,7 +486,7 @@ fn load_resolves_mount_sources_and_home_on_the_host() {
     has(
         &e,
         &format!(
-            "{} (line 7, column 8): `host` in [[box.mounts]] is \"./nope\" ({}), which does not exist on this host",
+            "{}:7:8: `host` in [[box.mounts]] is \"./nope\" ({}), which does not exist on this host",
             f.display(),
             proj.join("nope").display()
         ),
@@ -499,10 +496,7 @@ fn load_resolves_mount_sources_and_home_on_the_host() {
     std::fs::write(root.join("afile"), "").unwrap();
     std::fs::write(&f, "[box]\nimage = \"x\"\nhome = \"./up/afile/h\"\n").unwrap();
     let e = format!("{:#}", Project::load(&f, &host()).unwrap_err());
-    has(
-        &e,
-        "(line 3, column 8): `home` in [box] is \"./up/afile/h\"",
-    );
+    has(&e, "devbox.toml:3:8: `home` in [box] is \"./up/afile/h\"");
     // Parsing alone looks nothing up.
     let p =
         parse("[box]\nimage = \"x\"\n[[box.mounts]]\nhost = \"/no/such\"\nbox = \"/a\"\n").unwrap();

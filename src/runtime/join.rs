@@ -102,6 +102,8 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     }
     let cwd = std::env::current_dir().ok();
     let user = crate::runtime::rootfs::HostUser::for_session();
+    // Read on the host, before joining: the user's own shell is used when the box has it.
+    let login = (!s.root).then(login_shell).flatten();
 
     userns::join_user(holder.pid)?;
     let mut has_pid = false;
@@ -131,7 +133,15 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
         (user.home.clone(), user.name.clone())
     };
     let uid = if s.root { 0 } else { user.uid };
-    let shell = box_shell(uid, &uname);
+    let (shell, missing) = box_shell(uid, &uname, login.as_deref());
+    if let (Some(login), None) = (missing, s.argv) {
+        crate::ui::note(format_args!(
+            "devbox: box '{}' has no {} (your login shell); using {}",
+            s.name,
+            login.display(),
+            shell.display()
+        ));
+    }
     let mut env = box_env(s.name, &home, &uname, &shell, &cfg.env);
     for (k, v) in &s.env {
         env.retain(|(ek, _)| ek != k.as_str());
@@ -356,22 +366,48 @@ fn enter_cwd(cwd: Option<&Path>, home: &Path) {
     }
 }
 
-/// The user's shell from the box's passwd, else bash, else sh.
-fn box_shell(uid: u32, name: &str) -> PathBuf {
-    let from_passwd = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 7 && (f[0] == name || f[2] == uid.to_string()))
-                    .then(|| PathBuf::from(f[6]))
+/// The user's login shell on the host: `$SHELL`, else the host's passwd entry (looked up only
+/// when `$SHELL` is unset, to keep the hot path short). Called before joining the box.
+fn login_shell() -> Option<PathBuf> {
+    std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.shell)
+        })
+        .filter(|p| p.is_absolute())
+}
+
+/// The session's shell, looked up inside the box: the user's login shell from the host
+/// (`login`) when the box has it, else (without one, or for root) the shell of the box's passwd
+/// entry, else bash, else sh. The second value is the login shell the box lacks, if it does.
+fn box_shell(uid: u32, name: &str, login: Option<&Path>) -> (PathBuf, Option<PathBuf>) {
+    if let Some(l) = login {
+        if is_executable(l) {
+            return (l.to_path_buf(), None);
+        }
+    }
+    let from_passwd = login.is_none().then(|| {
+        std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 7 && (f[0] == name || f[2] == uid.to_string()))
+                        .then(|| PathBuf::from(f[6]))
+                })
             })
-        });
-    from_passwd
+    });
+    let shell = from_passwd
+        .flatten()
         .into_iter()
         .chain(["/bin/bash", "/bin/sh"].map(PathBuf::from))
         .find(|p| p.is_absolute() && is_executable(p))
-        .unwrap_or_else(|| "/bin/sh".into())
+        .unwrap_or_else(|| "/bin/sh".into());
+    (shell, login.map(Path::to_path_buf))
 }
 
 fn is_executable(p: &Path) -> bool {

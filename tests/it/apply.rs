@@ -390,7 +390,7 @@ fn user_config_supplies_the_default_image_and_box() {
         b"default_box = \"second\"\ndefualt_image = 3\n",
     );
     let err = env.fails(125, ["run", "--", "true"]);
-    assert!(err.contains("config.toml (line 2, column 1)"), "{err}");
+    assert!(err.contains("config.toml:2:1:"), "{err}");
     assert!(err.contains("default_image"), "{err}");
 }
 

@@ -173,6 +173,12 @@ struct Bash {
 
 impl Bash {
     fn start(env: &TestEnv) -> Bash {
+        let script = readable_copy(env, "devbox.bash");
+        Bash::start_with(env, &format!("source {}", script.display()))
+    }
+
+    /// bash with `load` run first (sourcing a script, or the bash-completion loader).
+    fn start_with(env: &TestEnv, load: &str) -> Bash {
         require("bash");
         let mut cmd = env.raw("setsid");
         cmd.args(["-w", "-c", "bash", "--norc", "--noprofile", "-i"])
@@ -185,8 +191,7 @@ impl Bash {
         };
         // One candidate per line, no "show all?" question, one Tab lists, no bell.
         b.t.send(&format!(
-            "source {}; bind 'set completion-display-width 0'; bind 'set completion-query-items 0'; bind 'set show-all-if-ambiguous on'; bind 'set bell-style none'\n",
-            readable_copy(env, "devbox.bash").display()
+            "{load}; bind 'set completion-display-width 0'; bind 'set completion-query-items 0'; bind 'set show-all-if-ambiguous on'; bind 'set bell-style none'\n"
         ));
         b.sync();
         b
@@ -333,10 +338,15 @@ struct Zsh {
 
 impl Zsh {
     fn start(env: &TestEnv) -> Zsh {
-        require("zsh");
         let fpath = env.root.join("zfunc");
         std::fs::create_dir_all(&fpath).unwrap();
         std::fs::copy(repo_file("_devbox"), fpath.join("_devbox")).unwrap();
+        Zsh::start_with(env, &fpath)
+    }
+
+    /// zsh with `fpath` (a directory holding `_devbox`) first in `$fpath`.
+    fn start_with(env: &TestEnv, fpath: &std::path::Path) -> Zsh {
+        require("zsh");
         let zdotdir = env.root.join("zdotdir");
         std::fs::create_dir_all(&zdotdir).unwrap();
         let capture = env.home.join("zsh-candidates");
@@ -471,5 +481,297 @@ fn zsh_completes_commands_box_names_and_catalog_names() {
         env.holder_pid(),
         holder_before,
         "completing started nothing"
+    );
+}
+
+/// `completions --install` on an account where none of the shells' directories exist: each
+/// file lands where its shell looks (bash through the bash-completion loader, zsh through the
+/// `fpath` line devbox prints, fish by itself), atomically, and completion then works there.
+#[test]
+fn completions_install_puts_each_script_where_its_shell_finds_it() {
+    let env = TestEnv::new();
+    env.busybox("alpha", &[]);
+    assert!(!env.home.join(".local/share/bash-completion").exists());
+
+    // bash: named; bash-completion is installed here (tests/setup.sh), so it is said to load it.
+    let out = env.ok(["completions", "--install", "bash"]);
+    let bash_file = env
+        .home
+        .join(".local/share/bash-completion/completions/devbox");
+    assert!(
+        out.contains(&format!(
+            "Wrote bash completion for devbox to {}",
+            bash_file.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("bash-completion loads it in new shells"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&bash_file).unwrap(),
+        env.ok(["completions", "bash"])
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&bash_file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let left: Vec<_> = std::fs::read_dir(bash_file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("devbox")],
+        "no temp file left"
+    );
+    // Only the loader is sourced: it finds devbox's file by itself.
+    require("bash");
+    assert!(
+        std::path::Path::new("/usr/share/bash-completion/bash_completion").exists(),
+        "bash-completion is not installed: run `sudo tests/setup.sh`"
+    );
+    let mut bash = Bash::start_with(&env, "source /usr/share/bash-completion/bash_completion");
+    assert_eq!(bash.line_after_tab("devbox en"), "devbox enter");
+    assert_eq!(bash.line_after_tab("devbox enter al"), "devbox enter alpha");
+    bash.exit();
+
+    // zsh: the login shell from $SHELL; the line for ~/.zshrc is printed, ~/.zshrc not written.
+    let out = env
+        .cmd(["completions", "--install"])
+        .env("SHELL", "/usr/bin/zsh")
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    let zsh_dir = env.home.join(".local/share/zsh/site-functions");
+    assert!(
+        said.contains(&format!("to {}", zsh_dir.join("_devbox").display())),
+        "{said}"
+    );
+    assert!(
+        said.contains("fpath=(~/.local/share/zsh/site-functions $fpath)")
+            && said.contains("devbox does not edit it"),
+        "{said}"
+    );
+    assert!(!env.home.join(".zshrc").exists());
+    let mut zsh = Zsh::start_with(&env, &zsh_dir);
+    assert_eq!(zsh.offered("devbox ent"), strings(&["enter"]));
+    assert_eq!(zsh.offered("devbox enter al"), strings(&["alpha"]));
+    zsh.exit();
+
+    // fish: nothing sourced; fish finds the file itself.
+    let out = env.ok(["completions", "--install", "fish"]);
+    let fish_file = env.home.join(".config/fish/completions/devbox.fish");
+    assert!(out.contains(&fish_file.display().to_string()), "{out}");
+    require("fish");
+    let got = env
+        .raw("fish")
+        .args(["-c", "complete -C 'devbox enter al'"])
+        .env("PATH", path_with_devbox(&env))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&got).trim(), "alpha", "{}", stderr(&got));
+
+    // A shell --install does not know.
+    let err = env.fails(1, ["completions", "--install", "elvish"]);
+    assert!(err.contains("devbox completions elvish"), "{err}");
+}
+
+/// The README's lines for installing by hand work on a new account (no directories yet).
+#[test]
+fn the_readme_lines_for_completion_by_hand_work_on_a_new_account() {
+    let env = TestEnv::new();
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("mkdir -p ~/") && l.contains("devbox completions"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in lines {
+        let out = env
+            .raw("sh")
+            .args(["-c", line])
+            .env("PATH", path_with_devbox(&env))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+    }
+    for (file, shell) in [
+        (".local/share/bash-completion/completions/devbox", "bash"),
+        (".local/share/zsh/site-functions/_devbox", "zsh"),
+        (".config/fish/completions/devbox.fish", "fish"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(env.home.join(file)).unwrap(),
+            env.ok(["completions", shell]),
+            "{file}"
+        );
+    }
+}
+
+/// A box with a program of its own (in its layer), a desktop entry, a host file and a host
+/// directory to complete.
+fn box_with_things(env: &TestEnv) {
+    env.busybox("alpha", &[]);
+    env.busybox("beta", &[]);
+    env.ok([
+        "run",
+        "alpha",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /usr/local/bin /usr/share/applications && printf '#!/bin/sh\\n' > /usr/local/bin/probe-prog && chmod 755 /usr/local/bin/probe-prog && printf '[Desktop Entry]\\nName=P\\nExec=probe-prog\\n' > /usr/share/applications/org.probe.App.desktop && rm /bin/dmesg",
+    ]);
+    env.ok(["stop", "alpha"]);
+    env.write_as_user(&env.home.join("notes-file.txt"), b"x");
+    env.mkdir_as_user(&env.home.join("datadir"));
+}
+
+#[test]
+fn bash_completes_after_dashdash_image_rm_mounts_and_exports() {
+    let env = TestEnv::new();
+    box_with_things(&env);
+    let holder_before = env.holder_pid();
+    let mut bash = Bash::start(&env);
+    // After --: the box's programs (its layer's and its image's), then files.
+    assert_eq!(
+        bash.line_after_tab("devbox run alpha -- probe-p"),
+        "devbox run alpha -- probe-prog"
+    );
+    assert_eq!(
+        bash.line_after_tab("devbox run alpha -- busyb"),
+        "devbox run alpha -- busybox"
+    );
+    assert_eq!(
+        bash.line_after_tab("devbox run --root alpha -- busyb"),
+        "devbox run --root alpha -- busybox"
+    );
+    // A program the box's layer deleted is not offered.
+    let listed = bash.listed_after_tab("devbox run alpha -- dm");
+    assert!(!listed.contains(&"dmesg".to_string()), "{listed:?}");
+    assert_eq!(
+        bash.line_after_tab("devbox run alpha -- cat notes-f"),
+        "devbox run alpha -- cat notes-file.txt"
+    );
+    // The only-box rule does not apply with two boxes, but files still come.
+    assert_eq!(
+        bash.line_after_tab("devbox run -- ./notes-f"),
+        "devbox run -- ./notes-file.txt"
+    );
+    // image rm: ids and sources.
+    let listed = bash.listed_after_tab("devbox image rm ");
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let id = images[0]["id"].as_str().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| id.starts_with(c.as_str()) && c.len() >= 12),
+        "{id}: {listed:?}"
+    );
+    assert!(
+        listed.contains(&fixture("busybox").display().to_string()),
+        "{listed:?}"
+    );
+    // config --mount: host directories; export: the box's programs and desktop entries.
+    // The line is echoed, so a `~` kept unquoted shows as the home directory.
+    assert_eq!(
+        bash.line_after_tab("devbox config alpha --mount ~/data"),
+        format!(
+            "devbox config alpha --mount {}/datadir/",
+            env.home.display()
+        )
+    );
+    assert_eq!(
+        bash.line_after_tab("devbox export alpha --bin probe-p"),
+        "devbox export alpha --bin probe-prog"
+    );
+    assert_eq!(
+        bash.line_after_tab("devbox export alpha --app org.pro"),
+        "devbox export alpha --app org.probe.App"
+    );
+    // Box names, not options, for an empty word.
+    let listed = bash.listed_after_tab("devbox stop ");
+    assert_eq!(listed, strings(&["alpha", "beta"]));
+    assert!(bash
+        .listed_after_tab("devbox stop -")
+        .contains(&"--all".to_string()));
+    bash.exit();
+    assert_eq!(
+        env.holder_pid(),
+        holder_before,
+        "completing started nothing"
+    );
+    assert!(!env.ok(["list"]).contains("running"));
+}
+
+#[test]
+fn zsh_keeps_the_tilde_offers_boxes_before_options_and_completes_after_dashdash() {
+    let env = TestEnv::new();
+    box_with_things(&env);
+    let mut zsh = Zsh::start(&env);
+    // The ~ stays as typed (not \~).
+    // The line is echoed: a `~` kept unquoted shows as the home directory, `\~` as `~`.
+    assert_eq!(
+        zsh.line_after_tab("devbox config alpha --mount ~/data"),
+        format!(
+            "devbox config alpha --mount {}/datadir/",
+            env.home.display()
+        )
+    );
+    assert_eq!(
+        zsh.line_after_tab("devbox run alpha -- cat ~/notes-f"),
+        format!(
+            "devbox run alpha -- cat {}/notes-file.txt",
+            env.home.display()
+        )
+    );
+    // Boxes first: the list has no options, and a second Tab picks a box, never --all.
+    let offered = zsh.offered("devbox stop ");
+    assert_eq!(offered, strings(&["alpha", "beta"]));
+    let line = zsh.line_after_tab("devbox stop \t");
+    assert!(
+        line == "devbox stop alpha" || line == "devbox stop beta",
+        "{line:?}"
+    );
+    assert!(zsh.offered("devbox stop -").contains(&"--all".to_string()));
+    assert_eq!(
+        zsh.offered("devbox run alpha -- probe-p"),
+        strings(&["probe-prog"])
+    );
+    assert_eq!(
+        zsh.offered("devbox export alpha --app org."),
+        strings(&["org.probe.App"])
+    );
+    zsh.exit();
+}
+
+#[test]
+fn fish_completes_after_dashdash_and_exports() {
+    let env = TestEnv::new();
+    box_with_things(&env);
+    require("fish");
+    assert_eq!(
+        fish_complete(&env, "devbox run alpha -- probe-p"),
+        strings(&["probe-prog"])
+    );
+    assert_eq!(
+        fish_complete(&env, "devbox export alpha --bin probe-p"),
+        strings(&["probe-prog"])
+    );
+    assert_eq!(
+        fish_complete(&env, "devbox export alpha --app org."),
+        strings(&["org.probe.App"])
+    );
+    assert_eq!(
+        fish_complete(&env, "devbox stop "),
+        strings(&["alpha", "beta"])
     );
 }

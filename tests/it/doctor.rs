@@ -67,8 +67,27 @@ fn doctor_explains_a_missing_subordinate_range() {
         text.contains("FAIL  /etc/subuid: user 'devbox-nosub' has no entry in /etc/subuid"),
         "{text}"
     );
-    assert!(
-        text.contains("fix: `sudo usermod --add-subuids 100000-165535 devbox-nosub`"),
-        "{text}"
-    );
+    // The suggested range is free in both files (another user may well have 100000-165535).
+    let fix = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fix: `sudo usermod --add-subuids "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let (range, rest) = fix.split_once(' ').unwrap();
+    assert!(rest.starts_with("devbox-nosub`"), "{text}");
+    let (start, end) = range.split_once('-').unwrap();
+    let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
+    assert_eq!(end - start + 1, 65536, "{text}");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            let (Some(s), Some(c)) = (f.get(1), f.get(2)) else {
+                continue;
+            };
+            let (s, c): (u64, u64) = (s.parse().unwrap_or(0), c.parse().unwrap_or(0));
+            assert!(
+                end < s || start >= s + c,
+                "{range} overlaps {line} of {file}"
+            );
+        }
+    }
 }

@@ -338,7 +338,7 @@ fn rm_removes_exports_when_told_asks_on_a_terminal_and_otherwise_keeps_them_and_
         ("askn", "/bin/echo"),
     ] {
         env.busybox(bx, &[]);
-        env.ok(["export", bx, "--bin", prog]);
+        env.ok(["export", bx, "--bin", prog, "--force"]);
         env.ok(["stop", bx]);
     }
 
@@ -397,4 +397,22 @@ fn host_uid() -> u32 {
     test_user()
         .map(|u| u.uid)
         .unwrap_or_else(|| nix::unistd::getuid().as_raw())
+}
+
+/// A launcher named like a command of the host (found on the host's PATH outside
+/// ~/.local/bin) would stand in for it or hide behind it: refused without --force.
+#[test]
+fn a_launcher_that_would_shadow_a_host_command_needs_force() {
+    let env = TestEnv::new();
+    env.busybox("bb", &[]);
+    let err = env.fails(1, ["export", "bb", "--bin", "/bin/ls"]);
+    assert!(
+        err.contains("error: the host has its own ls (/usr/bin/ls)") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(!local_bin(&env).join("ls").exists());
+    env.ok(["export", "bb", "--bin", "/bin/ls", "--force"]);
+    assert!(local_bin(&env).join("ls").exists());
+    // The box's own launcher is updated without --force again.
+    env.ok(["export", "bb", "--bin", "/bin/ls"]);
 }

@@ -15,6 +15,7 @@ mod leftovers;
 mod nofollow;
 mod oci_create;
 mod onebox;
+mod polish;
 mod project;
 mod registry;
 mod runtime;

@@ -112,7 +112,7 @@ fn a_broken_project_file_names_line_and_column_and_makes_no_box() {
     assert_eq!(out.status.code(), Some(125));
     let err = stderr(&out);
     assert!(
-        err.contains("devbox.toml (line 4, column 1)") && err.contains("did you mean `packages`"),
+        err.contains("devbox.toml:4:1:") && err.contains("did you mean `packages`"),
         "{err}"
     );
     assert!(env.ok(["list"]).contains("No boxes"));

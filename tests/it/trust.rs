@@ -338,7 +338,7 @@ fn trust_two_projects_named_alike_never_share_or_rebuild_a_box() {
     // `init` in a third directory called app picks a free name.
     let three = env.home.join("work3/app");
     env.mkdir_as_user(&three);
-    let said = stdout(&in_dir(&env, &three, &["init", "--image", "x"]));
+    let said = stdout(&in_dir(&env, &three, &["init", "--image", "debian"]));
     assert!(said.contains("this project's box is 'app-3'"), "{said}");
 }
 
@@ -424,7 +424,7 @@ fn trust_a_missing_mount_source_is_an_error_at_its_line_before_anything_is_made(
         let err = stderr(&out);
         assert!(
             err.contains(&format!(
-                "error: {} (line 6, column 8): `host` in [[box.mounts]] is \"~/nope\" ({}), which does not exist on this host",
+                "error: {}:6:8: `host` in [[box.mounts]] is \"~/nope\" ({}), which does not exist on this host",
                 file.display(),
                 env.home.join("nope").display()
             )),

@@ -30,7 +30,7 @@ fn failing_create_on_a_pty(env: &TestEnv, vars: &[(&str, &str)]) -> String {
 #[test]
 fn errors_are_coloured_only_on_a_terminal_that_wants_it() {
     let env = TestEnv::new();
-    let red = "\x1b[1;31merror:\x1b[0m cannot open image \"./no-such.tar\"";
+    let red = "\x1b[1;31merror:\x1b[0m ./no-such.tar: no such file";
     let cyan = "\x1b[1;36mhint:\x1b[0m IMAGE is a path";
 
     let out = failing_create_on_a_pty(&env, &[]);
@@ -42,7 +42,7 @@ fn errors_are_coloured_only_on_a_terminal_that_wants_it() {
     for vars in [[("NO_COLOR", "1")], [("TERM", "dumb")]] {
         let out = failing_create_on_a_pty(&env, &vars);
         assert!(
-            out.contains("error: cannot open image \"./no-such.tar\"")
+            out.contains("error: ./no-such.tar: no such file")
                 && out.contains("  hint: IMAGE is a path"),
             "{vars:?}: {out:?}"
         );
@@ -52,10 +52,13 @@ fn errors_are_coloured_only_on_a_terminal_that_wants_it() {
     // Piped: plain text.
     let err = env.fails(1, ["create", "./no-such.tar"]);
     assert!(
-        err.starts_with("error: cannot open image \"./no-such.tar\"\n  hint: IMAGE is a path"),
+        err.starts_with("error: ./no-such.tar: no such file\n  hint: IMAGE is a path"),
         "{err:?}"
     );
     assert!(!err.contains('\x1b'), "{err:?}");
+    // The reason is said once, up front, not after the hint in the OS's words.
+    assert!(!err.contains("os error"), "{err:?}");
+    assert_eq!(err.lines().count(), 2, "{err:?}");
 }
 
 /// Serves the busybox fixture to every GET on loopback until dropped.
