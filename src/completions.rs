@@ -152,6 +152,9 @@ pub fn command() -> clap::Command {
     let boxes = || ArgValueCandidates::new(box_names);
     let images = || ArgValueCompleter::new(image_names);
     let mut cmd = crate::cli::Cli::command();
+    // The subcommands' arguments are added when a subcommand is parsed (`defer` in `cli`, which
+    // keeps a one-line `devbox run` from building them all); completion needs them all now.
+    cmd.build();
     for (sub, arg) in [
         ("enter", "name"),
         ("stop", "names"),
