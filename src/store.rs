@@ -316,7 +316,7 @@ enum Fed {
 
 /// Options of the OCI client from the user configuration: `insecure_registries` are spoken
 /// to over plain http, `registry_mirrors` are tried before their registry.
-fn oci_options() -> Result<crate::oci::Options> {
+pub(crate) fn oci_options() -> Result<crate::oci::Options> {
     use crate::project::{resolve, Defaults, Flags, HostEnv, UserConfig};
     let user = UserConfig::load(&HostEnv::current())?;
     let settings = resolve(&Flags::default(), None, &user, &Defaults::builtin());

@@ -7,6 +7,7 @@ mod doctor;
 mod enter;
 mod export;
 mod image;
+mod image_check;
 mod image_search;
 mod init;
 pub mod inspect;
@@ -162,6 +163,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
         }
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
+        Cmd::Image(ImageCmd::Check { names, json }) => image_check::run(&names, json),
     }
 }
 
