@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::harness::*;
 
 /// The most connections one server answers before its thread ends on its own.
-const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS: usize = 64;
 
 /// An HTTP/1.1 server on 127.0.0.1 serving:
 ///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
@@ -30,8 +30,9 @@ const MAX_CONNECTIONS: usize = 32;
 ///                      in the store has made bin/arch from it, then the rest
 ///   anything else      404
 /// Each connection answers one request and is closed. The thread stops when the server is
-/// dropped or after MAX_CONNECTIONS connections.
-struct Server {
+/// dropped or after MAX_CONNECTIONS connections. Requests are counted by path (HEAD requests
+/// as `HEAD:PATH`, which get no body).
+pub(crate) struct Server {
     port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     /// The store (images-v1) that /slow.tar watches, and whether it saw the unpack under way.
@@ -41,7 +42,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let body = Arc::new(std::fs::read(fixture("busybox")).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -76,11 +77,11 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn hits(&self, path: &str) -> usize {
+    pub(crate) fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
@@ -144,10 +145,10 @@ fn serve(
         None => (target, false),
     };
     let path = target.split('?').next().unwrap_or("/").to_string();
-    let counted = if proxied {
-        format!("proxied:{path}")
-    } else {
-        path.clone()
+    let counted = match (proxied, method == "HEAD") {
+        (true, _) => format!("proxied:{path}"),
+        (false, true) => format!("HEAD:{path}"),
+        (false, false) => path.clone(),
     };
     *hits.lock().unwrap().entry(counted).or_insert(0) += 1;
     let range_from: Option<usize> = head.lines().find_map(|l| {
@@ -183,7 +184,9 @@ fn serve(
         }
         "/busybox-1.10.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
-            stream.write_all(body)?;
+            if method != "HEAD" {
+                stream.write_all(body)?;
+            }
         }
         "/latest-releases.yaml" => {
             let text = format!(

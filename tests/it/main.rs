@@ -9,6 +9,7 @@ mod doctor;
 mod download;
 mod export;
 mod harness;
+mod imagecheck;
 mod images;
 mod inbox;
 mod leftovers;
