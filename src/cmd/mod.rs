@@ -36,9 +36,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             crate::runtime::start::run(&name).map(|()| 0)
         }
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
-        Cmd::Unpack { dest, source } => crate::store::unpack_helper(&dest, &source).map(|()| 0),
+        Cmd::Unpack { dest, source } => {
+            crate::store::helper_exit(&dest, crate::store::unpack_helper(&dest, &source))
+        }
         Cmd::UnpackLayers { spec, dest } => {
-            crate::store::unpack_layers_helper(&spec, &dest).map(|()| 0)
+            crate::store::helper_exit(&dest, crate::store::unpack_layers_helper(&spec, &dest))
         }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
         Cmd::Create {
