@@ -18,6 +18,7 @@ mod oci_create;
 mod onebox;
 mod project;
 mod registry;
+mod registry_auth;
 mod runtime;
 mod terminal;
 mod trust;
