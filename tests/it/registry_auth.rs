@@ -85,11 +85,42 @@ fn podman_auth_files_are_read_from_every_place_podman_writes_them() {
         stderr(&out)
     );
 
+    // `devbox image check` says "denied" for a source that needs a login it lacks.
+    let cat = env.root.join("catalog");
+    std::fs::create_dir(&cat).unwrap();
+    std::fs::write(
+        cat.join("authos.toml"),
+        format!(
+            "id = \"authos\"\nname = \"Auth OS\"\nfamily = \"apk\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\n\n[[source]]\nkind = \"oci\"\nimage = \"{image}\"\narch = {{ amd64 = \"amd64\", arm64 = \"arm64\" }}\n"
+        ),
+    )
+    .unwrap();
+    let check = || {
+        env.cmd(["image", "check", "authos"])
+            .env("DEVBOX_CATALOG_DIR", &cat)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let row = stdout(&out).lines().nth(1).unwrap_or("").to_string();
+    assert!(
+        row.contains(" denied ") && row.contains("requires authentication"),
+        "{row}"
+    );
+
     // $XDG_RUNTIME_DIR/containers/auth.json (podman login's default).
     let f = env.runtime.join("containers/auth.json");
     put(&env, &f, &auth_json(&host, RIGHT));
     let out = pull(&mut base());
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().nth(1).unwrap_or("").contains(" ok "),
+        "{}",
+        stdout(&out)
+    );
     std::fs::remove_file(&f).unwrap();
 
     // Without XDG_RUNTIME_DIR: $TMPDIR/podman-run-UID/containers/auth.json, /tmp when TMPDIR
