@@ -920,7 +920,7 @@ fn a_catalog_source_without_a_usable_root_falls_through_to_the_next() {
     assert_eq!(env.sh("f", "/bin/busybox echo ok"), "ok\n");
     // Only the working source's image and archive are kept, and its resolution recorded.
     let sha = fixture_sha256();
-    assert_eq!(images(&env), [sha.clone()]);
+    assert_eq!(images(&env), std::slice::from_ref(&sha));
     assert_eq!(cached(&env), [format!("{sha}.archive")]);
     assert_eq!(names(&resolved), ["fallos_1"]);
     assert_eq!(
