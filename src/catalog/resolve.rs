@@ -63,10 +63,6 @@ pub fn one_line(s: &str) -> String {
 
 /// [`resolve`] with `get` fetching the index files (each is read whole into memory).
 pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<Resolved> {
-    let get_json = |url: &str| -> Result<serde_json::Value> {
-        serde_json::from_slice(&get(url)?)
-            .with_context(|| format!("{url} is not the JSON expected"))
-    };
     let get_text = |url: &str| -> Result<String> {
         String::from_utf8(get(url)?).map_err(|_| anyhow!("{url} is not text (UTF-8)"))
     };
@@ -81,10 +77,10 @@ pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> R
         }),
         SourceKind::Simplestreams { url, product } => {
             let index_url = format!("{url}/streams/v1/index.json");
-            let index: simplestreams::Index = typed(&index_url, get_json(&index_url)?)?;
+            let index: simplestreams::Index = json(&index_url, &get(&index_url)?)?;
             let path = simplestreams::products_path(&index, product).map_err(Lookup::NotListed)?;
             let products_url = join_url(url, relative(&path)?);
-            let products: simplestreams::Products = typed(&products_url, get_json(&products_url)?)?;
+            let products: simplestreams::Products = json(&products_url, &get(&products_url)?)?;
             let img = simplestreams::newest(&products, product)
                 .map_err(|e| Lookup::NotListed(format!("{e} (in {products_url})")))?;
             Ok(Resolved::Archive {
@@ -224,9 +220,9 @@ fn unreachable_error(what: &str, url: &str, e: reqwest::Error) -> anyhow::Error 
     anyhow!("{what} {url}: {e:#}\n  hint: check your network or proxy settings")
 }
 
-/// JSON already parsed, as the structure expected.
-fn typed<T: serde::de::DeserializeOwned>(url: &str, v: serde_json::Value) -> Result<T> {
-    serde_json::from_value(v).with_context(|| format!("{url} is not the JSON expected"))
+/// The body of `url` read as the JSON structure expected.
+fn json<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).with_context(|| format!("{url} is not the JSON expected"))
 }
 
 /// What a HEAD request learnt of a file: its size, when the server said.
