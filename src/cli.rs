@@ -347,6 +347,10 @@ source serves is a warning. Run it before a release of devbox and whenever a dis
         /// DISTRO (all its releases) or DISTRO:RELEASE [default: the whole catalog]
         #[arg(add = ArgValueCompleter::new(crate::completions::image_names))]
         names: Vec<String>,
+        /// The sources for this architecture (amd64, arm64, armhf, i386, ppc64el, s390x,
+        /// riscv64, loong64), or `all` for every one a source serves [default: this machine's]
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
         /// Machine-readable output
         #[arg(long)]
         json: bool,

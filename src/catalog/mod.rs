@@ -79,7 +79,7 @@ use serde::Serialize;
 #[allow(unused_imports)] // the catalog's API for create and `image search`
 pub use resolve::{get_bytes, one_line, resolve, Resolved};
 use schema::Entry;
-pub use schema::SourceKind;
+pub use schema::{SourceKind, ARCHES};
 
 /// The catalog files shipped in the binary: (file stem, contents).
 const BUILTIN: &[(&str, &str)] = &[

@@ -165,7 +165,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
         }
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
-        Cmd::Image(ImageCmd::Check { names, json }) => image_check::run(&names, json),
+        Cmd::Image(ImageCmd::Check { names, arch, json }) => {
+            image_check::run(&names, arch.as_deref(), json)
+        }
     }
 }
 

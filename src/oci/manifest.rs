@@ -144,6 +144,18 @@ pub fn go_arch(machine: &str) -> (&str, Option<&'static str>) {
     }
 }
 
+/// The platform images are published under for devbox's (Debian's) name of an architecture
+/// (`armhf` is `linux/arm/v7`, `ppc64el` is `linux/ppc64le`).
+pub fn platform_of_arch(arch: &str) -> Platform {
+    let machine = match arch {
+        "armhf" => "armv7l",
+        "ppc64el" => "ppc64le",
+        a => a,
+    };
+    let (a, variant) = go_arch(machine);
+    Platform::new("linux", a, variant)
+}
+
 /// The x86-64 microarchitecture level (2, 3 or 4) of the CPU whose `/proc/cpuinfo` this is,
 /// from its flags (the psABI's lists); None for the baseline. The first processor's flags
 /// count: all of a machine's processors have the same.

@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
-pub use manifest::{ImageConfig, Platform};
+pub use manifest::{platform_of_arch, ImageConfig, Platform};
 #[allow(unused_imports)]
 pub use reference::Reference;
 

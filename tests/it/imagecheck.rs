@@ -132,7 +132,7 @@ arch = {both}
 fn table_rows(out: &str) -> Vec<Vec<String>> {
     let mut lines = out.lines();
     let head = lines.next().unwrap_or("");
-    let starts: Vec<usize> = ["IMAGE", "RELEASE", "SOURCE", "RESULT", "DETAIL"]
+    let starts: Vec<usize> = ["IMAGE", "RELEASE", "ARCH", "SOURCE", "RESULT", "DETAIL"]
         .iter()
         .map(|c| {
             head.find(c)
@@ -153,8 +153,17 @@ fn table_rows(out: &str) -> Vec<Vec<String>> {
 
 fn row<'a>(rows: &'a [Vec<String>], image: &str, release: &str, source: &str) -> &'a [String] {
     rows.iter()
-        .find(|r| r[0] == image && r[1] == release && r[2].starts_with(source))
+        .find(|r| r[0] == image && r[1] == release && r[3].starts_with(source))
         .unwrap_or_else(|| panic!("no row {image} {release} {source}: {rows:#?}"))
+}
+
+/// devbox's name of this machine's architecture.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("the test catalog has no sources for {other}"),
+    }
 }
 
 /// Files under `dir`, recursively (none when it does not exist).
@@ -201,58 +210,67 @@ fn image_check_reports_each_source_without_downloading_an_image() {
     assert_eq!(rows.len(), 7 + 5, "{table}");
     let multi_manifest = multi["manifest"].as_str().unwrap();
     let oci = row(&rows, "chkos", "1", "oci ");
-    assert_eq!(oci[2], format!("oci {}:multi", reg.repo()), "{table}");
-    assert_eq!(oci[3], "ok", "{table}");
-    assert!(oci[4].starts_with("linux/"), "the platform chosen: {table}");
-    assert!(oci[4].contains(&multi_manifest[..19]), "{table}");
-    assert!(oci[4].contains("(index sha256:"), "{table}");
-    assert!(oci[4].contains("3 layers"), "{table}");
+    assert_eq!(oci[3], format!("oci {}:multi", reg.repo()), "{table}");
+    assert_eq!(oci[4], "ok", "{table}");
+    assert!(oci[5].starts_with("linux/"), "the platform chosen: {table}");
+    assert!(oci[5].contains(&multi_manifest[..19]), "{table}");
+    assert!(oci[5].contains("(index sha256:"), "{table}");
+    assert!(oci[5].contains("3 layers"), "{table}");
     let ss = row(&rows, "chkos", "1", "simplestreams ");
-    assert!(ss[2].ends_with("simos:1:amd64:default") || ss[2].ends_with("simos:1:arm64:default"));
-    assert_eq!(ss[3], "ok", "{table}");
+    assert_eq!(ss[2], host_arch(), "{table}");
     assert!(
-        ss[4].starts_with("busybox-1.10.tar (20261101_01:00), "),
+        ss[3].ends_with(&format!("simos:1:{}:default", host_arch())),
+        "{table}"
+    );
+    assert_eq!(ss[4], "ok", "{table}");
+    assert!(
+        ss[5].starts_with("busybox-1.10.tar (20261101_01:00), "),
         "the newest build: {table}"
     );
     let alp = row(&rows, "chkos", "1", "alpine ");
-    assert_eq!(alp[3], "ok", "{table}");
-    assert!(alp[4].starts_with("busybox-1.10.tar (3.99.1), "), "{table}");
+    assert_eq!(alp[4], "ok", "{table}");
+    assert!(alp[5].starts_with("busybox-1.10.tar (3.99.1), "), "{table}");
     let missing_tag = row(&rows, "chkos", "2", "oci ");
-    assert_eq!(missing_tag[3], "missing", "{table}");
-    assert!(missing_tag[4].contains("not found"), "{table}");
+    assert_eq!(missing_tag[4], "missing", "{table}");
+    assert!(missing_tag[5].contains("not found"), "{table}");
     let sums = row(&rows, "chkos", "2", "sumsfile ");
-    assert_eq!(sums[3], "ok", "{table}");
-    assert!(sums[4].starts_with("busybox-1.10.tar (1.10), "), "{table}");
-    assert!(!sums[4].contains("size not told"), "{table}");
+    assert_eq!(sums[4], "ok", "{table}");
+    assert!(sums[5].starts_with("busybox-1.10.tar (1.10), "), "{table}");
+    assert!(!sums[5].contains("size not told"), "{table}");
     let pinned = row(&rows, "chkos", "2", "pinned ");
-    assert_eq!(pinned[3], "ok", "{table}");
-    assert!(pinned[4].starts_with("busybox-rootfs.tar, "), "{table}");
+    assert_eq!(pinned[4], "ok", "{table}");
+    assert!(pinned[5].starts_with("busybox-rootfs.tar, "), "{table}");
     // No source for this machine: shown, not counted as a failure.
     let none = row(&rows, "chkos", "3", "-");
-    assert_eq!(none[3], "-", "{table}");
-    assert!(none[4].contains("no image for this machine"), "{table}");
+    assert_eq!(none[4], "-", "{table}");
+    assert!(none[5].contains("no image for this machine"), "{table}");
     for r in rows.iter().filter(|r| r[0] == "gone") {
-        assert_eq!(r[3], "missing", "{r:?}\n{table}");
-        assert!(!r[4].is_empty() && !r[4].contains("hint:"), "{table}");
+        assert_eq!(r[4], "missing", "{r:?}\n{table}");
+        assert!(!r[5].is_empty() && !r[5].contains("hint:"), "{table}");
     }
     assert!(
-        row(&rows, "gone", "1", "simplestreams ")[4].contains("does not list gone:1:"),
+        row(&rows, "gone", "1", "simplestreams ")[5].contains("does not list gone:1:"),
         "{table}"
     );
     assert!(
-        row(&rows, "gone", "1", "pinned ")[4].contains("404"),
+        row(&rows, "gone", "1", "pinned ")[5].contains("404"),
         "{table}"
     );
     assert!(
         err.contains("Checked 11 sources of 3 releases: 5 ok, 6 missing, 0 denied, 0 error"),
         "{err}"
     );
+    let arch = host_arch();
     assert!(
-        err.contains("warning: chkos:2: 1 source failed; another source serves it"),
+        err.contains(&format!(
+            "warning: chkos:2 ({arch}): 1 source failed; another source serves it"
+        )),
         "{err}"
     );
     assert!(
-        err.contains("error: 1 release has no working source: gone:1"),
+        err.contains(&format!(
+            "error: 1 release has no working source: gone:1 ({arch})"
+        )),
         "{err}"
     );
 
@@ -264,6 +282,7 @@ fn image_check_reports_each_source_without_downloading_an_image() {
     assert_eq!(json.len(), 7, "{json:?}");
     assert_eq!(json[0]["image"], "chkos");
     assert_eq!(json[0]["release"], "1");
+    assert_eq!(json[0]["arch"], host_arch());
     assert_eq!(json[0]["kind"], "oci");
     assert_eq!(json[0]["source"], format!("{}:multi", reg.repo()));
     assert_eq!(json[0]["result"], "ok");
@@ -274,6 +293,38 @@ fn image_check_reports_each_source_without_downloading_an_image() {
     let out = check(&["chkos:1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(table_rows(&stdout(&out)).len(), 3);
+    // Another architecture's sources: the index's other platform, the image server's other
+    // product; Alpine's index lists no other architecture.
+    let other = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let out = check(&["chkos:1", "--arch", other]);
+    let table = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{table}{}", stderr(&out));
+    let rows = table_rows(&table);
+    assert!(rows.iter().all(|r| r[2] == other), "{table}");
+    let oci = row(&rows, "chkos", "1", "oci ");
+    assert_eq!(oci[4], "ok", "{table}");
+    assert!(
+        oci[5].starts_with(&format!(
+            "linux/{other} {}",
+            &multi["dummy_manifest"].as_str().unwrap()[..19]
+        )),
+        "{table}"
+    );
+    assert!(oci[5].contains("1 layer,"), "{table}");
+    let ss = row(&rows, "chkos", "1", "simplestreams ");
+    assert!(
+        ss[3].ends_with(&format!("simos:1:{other}:default")),
+        "{table}"
+    );
+    assert_eq!(ss[4], "ok", "{table}");
+    assert_eq!(row(&rows, "chkos", "1", "alpine ")[4], "missing", "{table}");
+    let out = check(&["chkos:1", "--arch", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(table_rows(&stdout(&out)).len(), 6, "{}", stdout(&out));
     let out = check(&["chkos:9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
