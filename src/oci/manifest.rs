@@ -533,6 +533,19 @@ mod tests {
     }
 
     #[test]
+    fn maps_devbox_arches_to_platforms() {
+        let p = |a: &str| platform_of_arch(a).to_string();
+        assert_eq!(p("amd64"), "linux/amd64");
+        assert_eq!(p("arm64"), "linux/arm64");
+        assert_eq!(p("armhf"), "linux/arm/v7");
+        assert_eq!(p("i386"), "linux/386");
+        assert_eq!(p("ppc64el"), "linux/ppc64le");
+        assert_eq!(p("s390x"), "linux/s390x");
+        assert_eq!(p("riscv64"), "linux/riscv64");
+        assert_eq!(p("loong64"), "linux/loong64");
+    }
+
+    #[test]
     fn parses_manifest_kinds() {
         let img = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":2},"layers":[]}"#;
         assert!(matches!(parse_manifest(None, img), Ok(Manifest::Image(_))));
