@@ -7,8 +7,9 @@
 //! whose `id` is already known replaces the earlier entry whole; a new `id` adds a
 //! distribution.
 //!
-//! Parsing (`schema`) is separate from lookup (here) and from resolution (`resolve`, the only
-//! part that touches the network).
+//! Parsing (`schema`) is separate from lookup (here) and from resolution (`resolve`, and
+//! `check`, which asks whether a source answers without downloading its image: the only parts
+//! that touch the network).
 //!
 //! # Entry format (one TOML file per distribution)
 //!
