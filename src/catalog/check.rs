@@ -70,7 +70,8 @@ pub fn check(
 /// `linux/amd64 sha256:0123456789ab (index sha256:...), 3 layers, 40.1 MiB`.
 fn check_oci(image: &str, opts: &oci::Options) -> Result<String> {
     let r = oci::Reference::parse(image)?;
-    let p = oci::probe(&r, opts)?;
+    // Said with --verbose: a credential file passed over can explain a "denied".
+    let p = oci::probe(&r, opts, &|m| crate::ui::detail(format_args!("{r}: {m}")))?;
     let mut s = String::new();
     if let Some(platform) = &p.platform {
         s.push_str(&format!("{platform} "));

@@ -603,10 +603,14 @@ pub struct Probed {
 /// Whether `r` can be pulled, as far as the registry's manifests tell: the manifest (and any
 /// index, with the platform chosen as a pull would) is fetched and checked for what devbox can
 /// apply. Neither the config nor a layer is downloaded and nothing is cached; mirrors are not
-/// used (the registry itself is what is asked about).
-pub fn probe(r: &Reference, opts: &Options) -> Result<Probed, OciError> {
-    let (client, _notes) = Client::new(r, opts)?;
-    let s = select(&client, None, r, opts, &|_| {})?;
+/// used (the registry itself is what is asked about). `note` hears what a pull would say on
+/// the way (credential files passed over, retries).
+pub fn probe(r: &Reference, opts: &Options, note: &dyn Fn(String)) -> Result<Probed, OciError> {
+    let (client, notes) = Client::new(r, opts)?;
+    for n in notes {
+        note(format!("warning: {n}"));
+    }
+    let s = select(&client, None, r, opts, note)?;
     check_appliable(r, &s.image)?;
     Ok(Probed {
         manifest_digest: s.manifest_digest,
