@@ -341,4 +341,24 @@ pub enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the servers whether every catalog source still serves its release (for maintainers)
+    #[command(
+        long_about = "Ask the live servers whether each source of each release still \
+answers, without downloading an image: OCI manifests and indexes (the platform chosen as a pull \
+would), the LXC server's index, checksum lists and Alpine's release index, and a HEAD request \
+for each archive. One row per release and source.\n\n\
+Exit status 1 when a release has no working source; a failed source whose release another \
+source serves is a warning. Run it before a release of devbox and whenever a distribution ships."
+    )]
+    Check {
+        /// DISTRO (all its releases) or DISTRO:RELEASE [default: the whole catalog]
+        names: Vec<String>,
+        /// The sources for this architecture (amd64, arm64, armhf, i386, ppc64el, s390x,
+        /// riscv64, loong64), or `all` for every one a source serves [default: this machine's]
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }

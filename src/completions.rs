@@ -186,6 +186,7 @@ pub fn command() -> clap::Command {
         })
         .mut_subcommand("image", |c| {
             c.mut_subcommand("pull", |p| p.mut_arg("image", |a| a.add(images())))
+                .mut_subcommand("check", |p| p.mut_arg("names", |a| a.add(images())))
                 .mut_subcommand("rm", |r| {
                     r.mut_arg("images", |a| a.add(ArgValueCandidates::new(store_images)))
                 })

@@ -135,7 +135,7 @@ fn import_url(
         Err(fetch::StreamError::Download(e)) => (None, Err(Fed::Source(e))),
         Err(fetch::StreamError::Sink(e)) => (None, Err(Fed::Sink(e.to_string()))),
     };
-    let unpacked = finish_unpack(&mut child, relay, fed, url, url, r)?;
+    let unpacked = finish_unpack(&mut child, relay, &staging.tmp, fed, url, url, r)?;
     let fetched = fetched.context("the download ended without a result")?;
     if unpacked == Unpacked::Layout {
         // Verified and kept like any download; read as the image it holds.
@@ -271,6 +271,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
 fn finish_unpack(
     child: &mut std::process::Child,
     relay: Relay,
+    dest: &Path,
     fed: Result<(), Fed>,
     what: &str,
     source: &str,
@@ -291,7 +292,7 @@ fn finish_unpack(
             if status.success() {
                 bail!("cannot pass {what} to devbox's unpack helper: {detail}; nothing was kept");
             }
-            bail!("cannot unpack {source} (see above); nothing was kept");
+            return Err(helper_failed(dest, source));
         }
     }
     let spinner = r.activity("Unpacking");
@@ -304,9 +305,38 @@ fn finish_unpack(
         return Ok(Unpacked::Layout);
     }
     if !status.success() {
-        bail!("cannot unpack {source} (see above); nothing was kept");
+        return Err(helper_failed(dest, source));
     }
     Ok(Unpacked::Root)
+}
+
+/// Where an unpack helper that failed leaves its reason, in the directory it was to unpack
+/// into: the command that started it says it in its own error, which then is whole on one
+/// line (a catalog's list of failed sources shows one line per source).
+const FAILURE_FILE: &str = "failure";
+
+/// The exit of an unpack helper (`__unpack`, `__unpack-layers`) given `dest`: a failure is
+/// left in `dest` for the caller to say (status 1, nothing printed here); only when that
+/// cannot be written is it this process's error.
+pub fn helper_exit(dest: &Path, result: Result<()>) -> Result<i32> {
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) => match std::fs::write(dest.join(FAILURE_FILE), format!("{e:#}")) {
+            Ok(()) => Ok(1),
+            Err(_) => Err(e),
+        },
+    }
+}
+
+/// The error for an unpack helper given `dest` that failed: its reason, else a pointer to
+/// what it printed.
+fn helper_failed(dest: &Path, source: &str) -> anyhow::Error {
+    match std::fs::read_to_string(dest.join(FAILURE_FILE)) {
+        Ok(why) if !why.trim().is_empty() => {
+            anyhow::anyhow!("cannot unpack {source}, nothing was kept: {}", why.trim())
+        }
+        _ => anyhow::anyhow!("cannot unpack {source} (see above); nothing was kept"),
+    }
 }
 
 /// What the unpack helper found in an archive.
@@ -326,7 +356,7 @@ enum Fed {
 
 /// Options of the OCI client from the user configuration: `insecure_registries` are spoken
 /// to over plain http, `registry_mirrors` are tried before their registry.
-fn oci_options() -> Result<crate::oci::Options> {
+pub(crate) fn oci_options() -> Result<crate::oci::Options> {
     use crate::project::{resolve, Defaults, Flags, HostEnv, UserConfig};
     let user = UserConfig::load(&HostEnv::current())?;
     let settings = resolve(&Flags::default(), None, &user, &Defaults::builtin());
@@ -400,6 +430,7 @@ fn apply_layers(
     finish_unpack(
         &mut child,
         relay,
+        &staging.tmp,
         fed,
         &format!("the layers of {source}"),
         source,
@@ -603,7 +634,7 @@ fn unpack_file_locked(
         return import_layout_archive(dirs, archive, r);
     }
     if !status.success() {
-        bail!("cannot unpack {source} (see above); nothing was kept");
+        return Err(helper_failed(&staging.tmp, source));
     }
     let rec = ImageRecord {
         id: id.to_string(),
@@ -1407,7 +1438,7 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
     }
     if let Err(why) = crate::unpack::check_usable_root(&root) {
         let _ = std::fs::remove_dir_all(&root);
-        anyhow::bail!("{source} gives no usable root file system: {why}");
+        anyhow::bail!("no usable root file system: {why}");
     }
     if stats.devices_skipped > 0 {
         crate::ui::note(format_args!(
@@ -1515,7 +1546,7 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     }
     if let Err(why) = crate::unpack::check_usable_root(&root) {
         let _ = std::fs::remove_dir_all(&root);
-        bail!("the image gives no usable root file system: {why}");
+        bail!("no usable root file system: {why}");
     }
     if devices > 0 {
         crate::ui::note(format_args!(

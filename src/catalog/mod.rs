@@ -7,8 +7,9 @@
 //! whose `id` is already known replaces the earlier entry whole; a new `id` adds a
 //! distribution.
 //!
-//! Parsing (`schema`) is separate from lookup (here) and from resolution (`resolve`, the only
-//! part that touches the network).
+//! Parsing (`schema`) is separate from lookup (here) and from resolution (`resolve`, and
+//! `check`, which asks whether a source answers without downloading its image: the only parts
+//! that touch the network).
 //!
 //! # Entry format (one TOML file per distribution)
 //!
@@ -60,6 +61,7 @@
 //! the error names the file.
 
 mod alpine;
+pub mod check;
 mod resolve;
 mod schema;
 mod simplestreams;
@@ -76,9 +78,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 #[allow(unused_imports)] // the catalog's API for create and `image search`
-pub use resolve::{one_line, resolve, Resolved};
+pub use resolve::{get_bytes, one_line, resolve, Resolved};
 use schema::Entry;
-pub use schema::SourceKind;
+pub use schema::{SourceKind, ARCHES};
 
 /// The catalog files shipped in the binary: (file stem, contents).
 const BUILTIN: &[(&str, &str)] = &[
@@ -134,7 +136,6 @@ pub struct Source {
 }
 
 impl Source {
-    #[cfg(test)]
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SourceKind::Oci { .. } => "oci",
@@ -142,6 +143,18 @@ impl Source {
             SourceKind::Sumsfile { .. } => "sumsfile",
             SourceKind::Alpine { .. } => "alpine",
             SourceKind::Pinned { .. } => "pinned",
+        }
+    }
+
+    /// What the source names, in one short string: the image reference, or the URL with the
+    /// product, file pattern or flavor looked for there.
+    pub fn reference(&self) -> String {
+        match &self.kind {
+            SourceKind::Oci { image } => image.clone(),
+            SourceKind::Simplestreams { url, product } => format!("{url} {product}"),
+            SourceKind::Sumsfile { url, pattern, .. } => format!("{url} {pattern}"),
+            SourceKind::Alpine { url, flavor } => format!("{url} {flavor}"),
+            SourceKind::Pinned { url, .. } => url.clone(),
         }
     }
 }
@@ -387,51 +400,11 @@ impl Catalog {
 
     /// `lookup` for devbox arch `arch` instead of this machine's.
     pub fn lookup_for_arch(&self, reference: &str, arch: &str) -> Result<Choice, CatalogError> {
-        let given = reference.trim().to_ascii_lowercase();
-        let bad = || CatalogError::BadReference {
-            given: reference.to_string(),
-        };
-        let (d, r) = match given.split_once(':') {
-            Some((d, r)) => (d, Some(r)),
-            None => (given.as_str(), None),
-        };
-        if d.is_empty() || r.is_some_and(|r| r.is_empty() || r.contains(':')) {
-            return Err(bad());
-        }
-        let entry = match self.ids_named(d).as_slice() {
-            [id] => &self.entries[*id].entry,
-            [] => {
-                return Err(CatalogError::UnknownDistro {
-                    given: d.to_string(),
-                    suggestions: close_matches(d, self.distro_names()),
-                })
-            }
-            many => {
-                return Err(CatalogError::Ambiguous {
-                    given: d.to_string(),
-                    candidates: many.iter().map(|s| s.to_string()).collect(),
-                })
-            }
-        };
-        let release = match r {
+        let (d, r) = split_reference(reference)?;
+        let entry = self.entry_named(&d)?;
+        let release = match r.as_deref() {
             None => entry.release(&entry.default_release).expect("validated"),
-            Some(r) => entry
-                .releases
-                .iter()
-                .find(|rel| rel.name == r || rel.aliases.iter().any(|a| a == r))
-                .ok_or_else(|| CatalogError::UnknownRelease {
-                    distro: entry.id.clone(),
-                    given: r.to_string(),
-                    suggestions: close_matches(
-                        r,
-                        entry
-                            .releases
-                            .iter()
-                            .flat_map(|rel| std::iter::once(&rel.name).chain(&rel.aliases))
-                            .cloned(),
-                    ),
-                    available: entry.releases.iter().map(release_label).collect(),
-                })?,
+            Some(r) => release_named(entry, r)?,
         };
         let mut sources = Vec::new();
         for src in &entry.sources {
@@ -468,6 +441,48 @@ impl Catalog {
             sources,
             toolbox_notes: entry.toolbox_notes.clone(),
         })
+    }
+
+    /// The entry whose id or alias is `d` (lowercase).
+    fn entry_named(&self, d: &str) -> Result<&Entry, CatalogError> {
+        match self.ids_named(d).as_slice() {
+            [id] => Ok(&self.entries[*id].entry),
+            [] => Err(CatalogError::UnknownDistro {
+                given: d.to_string(),
+                suggestions: close_matches(d, self.distro_names()),
+            }),
+            many => Err(CatalogError::Ambiguous {
+                given: d.to_string(),
+                candidates: many.iter().map(|s| s.to_string()).collect(),
+            }),
+        }
+    }
+
+    /// `DISTRO:RELEASE` (canonical names) of every release `refs` name: `DISTRO` is all of its
+    /// releases, `DISTRO:RELEASE` that one; no refs, every release of every entry. In catalog
+    /// order, without repeats.
+    pub fn releases_named(&self, refs: &[String]) -> Result<Vec<String>, CatalogError> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |e: &Entry, r: &schema::Release| {
+            let name = format!("{}:{}", e.id, r.name);
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        };
+        if refs.is_empty() {
+            for l in self.entries.values() {
+                l.entry.releases.iter().for_each(|r| add(&l.entry, r));
+            }
+        }
+        for reference in refs {
+            let (d, r) = split_reference(reference)?;
+            let entry = self.entry_named(&d)?;
+            match r.as_deref() {
+                Some(r) => add(entry, release_named(entry, r)?),
+                None => entry.releases.iter().for_each(|r| add(entry, r)),
+            }
+        }
+        Ok(out)
     }
 
     fn distro_names(&self) -> impl Iterator<Item = String> + '_ {
@@ -567,6 +582,42 @@ fn row(l: &Loaded) -> SearchRow {
         toolbox_notes: e.toolbox_notes.clone(),
         origin: l.origin.to_string(),
     }
+}
+
+/// `DISTRO[:RELEASE]`, lowercase, split in two.
+fn split_reference(reference: &str) -> Result<(String, Option<String>), CatalogError> {
+    let given = reference.trim().to_ascii_lowercase();
+    let (d, r) = match given.split_once(':') {
+        Some((d, r)) => (d, Some(r)),
+        None => (given.as_str(), None),
+    };
+    if d.is_empty() || r.is_some_and(|r| r.is_empty() || r.contains(':')) {
+        return Err(CatalogError::BadReference {
+            given: reference.to_string(),
+        });
+    }
+    Ok((d.to_string(), r.map(str::to_string)))
+}
+
+/// The release of `entry` whose name or alias is `r`.
+fn release_named<'a>(entry: &'a Entry, r: &str) -> Result<&'a schema::Release, CatalogError> {
+    entry
+        .releases
+        .iter()
+        .find(|rel| rel.name == r || rel.aliases.iter().any(|a| a == r))
+        .ok_or_else(|| CatalogError::UnknownRelease {
+            distro: entry.id.clone(),
+            given: r.to_string(),
+            suggestions: close_matches(
+                r,
+                entry
+                    .releases
+                    .iter()
+                    .flat_map(|rel| std::iter::once(&rel.name).chain(&rel.aliases))
+                    .cloned(),
+            ),
+            available: entry.releases.iter().map(release_label).collect(),
+        })
 }
 
 /// `13 (trixie, stable)`.

@@ -28,9 +28,23 @@ pub enum Resolved {
 /// The largest index file read (the LXC server's images.json is a few MiB).
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Why a lookup found nothing, as opposed to failing: the server answered with an error
+/// status, or its index does not list what the source names. (`devbox image check` tells
+/// "missing" and "denied" from other failures by these.)
+#[derive(Debug, thiserror::Error)]
+pub enum Lookup {
+    #[error("cannot fetch {url}: the server answered {status}\n  hint: the catalog entry may be out of date; try another release or source")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{0}")]
+    NotListed(String),
+}
+
 /// Resolves one source of `choice`: network for simplestreams, sumsfile and alpine sources.
 pub fn resolve(choice: &Choice, source: &Source) -> Result<Resolved> {
-    resolve_inner(source).with_context(|| {
+    resolve_with(source, &get_bytes).with_context(|| {
         format!(
             "cannot resolve {}:{} ({}) from {source}",
             choice.distro, choice.release, source.arch
@@ -47,7 +61,11 @@ pub fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn resolve_inner(source: &Source) -> Result<Resolved> {
+/// [`resolve`] with `get` fetching the index files (each is read whole into memory).
+pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<Resolved> {
+    let get_text = |url: &str| -> Result<String> {
+        String::from_utf8(get(url)?).map_err(|_| anyhow!("{url} is not text (UTF-8)"))
+    };
     match &source.kind {
         SourceKind::Oci { image } => Ok(Resolved::Oci {
             reference: image.clone(),
@@ -59,12 +77,12 @@ fn resolve_inner(source: &Source) -> Result<Resolved> {
         }),
         SourceKind::Simplestreams { url, product } => {
             let index_url = format!("{url}/streams/v1/index.json");
-            let index: simplestreams::Index = get_json(&index_url)?;
-            let path = simplestreams::products_path(&index, product).map_err(|e| anyhow!(e))?;
+            let index: simplestreams::Index = json(&index_url, &get(&index_url)?)?;
+            let path = simplestreams::products_path(&index, product).map_err(Lookup::NotListed)?;
             let products_url = join_url(url, relative(&path)?);
-            let products: simplestreams::Products = get_json(&products_url)?;
+            let products: simplestreams::Products = json(&products_url, &get(&products_url)?)?;
             let img = simplestreams::newest(&products, product)
-                .map_err(|e| anyhow!("{e} (in {products_url})"))?;
+                .map_err(|e| Lookup::NotListed(format!("{e} (in {products_url})")))?;
             Ok(Resolved::Archive {
                 url: join_url(url, relative(&img.path)?),
                 sha256: img.sha256,
@@ -75,8 +93,8 @@ fn resolve_inner(source: &Source) -> Result<Resolved> {
             let pattern = sums::Pattern::parse(pattern).map_err(|e| anyhow!(e))?;
             let text = get_text(url)?;
             let list = sums::parse(&text);
-            let (sum, version) =
-                sums::pick(&list, &pattern).map_err(|e| anyhow!("{e} (in {url})"))?;
+            let (sum, version) = sums::pick(&list, &pattern)
+                .map_err(|e| Lookup::NotListed(format!("{e} (in {url})")))?;
             Ok(Resolved::Archive {
                 url: join_url(base, file_name(&sum.name)?),
                 sha256: Some(sum.sha256.clone()),
@@ -87,7 +105,7 @@ fn resolve_inner(source: &Source) -> Result<Resolved> {
             let text = get_text(url)?;
             let records = alpine::parse(&text).map_err(|e| anyhow!("{url}: {e}"))?;
             let p = alpine::pick(&records, flavor, &source.arch)
-                .map_err(|e| anyhow!("{e} (in {url})"))?;
+                .map_err(|e| Lookup::NotListed(format!("{e} (in {url})")))?;
             Ok(Resolved::Archive {
                 url: join_url(&parent_url(url), file_name(&p.file)?),
                 sha256: Some(p.sha256),
@@ -158,7 +176,8 @@ fn is_loopback(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn get_bytes(url: &str) -> Result<Vec<u8>> {
+/// A client for the catalog's servers (no proxy for loopback ones).
+fn client(url: &str) -> Result<reqwest::blocking::Client> {
     let mut builder = reqwest::blocking::Client::builder()
         .user_agent(concat!("devbox/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(20))
@@ -167,13 +186,22 @@ fn get_bytes(url: &str) -> Result<Vec<u8>> {
         // A proxy cannot reach this machine's loopback; a loopback source means "here".
         builder = builder.no_proxy();
     }
-    let client = builder.build()?;
-    let resp = client.get(url).send().with_context(|| {
-        format!("cannot fetch {url}\n  hint: check your network or proxy settings")
-    })?;
+    Ok(builder.build()?)
+}
+
+/// An index file, read whole (at most [`MAX_INDEX_BYTES`]).
+pub fn get_bytes(url: &str) -> Result<Vec<u8>> {
+    let resp = client(url)?
+        .get(url)
+        .send()
+        .map_err(|e| unreachable_error("cannot fetch", url, e))?;
     let status = resp.status();
     if !status.is_success() {
-        bail!("cannot fetch {url}: the server answered {status}\n  hint: the catalog entry may be out of date; try another release or source");
+        return Err(Lookup::Status {
+            url: url.to_string(),
+            status,
+        }
+        .into());
     }
     let mut body = Vec::new();
     resp.take(MAX_INDEX_BYTES + 1)
@@ -185,14 +213,47 @@ fn get_bytes(url: &str) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn get_text(url: &str) -> Result<String> {
-    let body = get_bytes(url)?;
-    String::from_utf8(body).map_err(|_| anyhow!("{url} is not text (UTF-8)"))
+/// A request that got no answer: the cause on the first line (lists of failures show only
+/// that line), the hint below.
+fn unreachable_error(what: &str, url: &str, e: reqwest::Error) -> anyhow::Error {
+    let e = anyhow::Error::from(e);
+    anyhow!("{what} {url}: {e:#}\n  hint: check your network or proxy settings")
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
-    let body = get_bytes(url)?;
-    serde_json::from_slice(&body).with_context(|| format!("{url} is not the JSON expected"))
+/// The body of `url` read as the JSON structure expected.
+fn json<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).with_context(|| format!("{url} is not the JSON expected"))
+}
+
+/// What a HEAD request learnt of a file: its size, when the server said.
+pub struct Head {
+    pub size: Option<u64>,
+}
+
+/// Asks the server about `url` with a HEAD request (no body is sent back). A server that does
+/// not answer HEAD requests (405, 501) says nothing either way: `Ok` without a size.
+pub fn head(url: &str) -> Result<Head> {
+    let resp = client(url)?
+        .head(url)
+        .send()
+        .map_err(|e| unreachable_error("cannot reach", url, e))?;
+    let status = resp.status();
+    if status.as_u16() == 405 || status.as_u16() == 501 {
+        return Ok(Head { size: None });
+    }
+    if !status.is_success() {
+        return Err(Lookup::Status {
+            url: url.to_string(),
+            status,
+        }
+        .into());
+    }
+    let size = resp
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok(Head { size })
 }
 
 #[cfg(test)]

@@ -493,6 +493,39 @@ fn malformed_references_are_refused() {
     assert!(msg.contains("DISTRO:RELEASE"), "{msg}");
 }
 
+/// What `devbox image check` goes through: every release of a name, one release, the whole
+/// catalog; canonical names, no repeats, errors as `lookup` gives them.
+#[test]
+fn releases_are_named_for_checking() {
+    let cat = builtin();
+    let all = cat.releases_named(&[]).unwrap();
+    assert!(all.contains(&"debian:13".to_string()), "{all:?}");
+    assert!(all.contains(&"archlinux:latest".to_string()), "{all:?}");
+    let n = |refs: &[&str]| {
+        let refs: Vec<String> = refs.iter().map(|s| s.to_string()).collect();
+        cat.releases_named(&refs)
+    };
+    let deb = n(&["debian"]).unwrap();
+    assert_eq!(deb[0], "debian:13");
+    assert!(deb.len() >= 3 && deb.iter().all(|r| r.starts_with("debian:")));
+    assert_eq!(
+        n(&["debian:trixie", "debian:13", "Arch"]).unwrap(),
+        ["debian:13", "archlinux:latest"]
+    );
+    assert!(matches!(
+        n(&["debian:99"]),
+        Err(CatalogError::UnknownRelease { .. })
+    ));
+    assert!(matches!(
+        n(&["debain"]),
+        Err(CatalogError::UnknownDistro { .. })
+    ));
+    assert!(matches!(
+        n(&["debian:"]),
+        Err(CatalogError::BadReference { .. })
+    ));
+}
+
 #[test]
 fn no_image_for_the_architecture_says_which_exist() {
     let cat = builtin();

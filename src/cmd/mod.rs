@@ -7,6 +7,7 @@ mod doctor;
 mod enter;
 mod export;
 mod image;
+mod image_check;
 mod image_search;
 mod init;
 pub mod inspect;
@@ -35,9 +36,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             crate::runtime::start::run(&name).map(|()| 0)
         }
         Cmd::StopHelper { name } => crate::runtime::stop::run(&name).map(|()| 0),
-        Cmd::Unpack { dest, source } => crate::store::unpack_helper(&dest, &source).map(|()| 0),
+        Cmd::Unpack { dest, source } => {
+            crate::store::helper_exit(&dest, crate::store::unpack_helper(&dest, &source))
+        }
         Cmd::UnpackLayers { spec, dest } => {
-            crate::store::unpack_layers_helper(&spec, &dest).map(|()| 0)
+            crate::store::helper_exit(&dest, crate::store::unpack_layers_helper(&spec, &dest))
         }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
         Cmd::Create {
@@ -166,6 +169,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
         }
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
+        Cmd::Image(ImageCmd::Check { names, arch, json }) => {
+            image_check::run(&names, arch.as_deref(), json)
+        }
     }
 }
 

@@ -125,26 +125,34 @@ impl Credentials {
 /// `$TMPDIR/podman-run-UID/...`) and `~/.config/containers/auth.json`, then Docker's
 /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
 pub fn default_auth_files() -> Vec<PathBuf> {
-    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
+    auth_files(
+        &|name| std::env::var_os(name),
+        nix::unistd::getuid().as_raw(),
+    )
+}
+
+/// [`default_auth_files`] for the environment `var` and user `uid` (unit-tested with both
+/// made up).
+fn auth_files(var: &dyn Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> Vec<PathBuf> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(f) = var("REGISTRY_AUTH_FILE") {
         return vec![PathBuf::from(f)];
     }
     let mut files = Vec::new();
-    let uid = nix::unistd::getuid().as_raw();
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+    match var("XDG_RUNTIME_DIR") {
         Some(rt) => files.push(Path::new(&rt).join("containers/auth.json")),
         None => {
             files.push(PathBuf::from(format!(
                 "/run/user/{uid}/containers/auth.json"
             )));
-            let tmp = std::env::var_os("TMPDIR")
-                .filter(|d| !d.is_empty())
+            let tmp = var("TMPDIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp"));
             files.push(tmp.join(format!("podman-run-{uid}/containers/auth.json")));
         }
     }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-    match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+    let home = var("HOME");
+    match var("XDG_CONFIG_HOME") {
         Some(c) => files.push(Path::new(&c).join("containers/auth.json")),
         None => {
             if let Some(h) = &home {
@@ -152,7 +160,7 @@ pub fn default_auth_files() -> Vec<PathBuf> {
             }
         }
     }
-    match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+    match var("DOCKER_CONFIG") {
         Some(d) => files.push(Path::new(&d).join("config.json")),
         None => {
             if let Some(h) = &home {
@@ -558,6 +566,74 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where podman (and then Docker) keep credentials, for each way the environment can be.
+    #[test]
+    fn auth_files_are_where_podman_and_docker_write_them() {
+        let files = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            auth_files(
+                &|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()),
+                1000,
+            )
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+        };
+        let home = ("HOME", "/home/u");
+        assert_eq!(
+            files(&[home, ("XDG_RUNTIME_DIR", "/run/user/1000")]),
+            [
+                "/run/user/1000/containers/auth.json",
+                "/home/u/.config/containers/auth.json",
+                "/home/u/.docker/config.json"
+            ]
+        );
+        // Without XDG_RUNTIME_DIR podman uses /run/user/UID when it can, else a directory
+        // in $TMPDIR (default /tmp).
+        assert_eq!(
+            files(&[home]),
+            [
+                "/run/user/1000/containers/auth.json",
+                "/tmp/podman-run-1000/containers/auth.json",
+                "/home/u/.config/containers/auth.json",
+                "/home/u/.docker/config.json"
+            ]
+        );
+        assert_eq!(
+            files(&[home, ("XDG_RUNTIME_DIR", ""), ("TMPDIR", "/var/tmp/u")])[1],
+            "/var/tmp/u/podman-run-1000/containers/auth.json"
+        );
+        assert_eq!(
+            files(&[
+                home,
+                ("XDG_RUNTIME_DIR", "/rt"),
+                ("XDG_CONFIG_HOME", "/cfg"),
+                ("DOCKER_CONFIG", "/dk")
+            ]),
+            [
+                "/rt/containers/auth.json",
+                "/cfg/containers/auth.json",
+                "/dk/config.json"
+            ]
+        );
+        // REGISTRY_AUTH_FILE alone, as podman reads it.
+        assert_eq!(
+            files(&[
+                home,
+                ("XDG_RUNTIME_DIR", "/rt"),
+                ("REGISTRY_AUTH_FILE", "/etc/my-auth.json")
+            ]),
+            ["/etc/my-auth.json"]
+        );
+        assert_eq!(
+            files(&[("XDG_RUNTIME_DIR", "/rt")]),
+            ["/rt/containers/auth.json"]
+        );
+    }
 
     #[test]
     fn parses_bearer_challenges_with_commas_in_quotes() {

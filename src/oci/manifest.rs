@@ -144,6 +144,18 @@ pub fn go_arch(machine: &str) -> (&str, Option<&'static str>) {
     }
 }
 
+/// The platform images are published under for devbox's (Debian's) name of an architecture
+/// (`armhf` is `linux/arm/v7`, `ppc64el` is `linux/ppc64le`).
+pub fn platform_of_arch(arch: &str) -> Platform {
+    let machine = match arch {
+        "armhf" => "armv7l",
+        "ppc64el" => "ppc64le",
+        a => a,
+    };
+    let (a, variant) = go_arch(machine);
+    Platform::new("linux", a, variant)
+}
+
 /// The x86-64 microarchitecture level (2, 3 or 4) of the CPU whose `/proc/cpuinfo` this is,
 /// from its flags (the psABI's lists); None for the baseline. The first processor's flags
 /// count: all of a machine's processors have the same.
@@ -518,6 +530,19 @@ mod tests {
         let host = Platform::host();
         assert_eq!(host.os, "linux");
         assert!(!host.architecture.is_empty());
+    }
+
+    #[test]
+    fn maps_devbox_arches_to_platforms() {
+        let p = |a: &str| platform_of_arch(a).to_string();
+        assert_eq!(p("amd64"), "linux/amd64");
+        assert_eq!(p("arm64"), "linux/arm64");
+        assert_eq!(p("armhf"), "linux/arm/v7");
+        assert_eq!(p("i386"), "linux/386");
+        assert_eq!(p("ppc64el"), "linux/ppc64le");
+        assert_eq!(p("s390x"), "linux/s390x");
+        assert_eq!(p("riscv64"), "linux/riscv64");
+        assert_eq!(p("loong64"), "linux/loong64");
     }
 
     #[test]

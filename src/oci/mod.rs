@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
-pub use manifest::{ImageConfig, Platform};
+pub use manifest::{platform_of_arch, ImageConfig, Platform};
 #[allow(unused_imports)]
 pub use reference::Reference;
 
@@ -391,64 +391,12 @@ fn prepare_from(
     }
     let note = |m: String| reporter.step(&m);
 
-    // The manifest the reference names: by digest from the cache if possible.
-    let (top, top_digest) = match &r.digest {
-        Some(d) => (
-            manifest_by_digest(&client, &store, d, None, &note)?,
-            d.clone(),
-        ),
-        None => {
-            let tag = r.tag.as_deref().unwrap_or("latest");
-            let (body, ct) = client.manifest(tag, MAX_MANIFEST, &note)?;
-            let d = blob::sha256_digest(&body);
-            let m = manifest::parse_manifest(ct.as_deref(), &body).map_err(|what| {
-                OciError::Unsupported {
-                    reference: r.to_string(),
-                    what,
-                }
-            })?;
-            store.put(&d, &body)?;
-            (m, d)
-        }
-    };
-    let (image, manifest_digest, index_digest, want) = match top {
-        Manifest::Image(m) => (m, top_digest, None, None),
-        Manifest::Index(index) => {
-            let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            // An index may point at another index (a multi-arch image whose entries are
-            // themselves indexes); followed a few levels deep, never in a circle.
-            let mut index = index;
-            let mut depth = 0;
-            loop {
-                let chosen =
-                    manifest::select_platform(&index.manifests, &want).map_err(|available| {
-                        OciError::NoPlatform {
-                            reference: r.to_string(),
-                            wanted: want.to_string(),
-                            available,
-                        }
-                    })?;
-                check_digest(r, "manifest digest in the index", &chosen.digest)?;
-                match manifest_by_digest(&client, &store, &chosen.digest, Some(chosen), &note)? {
-                    Manifest::Image(m) => {
-                        break (m, chosen.digest.clone(), Some(top_digest), Some(want));
-                    }
-                    Manifest::Index(inner) => {
-                        depth += 1;
-                        if depth >= MAX_INDEX_DEPTH {
-                            return Err(OciError::Unsupported {
-                                reference: r.to_string(),
-                                what: format!(
-                                    "its indexes nest more than {MAX_INDEX_DEPTH} levels deep"
-                                ),
-                            });
-                        }
-                        index = inner;
-                    }
-                }
-            }
-        }
-    };
+    let Selected {
+        image,
+        manifest_digest,
+        index_digest,
+        platform: want,
+    } = select(&client, Some(&store), r, opts, &note)?;
     if let Some(idx) = &index_digest {
         reporter.step(&format!(
             "Platform {}: manifest {} (from index {})",
@@ -457,28 +405,9 @@ fn prepare_from(
             short(idx)
         ));
     }
+    check_appliable(r, &image)?;
 
     // The config.
-    let config_media = image.config.media_type.as_str();
-    if !config_media.is_empty()
-        && config_media != manifest::OCI_CONFIG
-        && config_media != manifest::DOCKER_CONFIG
-    {
-        return Err(OciError::Unsupported {
-            reference: r.to_string(),
-            what: format!("its config type {config_media:?} is not a container image's (it may be an artifact such as a Helm chart or a signature)"),
-        });
-    }
-    check_digest(r, "config digest", &image.config.digest)?;
-    for l in &image.layers {
-        check_digest(r, "layer digest", &l.digest)?;
-        if manifest::layer_compression(&l.media_type).is_none() {
-            return Err(OciError::Unsupported {
-                reference: r.to_string(),
-                what: format!("layer {} has media type {:?}, which devbox cannot apply (supported: tar, tar+gzip, tar+zstd)", short(&l.digest), l.media_type),
-            });
-        }
-    }
     let config_bytes = match store.read_verified(&image.config.digest, MAX_CONFIG) {
         Some(b) => b,
         None => {
@@ -547,6 +476,151 @@ fn prepare_from(
     })
 }
 
+/// The image manifest a reference leads to, and how it was reached.
+struct Selected {
+    image: manifest::ImageManifest,
+    manifest_digest: String,
+    /// The index it was chosen from (the top one), if any.
+    index_digest: Option<String>,
+    /// The platform asked of the index, if there was one.
+    platform: Option<Platform>,
+}
+
+/// Fetches the manifest `r` names and, when it is an index, chooses the platform (following
+/// nested indexes a few levels deep). With a `store`, manifests by digest come from the cache
+/// when there and go into it; without one, every manifest is asked of the registry and
+/// nothing is written.
+fn select(
+    client: &Client,
+    store: Option<&BlobStore>,
+    r: &Reference,
+    opts: &Options,
+    note: &dyn Fn(String),
+) -> Result<Selected, OciError> {
+    let (top, top_digest) = match &r.digest {
+        Some(d) => (manifest_by_digest(client, store, d, None, note)?, d.clone()),
+        None => {
+            let tag = r.tag.as_deref().unwrap_or("latest");
+            let (body, ct) = client.manifest(tag, MAX_MANIFEST, note)?;
+            let d = blob::sha256_digest(&body);
+            let m = manifest::parse_manifest(ct.as_deref(), &body).map_err(|what| {
+                OciError::Unsupported {
+                    reference: r.to_string(),
+                    what,
+                }
+            })?;
+            if let Some(store) = store {
+                store.put(&d, &body)?;
+            }
+            (m, d)
+        }
+    };
+    let mut index = match top {
+        Manifest::Image(image) => {
+            return Ok(Selected {
+                image,
+                manifest_digest: top_digest,
+                index_digest: None,
+                platform: None,
+            })
+        }
+        Manifest::Index(index) => index,
+    };
+    let want = opts.platform.clone().unwrap_or_else(Platform::host);
+    // An index may point at another index (a multi-arch image whose entries are themselves
+    // indexes); followed a few levels deep, never in a circle.
+    let mut depth = 0;
+    loop {
+        let chosen = manifest::select_platform(&index.manifests, &want).map_err(|available| {
+            OciError::NoPlatform {
+                reference: r.to_string(),
+                wanted: want.to_string(),
+                available,
+            }
+        })?;
+        check_digest(r, "manifest digest in the index", &chosen.digest)?;
+        match manifest_by_digest(client, store, &chosen.digest, Some(chosen), note)? {
+            Manifest::Image(image) => {
+                return Ok(Selected {
+                    image,
+                    manifest_digest: chosen.digest.clone(),
+                    index_digest: Some(top_digest),
+                    platform: Some(want),
+                })
+            }
+            Manifest::Index(inner) => {
+                depth += 1;
+                if depth >= MAX_INDEX_DEPTH {
+                    return Err(OciError::Unsupported {
+                        reference: r.to_string(),
+                        what: format!("its indexes nest more than {MAX_INDEX_DEPTH} levels deep"),
+                    });
+                }
+                index = inner;
+            }
+        }
+    }
+}
+
+/// Refuses an image manifest devbox could not apply: not a container image's config, a
+/// malformed digest, a layer type it cannot unpack.
+fn check_appliable(r: &Reference, image: &manifest::ImageManifest) -> Result<(), OciError> {
+    let config_media = image.config.media_type.as_str();
+    if !config_media.is_empty()
+        && config_media != manifest::OCI_CONFIG
+        && config_media != manifest::DOCKER_CONFIG
+    {
+        return Err(OciError::Unsupported {
+            reference: r.to_string(),
+            what: format!("its config type {config_media:?} is not a container image's (it may be an artifact such as a Helm chart or a signature)"),
+        });
+    }
+    check_digest(r, "config digest", &image.config.digest)?;
+    for l in &image.layers {
+        check_digest(r, "layer digest", &l.digest)?;
+        if manifest::layer_compression(&l.media_type).is_none() {
+            return Err(OciError::Unsupported {
+                reference: r.to_string(),
+                what: format!("layer {} has media type {:?}, which devbox cannot apply (supported: tar, tar+gzip, tar+zstd)", short(&l.digest), l.media_type),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What [`probe`] found: the image a pull of the reference would get, without its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probed {
+    pub manifest_digest: String,
+    pub index_digest: Option<String>,
+    /// The platform chosen from the index, if the reference named one.
+    pub platform: Option<Platform>,
+    pub layers: usize,
+    /// The layers' size as stored (compressed).
+    pub layer_bytes: u64,
+}
+
+/// Whether `r` can be pulled, as far as the registry's manifests tell: the manifest (and any
+/// index, with the platform chosen as a pull would) is fetched and checked for what devbox can
+/// apply. Neither the config nor a layer is downloaded and nothing is cached; mirrors are not
+/// used (the registry itself is what is asked about). `note` hears what a pull would say on
+/// the way (credential files passed over, retries).
+pub fn probe(r: &Reference, opts: &Options, note: &dyn Fn(String)) -> Result<Probed, OciError> {
+    let (client, notes) = Client::new(r, opts)?;
+    for n in notes {
+        note(format!("warning: {n}"));
+    }
+    let s = select(&client, None, r, opts, note)?;
+    check_appliable(r, &s.image)?;
+    Ok(Probed {
+        manifest_digest: s.manifest_digest,
+        index_digest: s.index_digest,
+        platform: s.platform,
+        layers: s.image.layers.len(),
+        layer_bytes: s.image.layers.iter().map(|l| l.size).sum(),
+    })
+}
+
 impl Prepared {
     /// Downloads the layers that are not in the cache, a few at a time, each verified by
     /// digest and size. With a `sink`, the layers' bytes are also written to it, in order,
@@ -600,17 +674,17 @@ fn verify_small(r: &Reference, what: &str, desc: &Descriptor, body: &[u8]) -> Re
     Ok(())
 }
 
-/// A manifest by digest: from the cache when there, else from the registry (checked and
-/// cached). `desc` (from an index) gives the expected size and media type.
+/// A manifest by digest: from the cache when there, else from the registry (checked, and
+/// cached when there is a `store`). `desc` (from an index) gives the expected size and media type.
 fn manifest_by_digest(
     client: &Client,
-    store: &BlobStore,
+    store: Option<&BlobStore>,
     digest: &str,
     desc: Option<&Descriptor>,
     note: &dyn Fn(String),
 ) -> Result<Manifest, OciError> {
     let r = client.reference.with_digest(digest);
-    let (body, ct) = match store.read_verified(digest, MAX_MANIFEST) {
+    let (body, ct) = match store.and_then(|s| s.read_verified(digest, MAX_MANIFEST)) {
         Some(b) => (b, desc.map(|d| d.media_type.clone())),
         None => {
             let (b, ct) = client.manifest(digest, MAX_MANIFEST, note)?;
@@ -629,7 +703,9 @@ fn manifest_by_digest(
                     actual: b.len() as u64,
                 });
             }
-            store.put(digest, &b)?;
+            if let Some(store) = store {
+                store.put(digest, &b)?;
+            }
             (b, ct)
         }
     };

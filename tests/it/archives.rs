@@ -987,7 +987,7 @@ fn archive_larger_than_the_free_space_fails_and_keeps_nothing() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(
-        err.contains("error: not enough disk space for \"opt/big\" (32.0 MiB): only "),
+        err.contains("nothing was kept: not enough disk space for \"opt/big\" (32.0 MiB): only "),
         "{err}"
     );
     assert!(err.contains(" free on the file system of "), "{err}");

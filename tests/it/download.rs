@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::harness::*;
 
 /// The most connections one server answers before its thread ends on its own.
-const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS: usize = 64;
 
 /// An HTTP/1.1 server on 127.0.0.1 serving:
 ///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
@@ -26,12 +26,14 @@ const MAX_CONNECTIONS: usize = 32;
 ///   /flaky.tar         like /truncated.tar (with an ETag), but a Range request gets the rest
 ///   /paced.tar         the fixture in 10 pieces, 80 ms apart
 ///   /page.tar          1 MiB of HTML (a web page where an archive was expected)
+///   /not-a-root.tar    a tar archive of one file, README: no root file system
 ///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
 ///                      in the store has made bin/arch from it, then the rest
 ///   anything else      404
 /// Each connection answers one request and is closed. The thread stops when the server is
-/// dropped or after MAX_CONNECTIONS connections.
-struct Server {
+/// dropped or after MAX_CONNECTIONS connections. Requests are counted by path (HEAD requests
+/// as `HEAD:PATH`, which get no body).
+pub(crate) struct Server {
     port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     /// The store (images-v1) that /slow.tar watches, and whether it saw the unpack under way.
@@ -41,7 +43,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let body = Arc::new(std::fs::read(fixture("busybox")).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -76,11 +78,11 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn hits(&self, path: &str) -> usize {
+    pub(crate) fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
@@ -144,10 +146,10 @@ fn serve(
         None => (target, false),
     };
     let path = target.split('?').next().unwrap_or("/").to_string();
-    let counted = if proxied {
-        format!("proxied:{path}")
-    } else {
-        path.clone()
+    let counted = match (proxied, method == "HEAD") {
+        (true, _) => format!("proxied:{path}"),
+        (false, true) => format!("HEAD:{path}"),
+        (false, false) => path.clone(),
     };
     *hits.lock().unwrap().entry(counted).or_insert(0) += 1;
     let range_from: Option<usize> = head.lines().find_map(|l| {
@@ -183,7 +185,9 @@ fn serve(
         }
         "/busybox-1.10.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
-            stream.write_all(body)?;
+            if method != "HEAD" {
+                stream.write_all(body)?;
+            }
         }
         "/latest-releases.yaml" => {
             let text = format!(
@@ -245,6 +249,11 @@ fn serve(
                 stream.write_all(&body[..body.len() / 2])?;
             }
         },
+        "/not-a-root.tar" => {
+            let tar = not_a_root();
+            stream.write_all(ok_head(tar.len()).as_bytes())?;
+            stream.write_all(&tar)?;
+        }
         "/page.tar" => {
             let page = "<html><body>Not the archive you wanted.</body></html>\n".repeat(20_000);
             stream.write_all(ok_head(page.len()).as_bytes())?;
@@ -846,4 +855,92 @@ fn progress_on_a_terminal_draws_bars_unless_quiet() {
     );
     let quiet = on_tty("--quiet", "t2");
     assert_eq!(quiet, "", "--quiet should print nothing");
+}
+
+/// A catalog source whose archive unpacks to no usable root (no /etc, no shell) counts as
+/// failed: nothing of it is kept or recorded, and the next source is tried after a one-line
+/// reason. With no other source, the name fails and nothing is recorded at all.
+#[test]
+fn a_catalog_source_without_a_usable_root_falls_through_to_the_next() {
+    let server = Server::start();
+    let env = TestEnv::new();
+    let cat = env.root.join("catalog3");
+    std::fs::create_dir(&cat).unwrap();
+    let entry = |id: &str, urls: &[&str]| {
+        let mut text = format!(
+            "id = \"{id}\"\nname = \"{id}\"\nfamily = \"apk\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\n"
+        );
+        for url in urls {
+            text.push_str(&format!(
+                "\n[[source]]\nkind = \"pinned\"\nurl = \"{}\"\nsha256 = \"{}\"\narch = {{ amd64 = \"amd64\", arm64 = \"arm64\" }}\n",
+                server.url(url),
+                if url.contains("not-a-root") {
+                    sha256_hex(&not_a_root())
+                } else {
+                    fixture_sha256()
+                }
+            ));
+        }
+        std::fs::write(cat.join(format!("{id}.toml")), text).unwrap();
+    };
+    entry("fallos", &["/not-a-root.tar", "/busybox-rootfs.tar"]);
+    entry("rootless", &["/not-a-root.tar"]);
+    let create = |image: &str, name: &str| {
+        env.cmd(["create", image, "--name", name])
+            .env("DEVBOX_CATALOG_DIR", &cat)
+            .output()
+            .unwrap()
+    };
+
+    let out = create("rootless", "r");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no usable root file system"), "{err}");
+    assert!(
+        err.contains("cannot get rootless:1: every source failed"),
+        "{err}"
+    );
+    assert_nothing_kept(&env);
+    let resolved = env.data().join("resolved-v1");
+    assert_eq!(
+        names(&resolved),
+        Vec::<String>::new(),
+        "a failure was recorded"
+    );
+
+    let out = create("fallos", "f");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let reason: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("  {}: ", server.url("/not-a-root.tar"))))
+        .collect();
+    assert_eq!(reason.len(), 1, "one line for the failed source:\n{err}");
+    assert!(reason[0].contains("no usable root file system"), "{err}");
+    assert_eq!(env.sh("f", "/bin/busybox echo ok"), "ok\n");
+    // Only the working source's image and archive are kept, and its resolution recorded.
+    let sha = fixture_sha256();
+    assert_eq!(images(&env), std::slice::from_ref(&sha));
+    assert_eq!(cached(&env), [format!("{sha}.archive")]);
+    assert_eq!(names(&resolved), ["fallos_1"]);
+    assert_eq!(
+        std::fs::read_to_string(resolved.join("fallos_1")).unwrap(),
+        format!("{sha}\n")
+    );
+}
+
+/// What /not-a-root.tar serves: a tar archive of one file, README.
+fn not_a_root() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("README").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, &b"docs\n"[..]).unwrap();
+    b.into_inner().unwrap()
 }

@@ -39,17 +39,32 @@ fn ok(out: Output, what: &str) -> String {
 pub(crate) struct Registry {
     port: u16,
     pid: u32,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
     pub(crate) fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that asks for a user name and password (Basic authentication), checked
+    /// against `htpasswd` (a line `USER:BCRYPT-HASH`).
+    pub(crate) fn start_with_auth(htpasswd: &str) -> Registry {
+        Registry::start_with(Some(htpasswd))
+    }
+
+    fn start_with(htpasswd: Option<&str>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("devbox-it-registry-")
             .tempdir()
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = Command::new("bash");
+        if let Some(line) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            c.env("DEVBOX_REGISTRY_HTPASSWD", &file);
+        }
         c.arg(script("registry.sh"))
             .arg("start")
             .arg(dir.path().join("r"))
@@ -64,11 +79,7 @@ impl Registry {
         let mut it = out.split_whitespace();
         let port = it.next().unwrap().parse().unwrap();
         let pid = it.next().unwrap().parse().unwrap();
-        Registry {
-            port,
-            pid,
-            _dir: dir,
-        }
+        Registry { port, pid, dir }
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -77,6 +88,11 @@ impl Registry {
 
     pub(crate) fn repo(&self) -> String {
         format!("127.0.0.1:{}/devbox-test/busybox", self.port)
+    }
+
+    /// The registry's log, access log included (`"GET /v2/... HTTP/1.1"` lines).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("r/registry.log")).unwrap_or_default()
     }
 }
 
