@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::schema::SourceKind;
+use super::schema::{parent_url, SourceKind};
 use super::{alpine, simplestreams, sums, Choice, Source};
 
 /// What a source resolved to.
@@ -112,18 +112,6 @@ pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> R
                 version: p.version,
             })
         }
-    }
-}
-
-/// The URL of the directory holding `url`'s file, without a trailing slash.
-pub fn parent_url(url: &str) -> String {
-    let path_start = url
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|s| url[s..].find('/').map(|p| s + p));
-    match (path_start, url.rfind('/')) {
-        (Some(p), Some(slash)) if slash >= p => url[..slash].to_string(),
-        _ => url.trim_end_matches('/').to_string(),
     }
 }
 

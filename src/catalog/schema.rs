@@ -326,7 +326,7 @@ impl Entry {
                 let url = x(url)?;
                 let base = match base {
                     Some(b) => x(b)?.trim_end_matches('/').to_string(),
-                    None => super::resolve::parent_url(&url),
+                    None => parent_url(&url),
                 };
                 SourceKind::Sumsfile {
                     pattern: expand(pattern, &vars, &["version"])?,
@@ -471,6 +471,18 @@ impl Entry {
             }
         }
         Ok(())
+    }
+}
+
+/// The URL of the directory holding `url`'s file, without a trailing slash.
+pub fn parent_url(url: &str) -> String {
+    let path_start = url
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|s| url[s..].find('/').map(|p| s + p));
+    match (path_start, url.rfind('/')) {
+        (Some(p), Some(slash)) if slash >= p => url[..slash].to_string(),
+        _ => url.trim_end_matches('/').to_string(),
     }
 }
 
