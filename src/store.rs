@@ -217,6 +217,7 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         work.path(),
         &crate::unpack::Options {
             preserve_owner: false,
+            ..Default::default()
         },
         &mut |_| {},
     )
@@ -461,6 +462,9 @@ fn import_catalog(
                 import_url(dirs, &url, want.as_deref(), r)
             }
             Ok(crate::catalog::Resolved::Oci { reference }) => import_oci(dirs, &reference, r),
+            Ok(crate::catalog::Resolved::Bootstrap { target }) => {
+                import_bootstrap(dirs, &target, &[], r)
+            }
             Err(e) => Err(e),
         };
         match attempt {
@@ -487,6 +491,74 @@ fn import_catalog(
         failures.join("\n"),
         choice.distro
     )
+}
+
+/// A root built from a package archive (see `debarchive`): the indexes are read and checked
+/// and the package set decided first, so an image of the same packages already in the store
+/// is used without downloading any; otherwise the packages are downloaded (or taken from the
+/// cache) and the `__bootstrap` helper makes the root in a staging dir, renamed into the store
+/// only when dpkg has configured every package.
+pub fn import_bootstrap(
+    dirs: &Dirs,
+    target: &crate::debarchive::Target,
+    extra: &[String],
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
+    let settings = crate::debarchive::Settings::from_user_config()?;
+    let plan = crate::debarchive::prepare(dirs, target, extra, &settings, r)?;
+    let id = plan.id.clone();
+    if let Some(rec) = load(dirs, &id) {
+        r.step(&format!("Using image {} from the store", short(&id)));
+        return Ok(rec);
+    }
+    let _same_image = id_lock(dirs, &id)?;
+    if let Some(rec) = load(dirs, &id) {
+        return Ok(rec);
+    }
+    crate::debarchive::download(&plan, r)?;
+    let staging = Staging::begin(dirs)?;
+    let spec = staging.tmp.join("bootstrap.json");
+    write_atomic(&spec, serde_json::to_string(&plan)?.as_bytes())?;
+    r.step(&format!(
+        "Installing {} packages of {}",
+        plan.debs.len(),
+        plan.describe()
+    ));
+    let mut child = crate::runtime::helper("__bootstrap")
+        .arg(&spec)
+        .arg(&staging.tmp)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot run devbox's bootstrap helper")?;
+    let spinner = r.activity("Installing packages");
+    let status = child
+        .wait()
+        .context("cannot wait for devbox's bootstrap helper")?;
+    spinner.finish();
+    if !status.success() {
+        bail!(
+            "cannot make {} {} (see above); nothing was kept",
+            target.distro,
+            target.suite
+        );
+    }
+    let _ = std::fs::remove_file(&spec);
+    let _ = std::fs::remove_file(staging.tmp.join("dpkg.log"));
+    let rec = ImageRecord {
+        id,
+        source: format!(
+            "{} {} from {} ({} packages)",
+            target.distro,
+            plan.suite,
+            plan.mirror,
+            plan.debs.len()
+        ),
+        unpacked: crate::state::now_rfc3339(),
+        archive_bytes: plan.debs.iter().map(|d| d.size).sum(),
+        digest: None,
+        env: Vec::new(),
+    };
+    staging.commit(dirs, rec)
 }
 
 fn resolutions_dir(dirs: &Dirs) -> PathBuf {
@@ -1346,6 +1418,7 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
     let mut reader = crate::unpack::decompressed(file)?;
     let opts = crate::unpack::Options {
         preserve_owner: true,
+        ..Default::default()
     };
     let stats = match crate::unpack::unpack(&mut reader, &root, &opts, &mut |_| {}) {
         Ok(s) => s,
@@ -1420,6 +1493,7 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let opts = crate::unpack::Options {
         preserve_owner: true,
+        ..Default::default()
     };
     let mut input = {
         use std::os::fd::AsFd;

@@ -96,6 +96,10 @@ pub struct Options {
     /// CAP_CHOWN, e.g. root inside the user namespace). When false, files are
     /// owned by whoever runs the extraction.
     pub preserve_owner: bool,
+    /// A directory entry whose path holds a symlink to a directory (resolved inside the
+    /// root) keeps the symlink, as dpkg and `tar --keep-directory-symlink` do: packages of a
+    /// merged-/usr system still list `./bin/` while `/bin` links to `usr/bin`.
+    pub keep_directory_symlinks: bool,
 }
 
 /// What an extraction did.
@@ -1355,6 +1359,9 @@ impl Extractor<'_> {
         } else {
             None
         };
+        let keep_link = kind == Kind::Dir
+            && self.opts.keep_directory_symlinks
+            && is_link_to_dir(self.tree.root.as_fd(), &self.name);
         let (parent, base) = split(&self.name);
         let mut removed = false;
         let mut parent_id = None;
@@ -1377,6 +1384,7 @@ impl Extractor<'_> {
                 }
             }
             match kind {
+                Kind::Dir if keep_link => Ok(()),
                 Kind::Dir => make_dir(dir, base, &self.name, &mut removed).map(|()| {
                     self.deferred.push(DeferredDir {
                         path: self.name.clone(),
@@ -1777,6 +1785,14 @@ fn is_dir_at(dir: BorrowedFd<'_>, base: &[u8]) -> bool {
     fstatat(dir, base, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
         .unwrap_or(false)
+}
+
+/// Whether `name` is a symlink that leads, resolved inside `root`, to a directory.
+fn is_link_to_dir(root: BorrowedFd<'_>, name: &[u8]) -> bool {
+    let is_link = resolve(root, name, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+        .and_then(|fd| fstat(fd.as_fd()))
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK);
+    is_link && resolve(root, name, OFlag::O_PATH | OFlag::O_DIRECTORY).is_ok()
 }
 
 /// Creates directory `base` (0700 for now); an existing directory is kept,
