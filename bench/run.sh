@@ -6,7 +6,7 @@
 #                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
 #
 # Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
-# PULL_RUNS (3), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
+# PULL_RUNS (3), ARCHIVE_RUNS (2), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
 # existing target/release/devbox).
 #
 # Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
@@ -23,6 +23,7 @@ COLD_WARMUP=${COLD_WARMUP:-2}
 CREATE_RUNS=${CREATE_RUNS:-10}
 UNPACK_RUNS=${UNPACK_RUNS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
+ARCHIVE_RUNS=${ARCHIVE_RUNS:-2}
 BOX=bench
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -467,6 +468,60 @@ out=$(harness pull "$PULL_RUNS" "$DEVBOX" "$REF" "$layer_hex" "$WORK" "$DEV_LIST
 read -r dv bl <<<"$out"
 row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 
+# ---- 6. debian:13 from the package archive ---------------------------------------------------
+# devbox create debian:13 built from Debian's archive through the host's apt configuration (a
+# catalog with only the archive source, so no registry is tried first) vs mmdebstrap
+# --variant=minbase --mode=unshare of the same suite into a tarball. Both start cold: a fresh
+# HOME for devbox (no package cache, no image), a fresh output for mmdebstrap (which caches
+# nothing). Needs the network to the mirror; ARCHIVE_RUNS=0 leaves the line out.
+if ((ARCHIVE_RUNS > 0)); then
+    command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is not installed (run: sudo bash tests/setup.sh)"
+    log "6/6 debian:13 from the package archive: devbox create vs mmdebstrap --variant=minbase --mode=unshare ($ARCHIVE_RUNS runs each)"
+    CAT6="$WORK/archive-catalog"
+    mkdir -p "$CAT6"
+    cat >"$CAT6/debian.toml" <<'EOF'
+id = "debian"
+name = "Debian (archive only)"
+family = "apt"
+default_release = "13"
+[[release]]
+name = "13"
+aliases = ["trixie"]
+vars = { codename = "trixie" }
+[arch.archive]
+amd64 = "amd64"
+arm64 = "arm64"
+[[source]]
+kind = "archive"
+suite = "{codename}"
+EOF
+    chmod -R a+rX "$CAT6"
+    now() { date +%s.%N; }
+    DV6=() BL6=()
+    for ((i = 0; i < ARCHIVE_RUNS; i++)); do
+        home6="$WORK/archive-home-$i"
+        mkdir -p "$home6"
+        [[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$home6"
+        t0=$(now)
+        (cd "$home6" && as_user env "HOME=$home6" "DEVBOX_CATALOG_DIR=$CAT6" "$DEVBOX" -q create debian:13 --name deb) ||
+            die "devbox create debian:13 from the archive failed"
+        t1=$(now)
+        out6="$WORK/mmdebstrap-$i"
+        mkdir -p "$out6"
+        [[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$out6"
+        t2=$(now)
+        (cd "$out6" && as_user env "HOME=$home6" mmdebstrap --quiet --variant=minbase --mode=unshare trixie "$out6/root.tar") ||
+            die "mmdebstrap --variant=minbase --mode=unshare trixie failed"
+        t3=$(now)
+        DV6+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+        BL6+=("$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')")
+        (cd "$home6" && as_user env "HOME=$home6" "$DEVBOX" unshare -- rm -rf "$home6/.local/share/devbox" "$home6/.cache/devbox") >/dev/null 2>&1 || true
+        rm -rf "$out6"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    row "create debian:13 from the archive (vs mmdebstrap)" "$(median "${DV6[@]}")" "$(median "${BL6[@]}")" s "<=1.0" ""
+fi
+
 # ---- report ----------------------------------------------------------------------------------
 rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 printf '\ndevbox benchmark  (devbox %s, as %s)\n' "$rev" "$BENCH_USER"
@@ -480,5 +535,8 @@ baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for 
            unpack = GNU tar -x with gzip/xz/zstd run as root of devbox's user namespace (devbox
              also hashes); archives: ${SIZES[0]}, ${SIZES[1]}, ${SIZES[2]} (xz and zst made with -T0);
            pull = skopeo copy docker://... dir:DIR, then tar -xzf of the layer blob as in unpack
-             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run.
+             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run;
+           archive = mmdebstrap --variant=minbase --mode=unshare trixie to a tarball, from the
+             host's apt mirror, against devbox create debian:13 from the same archive with no
+             package cache ($ARCHIVE_RUNS runs each).
 EOF

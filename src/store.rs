@@ -805,7 +805,8 @@ fn unused_name(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// Empties the caches: downloaded archives (`downloads-v1`) and OCI blobs (`blobs-v1`), partial
+/// Empties the caches: downloaded archives (`downloads-v1`), OCI blobs (`blobs-v1`) and archive
+/// packages and indexes (`debs-v1`), partial
 /// downloads included, except files a running devbox has locked (a download under way).
 /// Returns the bytes freed.
 pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
@@ -813,6 +814,7 @@ pub fn clear_cache(dirs: &Dirs) -> Result<u64> {
     for d in [
         dirs.cache.join("downloads-v1"),
         dirs.cache.join("blobs-v1").join("sha256"),
+        dirs.cache.join("debs-v1"),
     ] {
         let rd = match std::fs::read_dir(&d) {
             Ok(rd) => rd,

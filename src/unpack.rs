@@ -2188,6 +2188,7 @@ mod tests {
     fn opts() -> Options {
         Options {
             preserve_owner: false,
+            ..Default::default()
         }
     }
 
@@ -2944,6 +2945,7 @@ mod tests {
         let tar = b.into_inner().unwrap();
         let o = Options {
             preserve_owner: true,
+            ..Default::default()
         };
         unpack(tar.as_slice(), &s.root, &o, &mut |_| {}).unwrap();
         let md = fs::metadata(s.root.join("su")).unwrap();
@@ -2988,6 +2990,7 @@ mod tests {
         let tar = b.into_inner().unwrap();
         let o = Options {
             preserve_owner: true,
+            ..Default::default()
         };
         let err = unpack(tar.as_slice(), &s.root, &o, &mut |_| {}).unwrap_err();
         assert_eq!(

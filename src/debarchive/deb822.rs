@@ -50,7 +50,8 @@ pub fn parse(text: &str) -> Vec<Stanza> {
             continue;
         }
         if let Some((k, v)) = line.split_once(':') {
-            cur.fields.push((k.trim().to_string(), v.trim().to_string()));
+            cur.fields
+                .push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     if !cur.is_empty() {

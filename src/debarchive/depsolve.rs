@@ -139,9 +139,7 @@ impl Index {
                 let satisfied = group
                     .iter()
                     .any(|a| chosen.contains(a.as_str()) || provided.contains(a.as_str()))
-                    || group
-                        .iter()
-                        .any(|a| queue.contains(&a.as_str()));
+                    || group.iter().any(|a| queue.contains(&a.as_str()));
                 if satisfied {
                     continue;
                 }
@@ -185,7 +183,9 @@ mod tests {
     #[test]
     fn dependency_fields() {
         assert_eq!(
-            parse_depends("libc6 (>= 2.36), awk:any | mawk [amd64], debconf (>= 0.5) | debconf-2.0"),
+            parse_depends(
+                "libc6 (>= 2.36), awk:any | mawk [amd64], debconf (>= 0.5) | debconf-2.0"
+            ),
             vec![
                 vec!["libc6".to_string()],
                 vec!["awk".into(), "mawk".into()],
@@ -219,7 +219,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["apt", "base-files", "dpkg", "libapt", "libc6", "mawk", "tar"]
+            [
+                "apt",
+                "base-files",
+                "dpkg",
+                "libapt",
+                "libc6",
+                "mawk",
+                "tar"
+            ]
         );
         let with: Vec<&str> = idx
             .minbase(&["hello".to_string()])
@@ -233,7 +241,10 @@ mod tests {
     #[test]
     fn a_missing_dependency_is_named_with_its_dependent() {
         let text = [
-            stanza("base-files", "Essential: yes\nDepends: nowhere (>= 1) | gone"),
+            stanza(
+                "base-files",
+                "Essential: yes\nDepends: nowhere (>= 1) | gone",
+            ),
             stanza("apt", ""),
         ]
         .join("\n");

@@ -140,7 +140,10 @@ fn configure(plan: &Plan, root: &Path, log: std::fs::File) -> Result<()> {
     let policy = root.join("usr/sbin/policy-rc.d");
     let had_policy = policy.exists();
     if !had_policy {
-        std::fs::write(&policy, "#!/bin/sh\n# devbox: no services start while the image is made\nexit 101\n")?;
+        std::fs::write(
+            &policy,
+            "#!/bin/sh\n# devbox: no services start while the image is made\nexit 101\n",
+        )?;
         std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     nix::unistd::chroot(root).context("cannot chroot into the new root")?;
@@ -173,10 +176,14 @@ fn configure(plan: &Plan, root: &Path, log: std::fs::File) -> Result<()> {
         use std::os::fd::AsFd;
         cmd.stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?));
     } else {
-        cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+        cmd.stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
     }
     let status = cmd.status().context("cannot run dpkg in the new root")?;
-    let _ = umount2(Path::new("/").join(DEBS_IN_ROOT).as_path(), MntFlags::MNT_DETACH);
+    let _ = umount2(
+        Path::new("/").join(DEBS_IN_ROOT).as_path(),
+        MntFlags::MNT_DETACH,
+    );
     let _ = std::fs::remove_dir(Path::new("/").join(DEBS_IN_ROOT));
     if !had_policy {
         let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");

@@ -132,7 +132,11 @@ fn mirror_and_keyring(distro: &str, settings: &Settings) -> Result<(String, Path
             } else {
                 format!(
                     "the host runs {}, so its apt configuration is not for {distro}",
-                    if os.id.is_empty() { "an unknown system" } else { &os.id }
+                    if os.id.is_empty() {
+                        "an unknown system"
+                    } else {
+                        &os.id
+                    }
                 )
             };
             bail!(
@@ -187,10 +191,9 @@ fn is_loopback(url: &str) -> bool {
 
 /// A small file (InRelease, a directory listing) into memory; `Ok(None)` on 404.
 fn get_small(url: &str) -> Result<Option<Vec<u8>>> {
-    let resp = client(url)?
-        .get(url)
-        .send()
-        .with_context(|| format!("cannot fetch {url}\n  hint: check your network or proxy settings"))?;
+    let resp = client(url)?.get(url).send().with_context(|| {
+        format!("cannot fetch {url}\n  hint: check your network or proxy settings")
+    })?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -229,7 +232,9 @@ fn close_matches(word: &str, candidates: &[String]) -> Vec<String> {
     let mut scored: Vec<(usize, &String)> = candidates
         .iter()
         .map(|c| (strsim_distance(word, c), c))
-        .filter(|(d, c)| *d <= 3.max(word.len() / 3) || c.starts_with(word) || word.starts_with(c.as_str()))
+        .filter(|(d, c)| {
+            *d <= 3.max(word.len() / 3) || c.starts_with(word) || word.starts_with(c.as_str())
+        })
         .collect();
     scored.sort();
     scored.into_iter().take(5).map(|(_, c)| c.clone()).collect()
@@ -278,13 +283,13 @@ pub fn prepare(
         } else {
             "check the suite's name and the mirror".to_string()
         };
-        bail!("the archive {mirror} has no suite {suite:?} ({inrelease_url} is not there)\n  hint: {hint}");
+        bail!("the archive {mirror} has no suite {suite:?} ({inrelease_url} is not there); {hint}");
     };
     let text = String::from_utf8(body).map_err(|_| anyhow!("{inrelease_url} is not text"))?;
     let keys = release::load_keyring(&keyring)?;
     let signed = release::verify(&text, &keys, &inrelease_url).map_err(|e| {
         anyhow!(
-            "{e:#}\n  hint: the keyring used was {}; name another in [archive_keyrings] of your configuration if the archive is signed by other keys",
+            "{e:#} (keyring {}; if the archive is signed by other keys, name their keyring in [archive_keyrings] of your configuration)",
             keyring.display()
         )
     })?;
@@ -303,7 +308,15 @@ pub fn prepare(
     let cache = cache_dir(dirs)?;
     let mut text = String::new();
     for comp in &target.components {
-        text.push_str(&packages_index(&mirror, suite, comp, &target.arch, &rel, &cache, r)?);
+        text.push_str(&packages_index(
+            &mirror,
+            suite,
+            comp,
+            &target.arch,
+            &rel,
+            &cache,
+            r,
+        )?);
         text.push('\n');
     }
     let idx = depsolve::Index::parse(&text, &target.arch);
@@ -314,7 +327,11 @@ pub fn prepare(
     for p in chosen {
         let rel_path = p.filename.trim_start_matches('/');
         if rel_path.split('/').any(|s| s == ".." || s.is_empty()) || rel_path.contains("://") {
-            bail!("the index gives {} an unusable file name {:?}", p.name, p.filename);
+            bail!(
+                "the index gives {} an unusable file name {:?}",
+                p.name,
+                p.filename
+            );
         }
         debs.push(Deb {
             name: p.name.clone(),
@@ -326,7 +343,10 @@ pub fn prepare(
     let mut sums: Vec<&str> = debs.iter().map(|d| d.sha256.as_str()).collect();
     sums.sort_unstable();
     let mut h = Sha256::new();
-    h.update(format!("devbox debarchive v1\n{}\n{suite}\n{}\n", target.distro, target.arch));
+    h.update(format!(
+        "devbox debarchive v1\n{}\n{suite}\n{}\n",
+        target.distro, target.arch
+    ));
     for s in sums {
         h.update(s);
         h.update("\n");
@@ -356,11 +376,18 @@ fn packages_index(
     let base = format!("{comp}/binary-{arch}/Packages");
     let (name, want) = ["xz", "gz", ""]
         .iter()
-        .map(|ext| if ext.is_empty() { base.clone() } else { format!("{base}.{ext}") })
+        .map(|ext| {
+            if ext.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}.{ext}")
+            }
+        })
         .find_map(|n| rel.files.get(&n).map(|f| (n, f.clone())))
         .ok_or_else(|| anyhow!("the Release of {suite} on {mirror} lists no {base} index"))?;
     let kept = cache.join(format!("index-{}", want.sha256));
-    let fresh = crate::fetch::hash_file(&kept).is_ok_and(|(s, n)| s == want.sha256 && n == want.size);
+    let fresh =
+        crate::fetch::hash_file(&kept).is_ok_and(|(s, n)| s == want.sha256 && n == want.size);
     if !fresh {
         let url = format!("{mirror}/dists/{suite}/{name}");
         let quiet = Quiet::new(r, "Downloading the index", Some(want.size));
@@ -369,10 +396,16 @@ fn packages_index(
                 crate::fetch::StreamError::Download(e) => e,
                 crate::fetch::StreamError::Sink(e) => e.into(),
             })
-            .with_context(|| format!("the {name} index of {suite} does not match its Release; nothing was kept"))?;
+            .with_context(|| {
+                format!("the {name} index of {suite} does not match its Release; nothing was kept")
+            })?;
         quiet.finish();
         if fetched.size != want.size {
-            bail!("{url} has {} bytes, its Release says {}; nothing was kept", fetched.size, want.size);
+            bail!(
+                "{url} has {} bytes, its Release says {}; nothing was kept",
+                fetched.size,
+                want.size
+            );
         }
         fetched.keep_as(&kept)?;
     }
@@ -470,7 +503,10 @@ pub fn download(plan: &Plan, r: &dyn Reporter) -> Result<()> {
         .collect();
     let cached = plan.debs.len() - todo.len();
     if todo.is_empty() {
-        r.step(&format!("Using {} packages from the cache", plan.debs.len()));
+        r.step(&format!(
+            "Using {} packages from the cache",
+            plan.debs.len()
+        ));
         return Ok(());
     }
     let total: u64 = todo.iter().map(|d| d.size).sum();
@@ -499,12 +535,13 @@ pub fn download(plan: &Plan, r: &dyn Reporter) -> Result<()> {
                 if !failed.lock().map(|f| f.is_empty()).unwrap_or(false) {
                     break;
                 }
-                let got = crate::fetch::download(&d.url, &plan.cache, Some(&d.sha256), None, &worker)
-                    .map_err(|e| match e {
-                        crate::fetch::StreamError::Download(e) => e,
-                        crate::fetch::StreamError::Sink(e) => e.into(),
-                    })
-                    .and_then(|f| f.keep_as(&plan.deb_path(d)).map(|_| ()));
+                let got =
+                    crate::fetch::download(&d.url, &plan.cache, Some(&d.sha256), None, &worker)
+                        .map_err(|e| match e {
+                            crate::fetch::StreamError::Download(e) => e,
+                            crate::fetch::StreamError::Sink(e) => e.into(),
+                        })
+                        .and_then(|f| f.keep_as(&plan.deb_path(d)).map(|_| ()));
                 if let Err(e) = got {
                     if let Ok(mut f) = failed.lock() {
                         f.push(format!("{} ({}): {e:#}", d.name, d.url));
@@ -525,7 +562,7 @@ pub fn download(plan: &Plan, r: &dyn Reporter) -> Result<()> {
     let failed = failed.into_inner().unwrap_or_default();
     if let Some(first) = failed.first() {
         bail!(
-            "cannot download package {first}{}\n  hint: the packages verified so far stay in the cache; run the command again to resume",
+            "cannot download package {first}{}; the packages verified so far stay in the cache for the next try",
             if failed.len() > 1 {
                 format!(" (and {} more)", failed.len() - 1)
             } else {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use pgp::types::PublicKeyTrait;
 use pgp::cleartext::CleartextSignedMessage;
+use pgp::types::PublicKeyTrait;
 use pgp::{Deserializable, SignedPublicKey};
 
 use super::deb822;
@@ -68,8 +68,7 @@ pub fn verify(inrelease: &str, keys: &[SignedPublicKey], what: &str) -> Result<S
                 }
             }
             let matches = |id: String| ids.is_empty() || ids.contains(&id);
-            if matches(format!("{:X}", key.key_id())) && sig.verify(key, text.as_bytes()).is_ok()
-            {
+            if matches(format!("{:X}", key.key_id())) && sig.verify(key, text.as_bytes()).is_ok() {
                 return Ok(text.replace("\r\n", "\n"));
             }
             for sub in &key.public_subkeys {
@@ -86,7 +85,7 @@ pub fn verify(inrelease: &str, keys: &[SignedPublicKey], what: &str) -> Result<S
         issuers.push("unknown".into());
     }
     bail!(
-        "{what}: no signature verifies with a key of the keyring (signed by key {}); nothing was kept",
+        "{what}: no signature verifies with a key of the keyring (signed by key {}), so nothing was kept",
         issuers.join(", ")
     )
 }
@@ -165,6 +164,9 @@ mod tests {
     #[test]
     fn unsigned_text_is_refused() {
         let e = verify("Suite: x\n", &[], "InRelease").unwrap_err();
-        assert!(format!("{e}").contains("not an OpenPGP clear-signed file"), "{e}");
+        assert!(
+            format!("{e}").contains("not an OpenPGP clear-signed file"),
+            "{e}"
+        );
     }
 }

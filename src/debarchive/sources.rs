@@ -81,7 +81,10 @@ pub fn parse_list(text: &str, file: &Path) -> Vec<AptSource> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
             continue;
         };
         let mut rest = rest.trim_start();
@@ -125,7 +128,9 @@ pub fn parse_sources(text: &str, file: &Path) -> Vec<AptSource> {
         if !words("Types").iter().any(|t| t == "deb") {
             continue;
         }
-        if s.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+        if s.get("Enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
             continue;
         }
         let signed_by = s
@@ -158,7 +163,11 @@ fn is_main_suite(suite: &str) -> bool {
 
 /// The host's mirror for `distro`, when the host runs it: the first entry whose suites
 /// include the host's own codename, else the first with a main suite and an `http(s)` URI.
-pub fn host_mirror<'a>(distro: &str, os: &HostOs, sources: &'a [AptSource]) -> Option<&'a AptSource> {
+pub fn host_mirror<'a>(
+    distro: &str,
+    os: &HostOs,
+    sources: &'a [AptSource],
+) -> Option<&'a AptSource> {
     if os.id != distro {
         return None;
     }

@@ -355,7 +355,10 @@ impl UserConfig {
             let p = expand::expand_path(path.get_ref(), host, dir).map_err(|e| {
                 doc.err(
                     path.span(),
-                    format!("the keyring of `{}` in [archive_keyrings] {e}", distro.get_ref()),
+                    format!(
+                        "the keyring of `{}` in [archive_keyrings] {e}",
+                        distro.get_ref()
+                    ),
                     Some(e.hint()),
                 )
             })?;
@@ -666,6 +669,8 @@ catalog_dir = "~/imgs"
             registry_mirrors: [("docker.io".to_string(), vec!["user-mirror".to_string()])].into(),
             insecure_registries: Vec::new(),
             trusted: Vec::new(),
+            archive_mirrors: BTreeMap::new(),
+            archive_keyrings: BTreeMap::new(),
         }
     }
 
