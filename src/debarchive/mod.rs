@@ -298,7 +298,7 @@ pub fn prepare(
         keyring.display()
     ));
     let rel = release::parse(&signed).with_context(|| format!("in {inrelease_url}"))?;
-    if !rel.architectures.is_empty() && !rel.architectures.iter().any(|a| *a == target.arch) {
+    if !rel.architectures.is_empty() && !rel.architectures.contains(&target.arch) {
         bail!(
             "{mirror} {suite} has no packages for {} (it has {})",
             target.arch,

@@ -175,7 +175,7 @@ pub fn host_mirror<'a>(
     sources
         .iter()
         .filter(usable)
-        .find(|s| !os.codename.is_empty() && s.suites.iter().any(|x| *x == os.codename))
+        .find(|s| !os.codename.is_empty() && s.suites.contains(&os.codename))
         .or_else(|| {
             sources
                 .iter()
