@@ -59,6 +59,18 @@ pub fn import(
     sha256: Option<&str>,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
+    import_with(dirs, source, sha256, &[], r)
+}
+
+/// [`import`] for a project's box: a root built from a package archive installs `packages`
+/// with the rest of it (one dpkg run instead of a second apt pass). Other sources ignore them.
+pub fn import_with(
+    dirs: &Dirs,
+    source: &str,
+    sha256: Option<&str>,
+    packages: &[String],
+    r: &dyn Reporter,
+) -> Result<ImageRecord> {
     dirs.ensure_store()?;
     if let Some(h) = sha256 {
         fetch::validate_sha256_arg(h)?;
@@ -77,7 +89,7 @@ pub fn import(
             }
             import_oci(dirs, &reference, r)
         }
-        ImageRef::Catalog(name) => import_catalog(dirs, &name, sha256, r),
+        ImageRef::Catalog(name) => import_catalog(dirs, &name, sha256, packages, r),
     }
 }
 
@@ -150,6 +162,7 @@ fn import_url(
         archive_bytes: fetched.size,
         digest: None,
         env: Vec::new(),
+        packages: Vec::new(),
     };
     // Kept in the cache, so the image can be made again without the network.
     fetched.keep()?;
@@ -401,6 +414,7 @@ fn apply_layers(
         archive_bytes: size,
         digest,
         env: env.to_vec(),
+        packages: Vec::new(),
     };
     staging.commit(dirs, rec)
 }
@@ -443,6 +457,7 @@ fn import_catalog(
     dirs: &Dirs,
     name: &str,
     sha256: Option<&str>,
+    packages: &[String],
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
     let catalog = crate::catalog::Catalog::load()?;
@@ -463,13 +478,16 @@ fn import_catalog(
             }
             Ok(crate::catalog::Resolved::Oci { reference }) => import_oci(dirs, &reference, r),
             Ok(crate::catalog::Resolved::Bootstrap { target }) => {
-                import_bootstrap(dirs, &target, &[], r)
+                import_bootstrap(dirs, &target, packages, r)
             }
             Err(e) => Err(e),
         };
         match attempt {
             Ok(rec) => {
-                let _ = record_resolution(dirs, &key, &rec.id);
+                // The name's own image, not one with a project's packages in it.
+                if rec.packages.is_empty() {
+                    let _ = record_resolution(dirs, &key, &rec.id);
+                }
                 return Ok(rec);
             }
             Err(e) => {
@@ -505,7 +523,23 @@ pub fn import_bootstrap(
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
     let settings = crate::debarchive::Settings::from_user_config()?;
-    let plan = crate::debarchive::prepare(dirs, target, extra, &settings, r)?;
+    let (plan, extra) = match crate::debarchive::prepare(dirs, target, extra, &settings, r) {
+        Ok(plan) => (plan, extra),
+        // Names apt takes but the index does not (`pkg=1.2`, `pkg/suite`, a typo): the root
+        // is made without them, and the project's provisioning installs them with apt, which
+        // says what is wrong with a name.
+        Err(e) if !extra.is_empty() => {
+            r.step(&format!(
+                "The project's packages cannot join the bootstrap ({}); apt installs them afterwards",
+                crate::catalog::one_line(&format!("{e:#}"))
+            ));
+            (
+                crate::debarchive::prepare(dirs, target, &[], &settings, r)?,
+                &[][..],
+            )
+        }
+        Err(e) => return Err(e),
+    };
     let id = plan.id.clone();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
@@ -557,6 +591,7 @@ pub fn import_bootstrap(
         archive_bytes: plan.debs.iter().map(|d| d.size).sum(),
         digest: None,
         env: Vec::new(),
+        packages: extra.to_vec(),
     };
     staging.commit(dirs, rec)
 }
@@ -657,6 +692,7 @@ fn unpack_file_locked(
         archive_bytes: size,
         digest: None,
         env: Vec::new(),
+        packages: Vec::new(),
     };
     staging.commit(dirs, rec)
 }

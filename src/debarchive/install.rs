@@ -137,6 +137,29 @@ fn configure(plan: &Plan, root: &Path, log: std::fs::File) -> Result<()> {
         None::<&str>,
     )
     .context("cannot bind the package cache into the new root")?;
+    // Read-only: maintainer scripts have no business in the user's cache. The flags the
+    // kernel locks on the user's file system (nosuid, nodev, noexec) must be kept.
+    let mut ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Ok(st) = nix::sys::statvfs::statvfs(&debs) {
+        use nix::sys::statvfs::FsFlags;
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if st.flags().contains(fs) {
+                ro |= ms;
+            }
+        }
+    }
+    if let Err(e) = mount(None::<&str>, &debs, None::<&str>, ro, None::<&str>) {
+        crate::ui::detail(format_args!(
+            "the package cache stays writable in the new root: {e}"
+        ));
+    }
     let policy = root.join("usr/sbin/policy-rc.d");
     let had_policy = policy.exists();
     if !had_policy {

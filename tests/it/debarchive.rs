@@ -553,3 +553,35 @@ fn debian_default_release_from_the_real_archive_installs_hello() {
 fn debian_12_from_the_real_archive_installs_hello() {
     real_archive_box("debian:12", "bookworm");
 }
+
+#[test]
+fn archive_bootstrap_takes_a_projects_packages_in_one_dpkg_run() {
+    let env = TestEnv::new();
+    let archive = Archive::build(&env);
+    let server = Server::serving(&archive.root);
+    archive.configure(&env, &server);
+    let proj = env.home.join("proj");
+    env.mkdir_as_user(&proj);
+    env.write_as_user(
+        &proj.join("devbox.toml"),
+        b"[box]\nname = \"proj\"\nimage = \"debian\"\npackages = [\"unrelated\"]\n",
+    );
+    let out = env
+        .cmd(["run", "--", "cat", "/var/lib/dpkg/fake-install.log"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // One dpkg run over the minbase set and the project's package; no apt pass after it.
+    assert_eq!(stdout(&out).matches(".deb").count(), 5, "{}", stdout(&out));
+    assert!(
+        err.contains("1 of the project's packages came with the image"),
+        "{err}"
+    );
+    assert!(!err.contains("Installing 1 package"), "{err}");
+    assert_eq!(server.hits("/archive/pool/main/u/unrelated_1_all.deb"), 1);
+    // The catalog name itself still resolves to the image without the project's packages.
+    let resolved = names(&env.data().join("resolved-v1"));
+    assert!(resolved.is_empty(), "{resolved:?}");
+}
