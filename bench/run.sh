@@ -323,7 +323,7 @@ via_nsenter=$(cd "$BENCH_HOME" && as_user "${NSENTER[@]:0:5}" -- /bin/sh -c "$pr
 log "nsenter joins the same namespaces: $via_nsenter"
 
 # ---- 1. warm run -----------------------------------------------------------------------------
-log "1/5 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
+log "1/6 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
 out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
 read -r dv bl <<<"$out"
@@ -331,7 +331,7 @@ row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
 WARM_ONE=$dv
 
 # ---- 1b. warm run with 100 boxes running ------------------------------------------------------
-log "1b/5 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
+log "1b/6 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
 for ((i = 1; i < 100; i++)); do
     dvx create "$BUSYBOX_TAR" --name "many-$i" >/dev/null 2>&1
     dvx run "many-$i" -- /bin/true
@@ -352,7 +352,7 @@ holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 |
 if [[ -e "$STATE/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
-log "2/5 cold start ($COLD_RUNS runs, each after stop --all)"
+log "2/6 cold start ($COLD_RUNS runs, each after stop --all)"
 out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
     @A "$DEVBOX" run "$BOX" -- /bin/true \
@@ -361,7 +361,7 @@ read -r dv bl <<<"$out"
 row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
 
 # ---- 3. second box from an image in the store -------------------------------------------------
-log "3/5 create with the image already in the store ($CREATE_RUNS runs per image)"
+log "3/6 create with the image already in the store ($CREATE_RUNS runs per image)"
 dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
 for img in busybox debian; do
     if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
@@ -375,7 +375,7 @@ for img in busybox debian; do
 done
 
 # ---- 4. unpack ------------------------------------------------------------------------------
-log "4/5 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
+log "4/6 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
 # Device nodes cannot be made in a user namespace: devbox skips them, so tar leaves them out too.
 DEV_LIST="$WORK/devices.exclude"
 tar -tvzf "$DEBIAN_TAR" | awk '$1 ~ /^[bc]/ { print $6 }' >"$DEV_LIST"
@@ -400,7 +400,7 @@ for fmt in gz xz zst; do
 done
 
 # ---- 5. pull from a loopback registry ---------------------------------------------------------
-log "5/5 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
+log "5/6 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
 out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry" 0 $$) ||
     die "cannot start the loopback registry (tests/fixtures/registry.sh)"
 read -r REG_PORT REG_PID <<<"$out"

@@ -140,7 +140,7 @@ fn mirror_and_keyring(distro: &str, settings: &Settings) -> Result<(String, Path
                 )
             };
             bail!(
-                "no {distro} package archive is known: {why}\n  hint: name a mirror in ~/.config/devbox/config.toml:\n    [archive_mirrors]\n    {distro} = \"http://MIRROR/{distro}\""
+                "no {distro} package archive is known: {why}; name a mirror as {distro} = \"http://MIRROR/{distro}\" under [archive_mirrors] in ~/.config/devbox/config.toml"
             );
         }
     };
@@ -165,7 +165,7 @@ fn mirror_and_keyring(distro: &str, settings: &Settings) -> Result<(String, Path
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 anyhow!(
-                    "no keyring for {distro}: /usr/share/keyrings/{distro}-archive-keyring.gpg (or .pgp, .asc) is missing\n  hint: install the distribution's keyring package, or name a keyring file in ~/.config/devbox/config.toml:\n    [archive_keyrings]\n    {distro} = \"/path/to/{distro}-archive-keyring.gpg\""
+                    "no keyring for {distro}: /usr/share/keyrings/{distro}-archive-keyring.gpg (or .pgp, .asc) is missing; install the distribution's keyring package, or name a keyring file as {distro} = \"/path/to/keyring.gpg\" under [archive_keyrings] in ~/.config/devbox/config.toml"
                 )
             })?
     };

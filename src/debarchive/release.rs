@@ -18,7 +18,7 @@ use super::deb822;
 pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
-            "cannot read the keyring {}\n  hint: install the distribution's archive keyring package (debian-archive-keyring, ubuntu-keyring) or name a keyring in [archive_keyrings] of your configuration",
+            "cannot read the keyring {} (install the distribution's archive keyring package, such as debian-archive-keyring or ubuntu-keyring, or name a keyring under [archive_keyrings] in your configuration)",
             path.display()
         )
     })?;
