@@ -298,6 +298,18 @@ pub fn prepare(
         keyring.display()
     ));
     let rel = release::parse(&signed).with_context(|| format!("in {inrelease_url}"))?;
+    // A signed Release of another suite served at this one's place (an old release put back,
+    // say) is refused, as apt does.
+    if (!rel.codename.is_empty() || !rel.suite.is_empty())
+        && rel.codename != *suite
+        && rel.suite != *suite
+    {
+        bail!(
+            "{inrelease_url} is signed but describes suite {:?} (codename {:?}), not {suite:?}; nothing was kept",
+            rel.suite,
+            rel.codename
+        );
+    }
     if !rel.architectures.is_empty() && !rel.architectures.contains(&target.arch) {
         bail!(
             "{mirror} {suite} has no packages for {} (it has {})",

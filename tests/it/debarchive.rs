@@ -585,3 +585,26 @@ fn archive_bootstrap_takes_a_projects_packages_in_one_dpkg_run() {
     let resolved = names(&env.data().join("resolved-v1"));
     assert!(resolved.is_empty(), "{resolved:?}");
 }
+
+#[test]
+fn archive_release_of_another_suite_is_refused() {
+    let env = TestEnv::new();
+    let archive = Archive::build(&env);
+    let server = Server::serving(&archive.root);
+    archive.configure(&env, &server);
+    // Properly signed, but for another suite.
+    let release = archive.dists().join("Release");
+    let text = std::fs::read_to_string(&release).unwrap();
+    std::fs::write(
+        &release,
+        text.replace(
+            "Suite: testing\nCodename: fake",
+            "Suite: oldstable\nCodename: old",
+        ),
+    )
+    .unwrap();
+    archive.sign();
+    let err = env.fails(1, ["create", "debian", "--name", "x"]);
+    assert!(err.contains("describes suite \"oldstable\""), "{err}");
+    assert_nothing_kept(&env);
+}
