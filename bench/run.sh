@@ -6,7 +6,7 @@
 #                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
 #
 # Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
-# PULL_RUNS (3), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
+# PULL_RUNS (3), ARCHIVE_RUNS (2), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
 # existing target/release/devbox).
 #
 # Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
@@ -23,6 +23,7 @@ COLD_WARMUP=${COLD_WARMUP:-2}
 CREATE_RUNS=${CREATE_RUNS:-10}
 UNPACK_RUNS=${UNPACK_RUNS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
+ARCHIVE_RUNS=${ARCHIVE_RUNS:-2}
 BOX=bench
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -322,7 +323,7 @@ via_nsenter=$(cd "$BENCH_HOME" && as_user "${NSENTER[@]:0:5}" -- /bin/sh -c "$pr
 log "nsenter joins the same namespaces: $via_nsenter"
 
 # ---- 1. warm run -----------------------------------------------------------------------------
-log "1/5 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
+log "1/6 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
 out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
 read -r dv bl <<<"$out"
@@ -330,7 +331,7 @@ row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
 WARM_ONE=$dv
 
 # ---- 1b. warm run with 100 boxes running ------------------------------------------------------
-log "1b/5 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
+log "1b/6 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
 for ((i = 1; i < 100; i++)); do
     dvx create "$BUSYBOX_TAR" --name "many-$i" >/dev/null 2>&1
     dvx run "many-$i" -- /bin/true
@@ -351,7 +352,7 @@ holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 |
 if [[ -e "$STATE/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
-log "2/5 cold start ($COLD_RUNS runs, each after stop --all)"
+log "2/6 cold start ($COLD_RUNS runs, each after stop --all)"
 out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
     @A "$DEVBOX" run "$BOX" -- /bin/true \
@@ -360,7 +361,7 @@ read -r dv bl <<<"$out"
 row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
 
 # ---- 3. second box from an image in the store -------------------------------------------------
-log "3/5 create with the image already in the store ($CREATE_RUNS runs per image)"
+log "3/6 create with the image already in the store ($CREATE_RUNS runs per image)"
 dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
 for img in busybox debian; do
     if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
@@ -374,7 +375,7 @@ for img in busybox debian; do
 done
 
 # ---- 4. unpack ------------------------------------------------------------------------------
-log "4/5 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
+log "4/6 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
 # Device nodes cannot be made in a user namespace: devbox skips them, so tar leaves them out too.
 DEV_LIST="$WORK/devices.exclude"
 tar -tvzf "$DEBIAN_TAR" | awk '$1 ~ /^[bc]/ { print $6 }' >"$DEV_LIST"
@@ -399,7 +400,7 @@ for fmt in gz xz zst; do
 done
 
 # ---- 5. pull from a loopback registry ---------------------------------------------------------
-log "5/5 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
+log "5/6 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
 out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry" 0 $$) ||
     die "cannot start the loopback registry (tests/fixtures/registry.sh)"
 read -r REG_PORT REG_PID <<<"$out"
@@ -467,6 +468,60 @@ out=$(harness pull "$PULL_RUNS" "$DEVBOX" "$REF" "$layer_hex" "$WORK" "$DEV_LIST
 read -r dv bl <<<"$out"
 row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 
+# ---- 6. debian:13 from the package archive ---------------------------------------------------
+# devbox create debian:13 built from Debian's archive through the host's apt configuration (a
+# catalog with only the archive source, so no registry is tried first) vs mmdebstrap
+# --variant=minbase --mode=unshare of the same suite into a tarball. Both start cold: a fresh
+# HOME for devbox (no package cache, no image), a fresh output for mmdebstrap (which caches
+# nothing). Needs the network to the mirror; ARCHIVE_RUNS=0 leaves the line out.
+if ((ARCHIVE_RUNS > 0)); then
+    command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is not installed (run: sudo bash tests/setup.sh)"
+    log "6/6 debian:13 from the package archive: devbox create vs mmdebstrap --variant=minbase --mode=unshare ($ARCHIVE_RUNS runs each)"
+    CAT6="$WORK/archive-catalog"
+    mkdir -p "$CAT6"
+    cat >"$CAT6/debian.toml" <<'EOF'
+id = "debian"
+name = "Debian (archive only)"
+family = "apt"
+default_release = "13"
+[[release]]
+name = "13"
+aliases = ["trixie"]
+vars = { codename = "trixie" }
+[arch.archive]
+amd64 = "amd64"
+arm64 = "arm64"
+[[source]]
+kind = "archive"
+suite = "{codename}"
+EOF
+    chmod -R a+rX "$CAT6"
+    now() { date +%s.%N; }
+    DV6=() BL6=()
+    for ((i = 0; i < ARCHIVE_RUNS; i++)); do
+        home6="$WORK/archive-home-$i"
+        mkdir -p "$home6"
+        [[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$home6"
+        t0=$(now)
+        (cd "$home6" && as_user env "HOME=$home6" "DEVBOX_CATALOG_DIR=$CAT6" "$DEVBOX" -q create debian:13 --name deb) ||
+            die "devbox create debian:13 from the archive failed"
+        t1=$(now)
+        out6="$WORK/mmdebstrap-$i"
+        mkdir -p "$out6"
+        [[ $EUID -ne 0 ]] || chown "$BENCH_UID:$BENCH_GID" "$out6"
+        t2=$(now)
+        (cd "$out6" && as_user env "HOME=$home6" mmdebstrap --quiet --variant=minbase --mode=unshare trixie "$out6/root.tar") ||
+            die "mmdebstrap --variant=minbase --mode=unshare trixie failed"
+        t3=$(now)
+        DV6+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+        BL6+=("$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')")
+        (cd "$home6" && as_user env "HOME=$home6" "$DEVBOX" unshare -- rm -rf "$home6/.local/share/devbox" "$home6/.cache/devbox") >/dev/null 2>&1 || true
+        rm -rf "$out6"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    row "create debian:13 from the archive (vs mmdebstrap)" "$(median "${DV6[@]}")" "$(median "${BL6[@]}")" s "<=1.0" ""
+fi
+
 # ---- report ----------------------------------------------------------------------------------
 rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 printf '\ndevbox benchmark  (devbox %s, as %s)\n' "$rev" "$BENCH_USER"
@@ -480,5 +535,8 @@ baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for 
            unpack = GNU tar -x with gzip/xz/zstd run as root of devbox's user namespace (devbox
              also hashes); archives: ${SIZES[0]}, ${SIZES[1]}, ${SIZES[2]} (xz and zst made with -T0);
            pull = skopeo copy docker://... dir:DIR, then tar -xzf of the layer blob as in unpack
-             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run.
+             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run;
+           archive = mmdebstrap --variant=minbase --mode=unshare trixie to a tarball, from the
+             host's apt mirror, against devbox create debian:13 from the same archive with no
+             package cache ($ARCHIVE_RUNS runs each).
 EOF

@@ -301,6 +301,8 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
     Unpack { dest: PathBuf, source: String },
     #[command(name = "__unpack-layers", hide = true)]
     UnpackLayers { spec: PathBuf, dest: PathBuf },
+    #[command(name = "__bootstrap", hide = true)]
+    Bootstrap { spec: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]
     RmTree { path: PathBuf },
 }

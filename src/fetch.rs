@@ -31,6 +31,14 @@ impl Fetched {
             .with_context(|| format!("cannot store the download as {}", path.display()))?;
         Ok(path)
     }
+
+    /// Moves the download to `path` (in the same directory as the cache it was made in).
+    pub fn keep_as(self, path: &Path) -> Result<PathBuf> {
+        self.tmp
+            .persist(path)
+            .with_context(|| format!("cannot store the download as {}", path.display()))?;
+        Ok(path.to_path_buf())
+    }
 }
 
 /// Why a streamed download stopped.

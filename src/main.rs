@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod cmd;
 mod completions;
+mod debarchive;
 mod export;
 mod fetch;
 mod idmap;
@@ -138,5 +139,6 @@ fn is_helper(cmd: &Cmd) -> bool {
             | Cmd::Unpack { .. }
             | Cmd::UnpackLayers { .. }
             | Cmd::RmTree { .. }
+            | Cmd::Bootstrap { .. }
     )
 }

@@ -79,6 +79,7 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         project_file: Some(p.file.clone()),
         provisioning: true,
         mounts: mount_specs(p),
+        packages: &p.packages,
     };
     let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
     let result = (|| {
@@ -467,8 +468,24 @@ fn ask(question: &str, yes: bool) -> Result<bool> {
 }
 
 fn provision(dirs: &Dirs, p: &Project, cfg: &BoxConfig, say: &dyn Fn(&str)) -> Result<()> {
-    if !p.packages.is_empty() {
-        install(dirs, p, cfg, &p.packages, say)?;
+    // Those installed when the image was built from a package archive are there already.
+    let built_in = crate::store::load(dirs, &cfg.image_id)
+        .map(|rec| rec.packages)
+        .unwrap_or_default();
+    let packages: Vec<String> = p
+        .packages
+        .iter()
+        .filter(|x| !built_in.contains(x))
+        .cloned()
+        .collect();
+    if packages.len() < p.packages.len() {
+        say(&format!(
+            "{} of the project's packages came with the image",
+            p.packages.len() - packages.len()
+        ));
+    }
+    if !packages.is_empty() {
+        install(dirs, p, cfg, &packages, say)?;
     }
     run_setup(&p.name, &p.setup, say)
 }

@@ -411,6 +411,10 @@ pub struct ImageRecord {
     /// `KEY=value` environment of the image's config (PATH, LANG...), used in its boxes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Packages a project asked for that were installed when the image was built from a
+    /// package archive (so its provisioning need not install them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 /// Names of all boxes, sorted.

@@ -28,6 +28,8 @@ PACKAGES=(
     docker-registry skopeo umoci
     dpkg-dev     # dpkg-scanpackages for the apt repository fixture (tests/it/apply.rs)
     ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)
+    gnupg        # signs the loopback package archive (tests/it/debarchive.rs)
+    mmdebstrap   # the baseline of bench/run.sh's package-archive line
 )
 SUB_COUNT=65536
 

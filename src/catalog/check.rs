@@ -53,6 +53,7 @@ pub fn check(
 ) -> Finding {
     let found = match &source.kind {
         SourceKind::Oci { image } => check_oci(image, oci),
+        SourceKind::Archive { .. } => check_package_archive(source, get),
         _ => check_archive(source, get),
     };
     match found {
@@ -87,6 +88,15 @@ fn check_oci(image: &str, opts: &oci::Options) -> Result<String> {
         human_bytes(p.layer_bytes)
     ));
     Ok(s)
+}
+
+/// A package-archive source: its suite's Release is there, signed by the distribution's keyring
+/// and listing this architecture (`debarchive::check`); no package index or package is fetched.
+fn check_package_archive(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<String> {
+    let Resolved::Bootstrap { target } = resolve_with(source, get)? else {
+        anyhow::bail!("{source} did not resolve to a package archive");
+    };
+    crate::debarchive::check(&target, &crate::debarchive::Settings::from_user_config()?)
 }
 
 /// `rootfs.tar.xz (20251128_05:24), 92.1 MiB`: the file the source resolves to, its version

@@ -31,7 +31,7 @@
 //! arm64 = "arm64"                #                riscv64 loong64
 //!
 //! [[source]]                     # tried in this order; the first that works wins
-//! kind = "oci"                   # oci | simplestreams | sumsfile | alpine | pinned
+//! kind = "oci"                   # oci | simplestreams | sumsfile | alpine | pinned | archive
 //! image = "quay.io/toolbx-images/debian-toolbox:{release}"
 //! toolbox_ready = true           # every kind: made for Toolbx-style use (default false)
 //! releases = ["12", "13"]        # every kind: only these releases (default: all)
@@ -51,6 +51,11 @@
 //! - `alpine`: `url` of Alpine's `latest-releases.yaml`; `flavor` (default
 //!   `alpine-minirootfs`); its `file` (next to the YAML) and `sha256` are the image.
 //! - `pinned`: `url` and `sha256` (one digest, or a table of digests by devbox arch).
+//! - `archive`: a root built from the distribution's own package archive (Debian format),
+//!   as debootstrap's minbase variant makes it (see `debarchive`): `suite` (default
+//!   `{release}`, usually `{codename}`), `components` (default `["main"]`). The mirror is not
+//!   in the catalog: it is `archive_mirrors` of the user configuration, else the host's apt
+//!   configuration when the host runs this distribution.
 //!
 //! Templates: `{id}`, `{release}` (the canonical name), `{arch}` (the server's name for this
 //! architecture, from the arch map) and the release's `vars`; `{version}` only in `pattern`.
@@ -143,6 +148,7 @@ impl Source {
             SourceKind::Sumsfile { .. } => "sumsfile",
             SourceKind::Alpine { .. } => "alpine",
             SourceKind::Pinned { .. } => "pinned",
+            SourceKind::Archive { .. } => "archive",
         }
     }
 
@@ -155,6 +161,7 @@ impl Source {
             SourceKind::Sumsfile { url, pattern, .. } => format!("{url} {pattern}"),
             SourceKind::Alpine { url, flavor } => format!("{url} {flavor}"),
             SourceKind::Pinned { url, .. } => url.clone(),
+            SourceKind::Archive { distro, suite, .. } => format!("{distro} {suite}"),
         }
     }
 }
@@ -169,6 +176,9 @@ impl fmt::Display for Source {
             SourceKind::Sumsfile { url, pattern, .. } => write!(f, "{url} ({pattern})"),
             SourceKind::Alpine { url, flavor } => write!(f, "{url} ({flavor})"),
             SourceKind::Pinned { url, .. } => write!(f, "{url}"),
+            SourceKind::Archive { distro, suite, .. } => {
+                write!(f, "{distro} package archive, suite {suite}")
+            }
         }
     }
 }

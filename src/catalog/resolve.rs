@@ -23,6 +23,8 @@ pub enum Resolved {
     },
     /// An OCI image reference for the OCI puller.
     Oci { reference: String },
+    /// A root to build from a package archive (`debarchive`); the archive is read there.
+    Bootstrap { target: crate::debarchive::Target },
 }
 
 /// The largest index file read (the LXC server's images.json is a few MiB).
@@ -69,6 +71,18 @@ pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> R
     match &source.kind {
         SourceKind::Oci { image } => Ok(Resolved::Oci {
             reference: image.clone(),
+        }),
+        SourceKind::Archive {
+            distro,
+            suite,
+            components,
+        } => Ok(Resolved::Bootstrap {
+            target: crate::debarchive::Target {
+                distro: distro.clone(),
+                suite: suite.clone(),
+                components: components.clone(),
+                arch: source.arch.clone(),
+            },
         }),
         SourceKind::Pinned { url, sha256 } => Ok(Resolved::Archive {
             url: url.clone(),

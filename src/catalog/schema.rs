@@ -47,6 +47,7 @@ pub enum Kind {
     Sumsfile,
     Alpine,
     Pinned,
+    Archive,
 }
 
 impl Kind {
@@ -56,6 +57,7 @@ impl Kind {
         Kind::Sumsfile,
         Kind::Alpine,
         Kind::Pinned,
+        Kind::Archive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Sumsfile => "sumsfile",
             Kind::Alpine => "alpine",
             Kind::Pinned => "pinned",
+            Kind::Archive => "archive",
         }
     }
 
@@ -186,6 +189,21 @@ pub enum RawSource {
         #[serde(default)]
         toolbox_ready: bool,
     },
+    /// A root file system built from the distribution's package archive (Debian format).
+    Archive {
+        /// The suite (`{codename}`); default `{release}`.
+        #[serde(default)]
+        suite: Option<String>,
+        /// Default `["main"]`.
+        #[serde(default)]
+        components: Option<Vec<String>>,
+        #[serde(default)]
+        releases: Option<Vec<String>>,
+        #[serde(default)]
+        arch: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        toolbox_ready: bool,
+    },
 }
 
 impl RawSource {
@@ -196,6 +214,7 @@ impl RawSource {
             RawSource::Sumsfile { .. } => Kind::Sumsfile,
             RawSource::Alpine { .. } => Kind::Alpine,
             RawSource::Pinned { .. } => Kind::Pinned,
+            RawSource::Archive { .. } => Kind::Archive,
         }
     }
 
@@ -222,6 +241,11 @@ impl RawSource {
                 ..
             }
             | RawSource::Pinned {
+                releases,
+                toolbox_ready,
+                ..
+            }
+            | RawSource::Archive {
                 releases,
                 toolbox_ready,
                 ..
@@ -254,6 +278,13 @@ pub enum SourceKind {
     Alpine { url: String, flavor: String },
     /// A fixed archive.
     Pinned { url: String, sha256: String },
+    /// A root built from the package archive of distribution `distro` (its mirror comes from
+    /// the user's configuration or the host's apt), suite `suite`.
+    Archive {
+        distro: String,
+        suite: String,
+        components: Vec<String>,
+    },
 }
 
 impl Entry {
@@ -269,7 +300,8 @@ impl Entry {
             | RawSource::Simplestreams { arch: Some(a), .. }
             | RawSource::Sumsfile { arch: Some(a), .. }
             | RawSource::Alpine { arch: Some(a), .. }
-            | RawSource::Pinned { arch: Some(a), .. } => Some(a),
+            | RawSource::Pinned { arch: Some(a), .. }
+            | RawSource::Archive { arch: Some(a), .. } => Some(a),
             _ => self.arch.get(src.kind().as_str()),
         }
     }
@@ -351,6 +383,16 @@ impl Entry {
                     sha256: sha.trim().to_ascii_lowercase(),
                 }
             }
+            RawSource::Archive {
+                suite, components, ..
+            } => SourceKind::Archive {
+                distro: self.id.clone(),
+                suite: x(suite.as_deref().unwrap_or("{release}"))?,
+                components: match components {
+                    Some(c) => c.iter().map(|c| x(c)).collect::<Result<_, _>>()?,
+                    None => vec!["main".to_string()],
+                },
+            },
         };
         Ok(Some((kind, native.clone())))
     }
@@ -549,6 +591,24 @@ fn check_expanded(kind: &SourceKind) -> Result<(), String> {
             http("url", url)?;
             if flavor.is_empty() {
                 return Err("flavor is empty".into());
+            }
+        }
+        SourceKind::Archive {
+            suite, components, ..
+        } => {
+            let word = |w: &str| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+                    && !w.split('/').any(|s| s.is_empty() || s == "..")
+            };
+            if !word(suite) {
+                return Err(format!("suite {suite:?} is not a suite name (like trixie)"));
+            }
+            if components.is_empty() || !components.iter().all(|c| word(c)) {
+                return Err(format!(
+                    "components {components:?} must be names (like main)"
+                ));
             }
         }
         SourceKind::Pinned { url, sha256 } => {

@@ -133,6 +133,15 @@ fn every_release_has_sources_for_amd64_and_arm64() {
                         }
                         SourceKind::Alpine { url, .. } => assert!(url.starts_with("https://")),
                         SourceKind::Pinned { url, .. } => assert!(url.starts_with("https://")),
+                        SourceKind::Archive {
+                            distro,
+                            suite,
+                            components,
+                        } => {
+                            assert_eq!(distro, &e.id);
+                            assert!(!suite.contains('{'), "{suite}");
+                            assert_eq!(components, &["main"]);
+                        }
                     }
                 }
             }
@@ -275,6 +284,15 @@ fn sources_are_expanded_for_release_and_arch() {
                 kind: SourceKind::Simplestreams {
                     url: "https://images.linuxcontainers.org".into(),
                     product: "debian:trixie:amd64:default".into()
+                },
+                arch: "amd64".into(),
+                toolbox_ready: false,
+            },
+            Source {
+                kind: SourceKind::Archive {
+                    distro: "debian".into(),
+                    suite: "trixie".into(),
+                    components: vec!["main".into()],
                 },
                 arch: "amd64".into(),
                 toolbox_ready: false,
@@ -795,7 +813,7 @@ fn search_filters_and_describes() {
     assert_eq!(deb.name, "Debian");
     assert_eq!(deb.family, "apt");
     assert_eq!(deb.default_release, "13");
-    assert_eq!(deb.sources, ["oci", "simplestreams"]);
+    assert_eq!(deb.sources, ["oci", "simplestreams", "archive"]);
     assert_eq!(deb.arches, ["amd64", "arm64"]);
     assert!(deb.toolbox_ready);
     assert_eq!(deb.origin, "builtin");

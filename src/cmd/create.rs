@@ -30,6 +30,7 @@ pub fn run(
         project_file: None,
         provisioning: false,
         mounts: Vec::new(),
+        packages: &[],
     };
     let cfg = make(dirs, spec, quiet)?;
     if !quiet {
@@ -92,6 +93,8 @@ pub struct NewBox<'a> {
     /// Its packages and setup are still to run: the box is not made until they have.
     pub provisioning: bool,
     pub mounts: Vec<state::MountSpec>,
+    /// A project's packages, which a root built from a package archive installs with itself.
+    pub packages: &'a [String],
 }
 
 pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
@@ -104,6 +107,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
         project_file,
         provisioning,
         mounts,
+        packages,
     } = spec;
     state::validate_name(name)?;
     if let Some(h) = sha256 {
@@ -119,7 +123,7 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     crate::idmap::Mapping::current()?;
 
     let term = Term::new(quiet);
-    let rec = store::import(dirs, image, sha256, &term)?;
+    let rec = store::import_with(dirs, image, sha256, packages, &term)?;
     crate::ui::detail(crate::ui::image_line(image, &rec));
 
     // The box appears under its name only when complete. Its temp dir is claimed (flocked)

@@ -42,6 +42,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::UnpackLayers { spec, dest } => {
             crate::store::helper_exit(&dest, crate::store::unpack_layers_helper(&spec, &dest))
         }
+        Cmd::Bootstrap { spec, dest } => {
+            crate::debarchive::install::helper(&spec, &dest).map(|()| 0)
+        }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
         Cmd::Create {
             image,

@@ -185,6 +185,16 @@ pub(crate) static USER: TableSchema = TableSchema {
             "insecure_registries = [\"registry.lan:5000\"]",
         ),
         field(
+            "archive_mirrors",
+            Ty::StrMap("[archive_mirrors]"),
+            "[archive_mirrors]\ndebian = \"http://mirror.lan/debian\"",
+        ),
+        field(
+            "archive_keyrings",
+            Ty::StrMap("[archive_keyrings]"),
+            "[archive_keyrings]\ndebian = \"/usr/share/keyrings/debian-archive-keyring.gpg\"",
+        ),
+        field(
             "trusted",
             Ty::TableList(&TRUSTED),
             "[[trusted]]\nfile = \"/srv/shared/proj/devbox.toml\"\nowner = 1002",

@@ -28,6 +28,10 @@
 //! insecure_registries = ["registry.lan:5000"] # spoken to over plain http (no TLS)
 //! [registry_mirrors]              # registry host -> mirrors tried in order before it
 //! "docker.io" = ["mirror.gcr.io", "https://registry.example.org"]
+//! [archive_mirrors]               # distribution id -> its package archive, for `archive`
+//! debian = "http://mirror.lan/debian"     # catalog sources (else the host's apt configuration)
+//! [archive_keyrings]              # distribution id -> the keyring its archive is signed with
+//! debian = "~/keys/debian-archive-keyring.gpg"
 //! [[trusted]]                     # a project file used although it is not yours alone
 //! file = "/srv/shared/proj/devbox.toml"   # canonical path (written by `devbox trust`)
 //! owner = 1002                    # the uid it must still belong to
@@ -125,6 +129,10 @@ pub struct UserConfig {
     pub insecure_registries: Vec<String>,
     /// Project files accepted with `devbox trust` (see [`super::trust`]).
     pub trusted: Vec<Trusted>,
+    /// Distribution id -> URL of its package archive (`archive` catalog sources).
+    pub archive_mirrors: BTreeMap<String, String>,
+    /// Distribution id -> keyring file its archive's InRelease is checked against.
+    pub archive_keyrings: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +147,10 @@ struct RawUser {
     insecure_registries: Vec<Spanned<String>>,
     #[serde(default)]
     trusted: Vec<RawTrusted>,
+    #[serde(default)]
+    archive_mirrors: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    archive_keyrings: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,7 +328,46 @@ impl UserConfig {
             });
         }
 
+        let mut archive_mirrors = BTreeMap::new();
+        for (distro, url) in raw.archive_mirrors {
+            let u = url.get_ref();
+            let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() > "https://".len()
+                && !u.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(doc.err(
+                    url.span(),
+                    format!(
+                        "the mirror of `{}` in [archive_mirrors] is {u:?}, which is not an http(s) URL",
+                        distro.get_ref()
+                    ),
+                    Some("write the URL of the archive's root, the directory holding dists/ and pool/, e.g. debian = \"http://mirror.lan/debian\"".to_string()),
+                ));
+            }
+            archive_mirrors.insert(
+                distro.into_inner(),
+                url.into_inner().trim_end_matches('/').to_string(),
+            );
+        }
+
+        let mut archive_keyrings = BTreeMap::new();
+        for (distro, path) in raw.archive_keyrings {
+            let p = expand::expand_path(path.get_ref(), host, dir).map_err(|e| {
+                doc.err(
+                    path.span(),
+                    format!(
+                        "the keyring of `{}` in [archive_keyrings] {e}",
+                        distro.get_ref()
+                    ),
+                    Some(e.hint()),
+                )
+            })?;
+            archive_keyrings.insert(distro.into_inner(), p);
+        }
+
         Ok(UserConfig {
+            archive_mirrors,
+            archive_keyrings,
             file: Some(file.to_path_buf()),
             default_image,
             default_box,
@@ -631,6 +682,8 @@ catalog_dir = "~/imgs"
             registry_mirrors: [("docker.io".to_string(), vec!["user-mirror".to_string()])].into(),
             insecure_registries: Vec::new(),
             trusted: Vec::new(),
+            archive_mirrors: BTreeMap::new(),
+            archive_keyrings: BTreeMap::new(),
         }
     }
 

@@ -521,6 +521,8 @@ fn schema_and_serde_agree() {
             "catalog_dir",
             "registry_mirrors",
             "insecure_registries",
+            "archive_mirrors",
+            "archive_keyrings",
             "trusted"
         ]
     );

@@ -11,7 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fstat, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{
     fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
@@ -239,6 +241,9 @@ impl Extractor<'_> {
         } else {
             None
         };
+        let keep_link = kind == Kind::Dir
+            && self.opts.keep_directory_symlinks
+            && is_link_to_dir(self.tree.root.as_fd(), &self.name);
         let (parent, base) = split(&self.name);
         let mut removed = false;
         let mut parent_id = None;
@@ -261,6 +266,7 @@ impl Extractor<'_> {
                 }
             }
             match kind {
+                Kind::Dir if keep_link => Ok(()),
                 Kind::Dir => make_dir(dir, base, &self.name, &mut removed).map(|()| {
                     self.deferred.push(DeferredDir {
                         path: self.name.clone(),
@@ -586,6 +592,14 @@ pub(super) fn replacing<T>(
         }
         Err(e) => Err(fs_err(action, name, e)),
     }
+}
+
+/// Whether `name` is a symlink that leads, resolved inside `root`, to a directory.
+fn is_link_to_dir(root: BorrowedFd<'_>, name: &[u8]) -> bool {
+    let is_link = resolve(root, name, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+        .and_then(|fd| fstat(fd.as_fd()))
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK);
+    is_link && resolve(root, name, OFlag::O_PATH | OFlag::O_DIRECTORY).is_ok()
 }
 
 pub(super) fn is_dir_at(dir: BorrowedFd<'_>, base: &[u8]) -> bool {
@@ -1274,6 +1288,7 @@ mod tests {
         let tar = b.into_inner().unwrap();
         let o = Options {
             preserve_owner: true,
+            ..Default::default()
         };
         unpack(tar.as_slice(), &s.root, &o, &mut |_| {}).unwrap();
         let md = fs::metadata(s.root.join("su")).unwrap();
@@ -1318,6 +1333,7 @@ mod tests {
         let tar = b.into_inner().unwrap();
         let o = Options {
             preserve_owner: true,
+            ..Default::default()
         };
         let err = unpack(tar.as_slice(), &s.root, &o, &mut |_| {}).unwrap_err();
         assert_eq!(

@@ -63,6 +63,10 @@ pub struct Options {
     /// CAP_CHOWN, e.g. root inside the user namespace). When false, files are
     /// owned by whoever runs the extraction.
     pub preserve_owner: bool,
+    /// A directory entry whose path holds a symlink to a directory (resolved inside the
+    /// root) keeps the symlink, as dpkg and `tar --keep-directory-symlink` do: packages of a
+    /// merged-/usr system still list `./bin/` while `/bin` links to `usr/bin`.
+    pub keep_directory_symlinks: bool,
 }
 
 /// What an extraction did.

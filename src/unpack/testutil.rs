@@ -67,6 +67,7 @@ pub const MTIME: u64 = 1_600_000_000;
 pub fn opts() -> Options {
     Options {
         preserve_owner: false,
+        ..Default::default()
     }
 }
 

@@ -29,6 +29,10 @@ const MAX_CONNECTIONS: usize = 64;
 ///   /not-a-root.tar    a tar archive of one file, README: no root file system
 ///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
 ///                      in the store has made bin/arch from it, then the rest
+///   /archive/PATH      with [`Server::serving`], the file PATH of that directory (a package
+///                      archive), and for a directory an HTML index of its subdirectories; a
+///                      PATH with a `flaky/` component is cut off halfway the first time (with
+///                      an ETag) and its rest served to a Range request
 ///   anything else      404
 /// Each connection answers one request and is closed. The thread stops when the server is
 /// dropped or after MAX_CONNECTIONS connections. Requests are counted by path (HEAD requests
@@ -44,6 +48,15 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// A server that also serves `dir` under `/archive/`.
+    pub(crate) fn serving(dir: &std::path::Path) -> Server {
+        Server::start_with(Some(dir.to_path_buf()))
+    }
+
+    fn start_with(dir: Option<PathBuf>) -> Server {
         let body = Arc::new(std::fs::read(fixture("busybox")).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -53,13 +66,14 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (hits, stop, watch) = (Arc::clone(&hits), Arc::clone(&stop), Arc::clone(&watch));
+            let dir = Arc::new(dir);
             std::thread::spawn(move || {
                 let mut served = 0;
                 while served < MAX_CONNECTIONS && !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             served += 1;
-                            let _ = serve(stream, &body, &hits, &watch);
+                            let _ = serve(stream, &body, &hits, &watch, dir.as_deref());
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(10));
@@ -118,6 +132,7 @@ fn serve(
     body: &[u8],
     hits: &Mutex<HashMap<String, usize>>,
     watch: &Watch,
+    dir: Option<&std::path::Path>,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -169,7 +184,57 @@ fn serve(
             "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
         )
     };
+    let in_dir = match (dir, path.strip_prefix("/archive/")) {
+        (Some(d), Some(rel)) if !rel.split('/').any(|s| s == "..") => Some(d.join(rel)),
+        _ => None,
+    };
+    let first_hit = hits.lock().unwrap().get(&path).copied() == Some(1);
     match path.as_str() {
+        _ if in_dir.as_ref().is_some_and(|p| p.is_dir()) => {
+            let p = in_dir.unwrap();
+            let mut page = String::from("<html><body>\n");
+            for e in std::fs::read_dir(&p)?.flatten() {
+                if e.path().is_dir() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    page.push_str(&format!("<a href=\"{n}/\">{n}/</a>\n"));
+                }
+            }
+            page.push_str("</body></html>\n");
+            stream.write_all(ok_head(page.len()).as_bytes())?;
+            stream.write_all(page.as_bytes())?;
+        }
+        _ if in_dir.as_ref().is_some_and(|p| p.is_file()) => {
+            let data = std::fs::read(in_dir.unwrap())?;
+            let flaky = path.contains("/flaky/");
+            match range_from {
+                Some(from) if from < data.len() => {
+                    stream.write_all(
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            data.len() - 1,
+                            data.len(),
+                            data.len() - from
+                        )
+                        .as_bytes(),
+                    )?;
+                    stream.write_all(&data[from..])?;
+                }
+                _ => {
+                    stream.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            data.len()
+                        )
+                        .as_bytes(),
+                    )?;
+                    if flaky && first_hit {
+                        stream.write_all(&data[..data.len() / 2])?;
+                    } else {
+                        stream.write_all(&data)?;
+                    }
+                }
+            }
+        }
         "/busybox-rootfs.tar" | "/dl/busybox-rootfs.tar" => {
             stream.write_all(ok_head(body.len()).as_bytes())?;
             if method != "HEAD" {

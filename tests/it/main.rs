@@ -5,6 +5,7 @@ mod apply;
 mod archives;
 mod catalog;
 mod completions;
+mod debarchive;
 mod doctor;
 mod download;
 mod export;
