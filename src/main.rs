@@ -11,9 +11,11 @@ mod completions;
 mod export;
 mod fetch;
 mod idmap;
+mod image_oci;
 #[allow(dead_code)]
 mod oci;
 mod paths;
+mod pack;
 mod progress;
 mod project;
 mod provision;
@@ -125,5 +127,7 @@ fn is_helper(cmd: &Cmd) -> bool {
             | Cmd::Unpack { .. }
             | Cmd::UnpackLayers { .. }
             | Cmd::RmTree { .. }
+            | Cmd::Pack { .. }
+            | Cmd::CloneLayer { .. }
     )
 }

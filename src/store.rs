@@ -68,6 +68,11 @@ pub fn import(
             return Ok(rec);
         }
     }
+    // An image made by `devbox commit --tag NAME` goes by that name.
+    if let Some(rec) = crate::image_oci::tagged(dirs, source) {
+        r.step(&format!("Using image {} ({source}) from the store", short(&rec.id)));
+        return Ok(rec);
+    }
     match ImageRef::classify(source) {
         ImageRef::Url(url) => import_url(dirs, &url, sha256, r),
         ImageRef::File(path) => import_file(dirs, &path, source, sha256, r),
@@ -150,6 +155,7 @@ fn import_url(
         archive_bytes: fetched.size,
         digest: None,
         env: Vec::new(),
+        base_source: None,
     };
     // Kept in the cache, so the image can be made again without the network.
     fetched.keep()?;
@@ -232,6 +238,7 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         &image.config.env,
         r,
         &mut |sink| feed_files(&image.layers, sink),
+        None,
     )
 }
 
@@ -255,6 +262,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
             Err(crate::oci::OciError::Feed { detail }) => Err(Fed::Sink(detail)),
             Err(e) => Err(Fed::Source(e.into())),
         },
+        None,
     )
 }
 
@@ -307,7 +315,7 @@ enum Unpacked {
     Layout,
 }
 
-enum Fed {
+pub(crate) enum Fed {
     /// Getting the bytes (a download, a file).
     Source(anyhow::Error),
     /// The helper stopped reading (it failed, and said why).
@@ -316,7 +324,7 @@ enum Fed {
 
 /// Options of the OCI client from the user configuration: `insecure_registries` are spoken
 /// to over plain http, `registry_mirrors` are tried before their registry.
-fn oci_options() -> Result<crate::oci::Options> {
+pub(crate) fn oci_options() -> Result<crate::oci::Options> {
     use crate::project::{resolve, Defaults, Flags, HostEnv, UserConfig};
     let user = UserConfig::load(&HostEnv::current())?;
     let settings = resolve(&Flags::default(), None, &user, &Defaults::builtin());
@@ -329,9 +337,10 @@ fn oci_options() -> Result<crate::oci::Options> {
 
 /// Applies an image's layers into a new store entry (id: its config digest) through the
 /// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
-/// other in order.
+/// other in order. `layout`, when given, is the image's OCI layout (its blobs, manifest and
+/// config), moved into the new entry as `oci/`.
 #[allow(clippy::too_many_arguments)]
-fn apply_layers(
+pub(crate) fn apply_layers(
     dirs: &Dirs,
     config_digest: &str,
     layers: &[crate::oci::Layer],
@@ -340,6 +349,7 @@ fn apply_layers(
     env: &[String],
     r: &dyn Reporter,
     feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
+    layout: Option<&Path>,
 ) -> Result<ImageRecord> {
     let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
@@ -393,6 +403,10 @@ fn apply_layers(
         r,
     )?;
     let _ = std::fs::remove_file(&spec);
+    if let Some(l) = layout {
+        std::fs::rename(l, staging.tmp.join(crate::image_oci::LAYOUT_DIR))
+            .context("cannot move the image's layout into the store")?;
+    }
     let rec = ImageRecord {
         id: id.clone(),
         source: source.to_string(),
@@ -400,12 +414,13 @@ fn apply_layers(
         archive_bytes: size,
         digest,
         env: env.to_vec(),
+        base_source: None,
     };
     staging.commit(dirs, rec)
 }
 
 /// Feeds layer blobs from their files (an image layout's), in order.
-fn feed_files(
+pub(crate) fn feed_files(
     layers: &[crate::oci::Layer],
     sink: &mut (dyn std::io::Write + Send),
 ) -> Result<(), Fed> {
@@ -585,6 +600,7 @@ fn unpack_file_locked(
         archive_bytes: size,
         digest: None,
         env: Vec::new(),
+        base_source: None,
     };
     staging.commit(dirs, rec)
 }
@@ -615,14 +631,14 @@ fn id_lock(dirs: &Dirs, id: &str) -> Result<Lock> {
 /// An import in progress: a temp dir in the store (`images-v1/.tmp-PID-N`), claimed (see
 /// [`claim_dir`]) for as long as this lives, so that another devbox's sweep of leftovers never
 /// removes it. Dropped without `commit`, it is removed.
-struct Staging {
-    tmp: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) tmp: PathBuf,
     _held: Option<Claim>,
     done: bool,
 }
 
 impl Staging {
-    fn begin(dirs: &Dirs) -> Result<Staging> {
+    pub(crate) fn begin(dirs: &Dirs) -> Result<Staging> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let tmp = dirs.images.join(format!(
@@ -819,7 +835,7 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
 
 /// The lock of the image store (`images-v1/.lock`), held to make, rename and look over its
 /// temp dirs.
-fn store_lock(dirs: &Dirs) -> Result<Lock> {
+pub(crate) fn store_lock(dirs: &Dirs) -> Result<Lock> {
     Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)
 }
 
@@ -1504,6 +1520,31 @@ pub fn rmtree_helper(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", abs.display())),
     }
+}
+
+/// `devbox __clone FROM TO`: copies box layer FROM to TO (both inside devbox's box store, TO
+/// new) as root of devbox's user namespace, keeping owners, modes, times, xattrs (overlay's
+/// opaque marks) and whiteouts (character devices 0/0, which unprivileged processes may make).
+pub fn clone_helper(from: &Path, to: &Path) -> Result<()> {
+    let dirs = Dirs::from_env()?;
+    let (from, to) = (std::path::absolute(from)?, std::path::absolute(to)?);
+    for p in [&from, &to] {
+        if !p.starts_with(&dirs.boxes) || p == &dirs.boxes {
+            bail!("refusing to copy {}: not inside devbox's boxes", p.display());
+        }
+    }
+    crate::runtime::userns::as_namespace_root(&dirs)?;
+    let status = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(&from)
+        .arg(&to)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run cp")?;
+    if !status.success() {
+        bail!("cannot copy {} to {}", from.display(), to.display());
+    }
+    Ok(())
 }
 
 /// Disk used by a tree (allocated blocks, hard links counted once). Needs namespace root for

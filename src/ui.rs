@@ -237,6 +237,7 @@ mod tests {
             archive_bytes: 0,
             digest: Some(format!("sha256:{}", "cd".repeat(32))),
             env: Vec::new(),
+            base_source: None,
         };
         assert_eq!(
             image_line("debian:13", &rec),

@@ -1,6 +1,7 @@
 //! One module per subcommand; each handler loads, acts and adds context naming the box or path.
 
 mod apply;
+mod commit;
 mod config;
 pub mod create;
 mod doctor;
@@ -40,11 +41,30 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             crate::store::unpack_layers_helper(&spec, &dest).map(|()| 0)
         }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
+        Cmd::Pack { upper, tree } => crate::pack::pack_helper(&tree, upper).map(|()| 0),
+        Cmd::CloneLayer { from, to } => crate::store::clone_helper(&from, &to).map(|()| 0),
+        Cmd::Commit { name, tag } => {
+            commit::run(&Dirs::from_env()?, &name, tag.as_deref(), cli.quiet)
+        }
+        Cmd::Create {
+            image,
+            name,
+            from: Some(from),
+            unshare,
+            ..
+        } => create::clone(
+            &Dirs::from_env()?,
+            &from,
+            name.or(image),
+            &unshare,
+            cli.quiet,
+        ),
         Cmd::Create {
             image,
             name,
             sha256,
             unshare,
+            from: None,
         } => create::run(
             &Dirs::from_env()?,
             image.as_deref(),
@@ -162,6 +182,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
         }
         Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
+        Cmd::Image(ImageCmd::Push { image, reference }) => {
+            image::push(&Dirs::from_env()?, &image, &reference, cli.quiet)
+        }
+        Cmd::Image(ImageCmd::Save { image, file }) => {
+            image::save(&Dirs::from_env()?, &image, &file, cli.quiet)
+        }
+        Cmd::Image(ImageCmd::Load { file }) => image::load(&Dirs::from_env()?, &file, cli.quiet),
     }
 }
 

@@ -23,6 +23,7 @@ mod client;
 mod layer;
 mod layout;
 mod manifest;
+mod push;
 mod reference;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,19 @@ pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
 #[allow(unused_imports)]
 pub use manifest::{ImageConfig, Platform};
+pub use manifest::{layer_compression as layer_compression_of, LayerCompression as Compression};
+
+pub use push::{push, PushBlob, PushImage};
+
+/// The media types of manifests, indexes and configs.
+pub mod manifest_types {
+    pub use super::manifest::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+}
+
+/// Parses an image config (the parts devbox uses).
+pub fn parse_config(body: &[u8]) -> Result<ImageConfig, String> {
+    manifest::parse_config(body)
+}
 #[allow(unused_imports)]
 pub use reference::Reference;
 
@@ -158,6 +172,16 @@ pub enum OciError {
 
     #[error("cancelled because another download failed")]
     Cancelled,
+
+    #[error("registry {registry} refused {what} of {reference} ({status}{detail})\n  hint: {hint}")]
+    PushRefused {
+        registry: String,
+        reference: String,
+        what: String,
+        status: u16,
+        detail: String,
+        hint: String,
+    },
 
     /// The unpack helper the layers stream into stopped reading (it says why itself).
     #[error("cannot pass the layers to the unpack helper: {detail}")]

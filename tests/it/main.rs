@@ -18,6 +18,7 @@ mod onebox;
 mod project;
 mod registry;
 mod runtime;
+mod share;
 mod terminal;
 mod trust;
 mod ui;

@@ -1,0 +1,284 @@
+//! Sharing boxes beyond one machine: commit, image push (checked with skopeo and podman),
+//! create --from, devbox.lock across two users, image save/load (podman save too), and what
+//! goes wrong on the way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::*;
+use crate::registry::Registry;
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// podman as root with a store of its own (removed with the temp dir).
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        Podman {
+            dir: tempfile::Builder::new()
+                .prefix("devbox-it-podman-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .expect("podman (apt-get install podman, or run `sudo tests/setup.sh`)");
+        ok(out, &format!("podman {}", args.join(" ")))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // vfs layers may hold files podman made read-only; `podman system reset` is not needed
+        // for a private root, but its mounts (none with vfs) would be.
+        let _ = self
+            .cmd()
+            .args(["rm", "-a", "-f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The entries of a tar file: path -> (uid, content of regular files).
+fn tar_entries(path: &Path) -> std::collections::BTreeMap<String, (u64, Vec<u8>)> {
+    use std::io::Read;
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut out = std::collections::BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let uid = e.header().uid().unwrap();
+        let mut data = Vec::new();
+        if e.header().entry_type().is_file() {
+            e.read_to_end(&mut data).unwrap();
+        }
+        out.insert(name, (uid, data));
+    }
+    out
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("skopeo");
+    ok(out, &format!("skopeo {}", args.join(" ")))
+}
+
+/// The changes the acceptance tests make in a box: a new file owned by an in-box user, a
+/// deleted file, a directory replaced by a new one of the same name (opaque).
+const CHANGES: &str = "echo committed > /etc/devbox-committed && chown 1234:1234 /etc/devbox-committed \
+    && rm /etc/os-release && rm -rf /usr/sbin && mkdir /usr/sbin && echo only > /usr/sbin/only-this";
+
+fn manifest_of(out: &str) -> String {
+    let at = out.find("manifest sha256:").expect(out) + "manifest ".len();
+    out[at..at + 71].to_string()
+}
+
+#[test]
+fn commit_push_and_third_party_clients_see_the_box() {
+    let env = TestEnv::new();
+    let reg = Registry::start();
+    env.busybox("src", &[]);
+    env.ok(["run", "src", "--root", "--", "sh", "-c", CHANGES]);
+    // Committed while running (its holder keeps it up after `run`): said, and captured.
+    let out = env.run(["commit", "src", "--tag", "mybox:v1"]);
+    let committed = ok(out.clone(), "devbox commit");
+    assert!(
+        stderr(&out).contains("is running: its layer is committed as it is on disk now"),
+        "{}",
+        stderr(&out)
+    );
+    let digest = manifest_of(&committed);
+
+    // A box made from the new image sees the changes, the deletions included.
+    env.ok(["create", "mybox:v1", "--name", "again"]);
+    let seen = env.sh(
+        "again",
+        "cat /etc/devbox-committed; stat -c %u /etc/devbox-committed; ls /etc/os-release 2>&1; ls /usr/sbin",
+    );
+    assert!(seen.contains("committed\n1234\n"), "{seen}");
+    assert!(seen.contains("No such file"), "{seen}");
+    assert!(seen.trim_end().ends_with("only-this"), "{seen}");
+
+    let target = format!("127.0.0.1:{}/devbox-test/mybox:v1", reg.port());
+    let pushed = env.ok(["image", "push", "mybox:v1", &target]);
+    assert!(pushed.contains(&digest), "{pushed}");
+
+    // skopeo sees the manifest devbox wrote.
+    let info: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], digest.as_str(), "{info}");
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 2, "{info}");
+
+    // skopeo copies it to an OCI layout; podman makes a container of the pushed image, whose
+    // export has the box's files and not the deleted ones.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{target}"),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert!(layout.join("index.json").is_file());
+    let podman = Podman::new();
+    podman.run(&["pull", "-q", "--tls-verify=false", &format!("docker://{target}")]);
+    let id = podman.run(&["create", &target, "/bin/sh"]);
+    let export = work.path().join("export.tar");
+    podman.run(&["export", "-o", export.to_str().unwrap(), id.trim()]);
+    let files = tar_entries(&export);
+    let (uid, content) = files.get("etc/devbox-committed").expect("the box's file");
+    assert_eq!((*uid, content.as_slice()), (1234, &b"committed\n"[..]));
+    assert!(files.contains_key("bin/busybox"));
+    assert!(!files.contains_key("etc/os-release"), "a deleted file came back");
+    let sbin: Vec<&String> = files.keys().filter(|k| k.starts_with("usr/sbin/")).collect();
+    assert_eq!(sbin, ["usr/sbin/only-this"], "the opaque directory was not kept");
+
+    // The reference pulls back to the same image, in another store.
+    let other = TestEnv::new();
+    let pulled = other.ok(["image", "pull", &target]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&other.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["digest"], digest.as_str(), "{pulled}\n{listed}");
+    let mine: serde_json::Value = serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let committed_id = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["source"] == "mybox:v1")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(listed[0]["id"], committed_id);
+}
+
+#[test]
+fn create_from_clones_a_box_without_copying_its_image() {
+    let env = TestEnv::new();
+    env.busybox("orig", &[]);
+    env.ok(["run", "orig", "--root", "--", "sh", "-c", CHANGES]);
+    env.ok(["stop", "orig"]);
+    let out = env.ok(["create", "--from", "orig", "twin"]);
+    assert!(out.contains("clone of 'orig'"), "{out}");
+    let seen = env.sh(
+        "twin",
+        "cat /etc/devbox-committed; stat -c %u /etc/devbox-committed; ls /etc/os-release 2>&1; ls /usr/sbin",
+    );
+    assert!(seen.contains("committed\n1234\n"), "{seen}");
+    assert!(seen.contains("No such file"), "{seen}");
+    assert!(seen.trim_end().ends_with("only-this"), "{seen}");
+    // The two layers are apart from here on; the image is the same one.
+    env.ok(["run", "twin", "--root", "--", "sh", "-c", "echo twin > /etc/twin-only"]);
+    let orig = env.run(["run", "orig", "--", "cat", "/etc/twin-only"]);
+    assert!(!orig.status.success());
+    let list: serde_json::Value = serde_json::from_str(&env.ok(["list", "--json"])).unwrap();
+    let ids: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["image_id"])
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+    let images: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 1);
+}
+
+fn save_path(env: &TestEnv, name: &str) -> PathBuf {
+    env.home.join(name)
+}
+
+#[test]
+fn save_and_load_round_trip_and_podman_save_archives_load() {
+    let env = TestEnv::new();
+    env.busybox("src", &[]);
+    env.ok(["run", "src", "--root", "--", "sh", "-c", CHANGES]);
+    env.ok(["stop", "src"]);
+    let committed = env.ok(["commit", "src", "--tag", "saved"]);
+    let digest = manifest_of(&committed);
+    let archive = save_path(&env, "saved.tar");
+    env.ok(["image", "save", "saved", archive.to_str().unwrap()]);
+
+    // Into another store (another machine): the same image, by id and manifest.
+    let other = TestEnv::new();
+    let copy = other.home.join("saved.tar");
+    other.write_as_user(&copy, &std::fs::read(&archive).unwrap());
+    let loaded = other.ok(["image", "load", copy.to_str().unwrap()]);
+    let list: serde_json::Value =
+        serde_json::from_str(&other.ok(["image", "list", "--json"])).unwrap();
+    let mine: serde_json::Value = serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let committed_id = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["source"] == "saved")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(list[0]["id"], committed_id, "{loaded}");
+    other.ok(["create", &list[0]["id"].as_str().unwrap()[..12], "--name", "fromsave"]);
+    assert_eq!(other.sh("fromsave", "cat /etc/devbox-committed"), "committed\n");
+
+    // podman reads devbox's archive, and writes one devbox reads.
+    let podman = Podman::new();
+    podman.run(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    let third = TestEnv::new();
+    let podman_archive = third.root.join("podman.tar");
+    podman.run(&[
+        "save",
+        "-q",
+        "-o",
+        podman_archive.to_str().unwrap(),
+        "localhost/saved:latest",
+    ]);
+    let readable = third.home.join("podman.tar");
+    third.write_as_user(&readable, &std::fs::read(&podman_archive).unwrap());
+    third.ok(["image", "load", readable.to_str().unwrap()]);
+    let list: serde_json::Value =
+        serde_json::from_str(&third.ok(["image", "list", "--json"])).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    third.ok(["create", &id[..12], "--name", "frompodman"]);
+    let seen = third.sh("frompodman", "cat /etc/devbox-committed; ls /etc/os-release 2>&1 || true");
+    assert!(seen.starts_with("committed\n") && seen.contains("No such file"), "{seen}");
+    let _ = digest;
+}
