@@ -464,10 +464,7 @@ pub fn save(dirs: &Dirs, rec: &ImageRecord, file: &Path, r: &dyn Reporter) -> Re
         let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
         tar.mode(tar::HeaderMode::Deterministic);
         let mut add = |path: &str, data: &[u8]| -> Result<()> {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
+            let mut h = file_header(data.len() as u64);
             tar.append_data(&mut h, path, data)?;
             Ok(())
         };
@@ -499,10 +496,7 @@ pub fn save(dirs: &Dirs, rec: &ImageRecord, file: &Path, r: &dyn Reporter) -> Re
             let path = layout.blob_path(&b.digest);
             let mut f = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let mut h = tar::Header::new_ustar();
-            h.set_size(b.size);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
+            let mut h = file_header(b.size);
             tar.append_data(&mut h, rel(&b.digest), &mut f)?;
         }
         tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
@@ -520,6 +514,19 @@ pub fn save(dirs: &Dirs, rec: &ImageRecord, file: &Path, r: &dyn Reporter) -> Re
     tmp.persist(&abs)
         .with_context(|| format!("cannot write {}", abs.display()))?;
     Ok(())
+}
+
+/// The header of a plain file of an archive: root's, 0644, time 0 (every field set: readers
+/// refuse empty numeric fields).
+fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
 }
 
 /// Whether `s` can be a `--tag` name: `NAME[:TAG]`, lowercase name, no `/` (which would make

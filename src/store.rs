@@ -68,8 +68,9 @@ pub fn import(
             return Ok(rec);
         }
     }
-    // An image made by `devbox commit --tag NAME` goes by that name.
-    if let Some(rec) = crate::image_oci::tagged(dirs, source) {
+    // An image made by `devbox commit --tag NAME` goes by that name; any image of the store
+    // by its id (12 hex digits or more, as `image list` shows it).
+    if let Some(rec) = crate::image_oci::tagged(dirs, source).or_else(|| by_id(dirs, source)) {
         r.step(&format!("Using image {} ({source}) from the store", short(&rec.id)));
         return Ok(rec);
     }
@@ -84,6 +85,17 @@ pub fn import(
         }
         ImageRef::Catalog(name) => import_catalog(dirs, &name, sha256, r),
     }
+}
+
+/// The store image whose id starts with `s` (at least 12 hex digits, `sha256:` allowed).
+fn by_id(dirs: &Dirs, s: &str) -> Option<ImageRecord> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() < 12 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut found = list(dirs).ok()?.into_iter().filter(|r| r.id.starts_with(hex));
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
 }
 
 /// An archive at a URL. With its sha256 known (--sha256, a catalog entry) and a verified copy
