@@ -229,7 +229,12 @@ added packages are installed and appended setup commands run in the box as it is
 namespaces, mounts or home are saved and take effect when the box starts again (a running box is \
 stopped, after asking); a new image or edited setup commands recreate the box, after asking, which \
 discards its own layer. Your home is never touched. Removed packages stay installed until the \
-box is recreated."
+box is recreated.\n\n\
+The image is the one devbox.lock (next to devbox.toml) pins, written when the box was first \
+made: an OCI image by manifest digest, an archive by URL and sha256, a catalog name by the source \
+it chose. Keep devbox.lock in version control: other machines then make the box from the same \
+image. --update resolves the image anew and rewrites the lock; --locked (or CI=true) refuses to \
+resolve when the lock is missing or does not match devbox.toml's image."
     )]
     Apply {
         /// The box whose project file to apply [default: the project here]
@@ -238,6 +243,13 @@ box is recreated."
         /// Answer yes to the questions: recreate or stop the box without asking
         #[arg(long, short)]
         yes: bool,
+        /// Resolve the image anew (a moved tag, a new catalog release) and rewrite devbox.lock;
+        /// a new image recreates the box (after asking)
+        #[arg(long, conflicts_with = "locked")]
+        update: bool,
+        /// Use devbox.lock only: a missing or stale lock is an error (also with CI=true)
+        #[arg(long)]
+        locked: bool,
     },
     /// Accept a project file devbox refuses: another user's, or one in a directory others can write
     #[command(

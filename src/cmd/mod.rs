@@ -141,11 +141,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image.as_deref(),
             force,
         ),
-        Cmd::Apply { name, yes } => apply::run(
+        Cmd::Apply {
+            name,
+            yes,
+            update,
+            locked,
+        } => apply::run(
             &Dirs::from_env()?,
             name.as_deref(),
             cli.config.as_deref(),
             yes,
+            crate::project::lock::Mode::new(update, locked),
             cli.quiet,
         ),
         Cmd::Config {

@@ -282,3 +282,140 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
     assert!(seen.starts_with("committed\n") && seen.contains("No such file"), "{seen}");
     let _ = digest;
 }
+
+/// A project directory in `env`'s home with this devbox.toml.
+fn project(env: &TestEnv, toml: &str) -> PathBuf {
+    let dir = env.home.join("proj");
+    env.mkdir_as_user(&dir);
+    env.write_as_user(&dir.join("devbox.toml"), toml.as_bytes());
+    dir
+}
+
+fn in_dir(env: &TestEnv, dir: &Path, args: &[&str]) -> Output {
+    env.cmd(args).current_dir(dir).output().unwrap()
+}
+
+fn image_digests(env: &TestEnv) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["digest"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn lock_gives_a_second_user_the_same_image_until_update() {
+    let reg = Registry::start();
+    let a = TestEnv::new();
+    let repo = format!("127.0.0.1:{}/devbox-test/proj", reg.port());
+    a.busybox("base", &[]);
+    a.ok(["run", "base", "--root", "--", "sh", "-c", "echo one > /etc/generation"]);
+    let one = manifest_of(&a.ok(["commit", "base", "--tag", "gen:1"]));
+    a.ok(["run", "base", "--root", "--", "sh", "-c", "echo two > /etc/generation"]);
+    let two = manifest_of(&a.ok(["commit", "base", "--tag", "gen:2"]));
+    a.ok(["image", "push", "gen:1", &format!("{repo}:latest")]);
+
+    // The first machine makes the project's box: the lock pins the tag's digest.
+    let toml = format!("[box]\nname = \"proj\"\nimage = \"{repo}:latest\"\n");
+    let dir = project(&a, &toml);
+    let out = in_dir(&a, &dir, &["apply"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Pinned"), "{}", stderr(&out));
+    let lock = std::fs::read_to_string(dir.join("devbox.lock")).unwrap();
+    assert!(lock.contains(&format!("{repo}@{one}")), "{lock}");
+
+    // Upstream moves the tag.
+    a.ok(["image", "push", "gen:2", &format!("{repo}:latest")]);
+
+    // A second machine (user) with the two files gets the pinned image, not the tag's.
+    let b = TestEnv::new_as("devbox-test2");
+    let bdir = project(&b, &toml);
+    b.write_as_user(&bdir.join("devbox.lock"), lock.as_bytes());
+    let out = in_dir(&b, &bdir, &["run", "--", "cat", "/etc/generation"]);
+    assert_eq!(stdout(&out), "one\n", "{}", stderr(&out));
+    assert_eq!(image_digests(&b), [one.clone()]);
+    assert_eq!(std::fs::read_to_string(bdir.join("devbox.lock")).unwrap(), lock);
+
+    // apply --update resolves the tag anew, rewrites the lock and remakes the box.
+    let out = in_dir(&b, &bdir, &["apply", "--update", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let relocked = std::fs::read_to_string(bdir.join("devbox.lock")).unwrap();
+    assert!(relocked.contains(&format!("{repo}@{two}")), "{relocked}");
+    let out = in_dir(&b, &bdir, &["run", "--", "cat", "/etc/generation"]);
+    assert_eq!(stdout(&out), "two\n", "{}", stderr(&out));
+
+    // The first machine, given the new lock (from version control), follows it on apply.
+    a.write_as_user(&dir.join("devbox.lock"), relocked.as_bytes());
+    let out = in_dir(&a, &dir, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = in_dir(&a, &dir, &["run", "--", "cat", "/etc/generation"]);
+    assert_eq!(stdout(&out), "two\n", "{}", stderr(&out));
+}
+
+#[test]
+fn locked_refuses_a_missing_or_stale_lock_and_a_vanished_image_says_the_fix() {
+    let reg = Registry::start();
+    let a = TestEnv::new();
+    let repo = format!("127.0.0.1:{}/devbox-test/gone", reg.port());
+    a.busybox("base", &[]);
+    a.ok(["commit", "base", "--tag", "gone"]);
+    a.ok(["image", "push", "gone", &format!("{repo}:v1")]);
+    let toml = format!("[box]\nname = \"gone\"\nimage = \"{repo}:v1\"\n");
+
+    // No lock: --locked and CI=true refuse to resolve.
+    let c = TestEnv::new();
+    let dir = project(&c, &toml);
+    let out = in_dir(&c, &dir, &["apply", "--locked"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("there is no devbox.lock") && stderr(&out).contains("apply --update"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c
+        .cmd(["run", "--", "true"])
+        .current_dir(&dir)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--locked (or CI=true)"), "{}", stderr(&out));
+    assert!(!c.data().join("boxes-v1/gone").exists());
+
+    // Made once (writes the lock); then devbox.toml names another tag: a stale lock.
+    let out = in_dir(&c, &dir, &["apply"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = std::fs::read_to_string(dir.join("devbox.lock")).unwrap();
+    c.write_as_user(
+        &dir.join("devbox.toml"),
+        toml.replace(":v1", ":v2").as_bytes(),
+    );
+    let out = in_dir(&c, &dir, &["apply", "--locked", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("pins image"), "{}", stderr(&out));
+    c.write_as_user(&dir.join("devbox.toml"), toml.as_bytes());
+
+    // The registry loses the pinned image: another machine gets a clear error with the fix.
+    let digest = lock
+        .lines()
+        .find_map(|l| l.strip_prefix("resolved = \""))
+        .and_then(|l| l.split('@').nth(1))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    skopeo(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{repo}@{digest}"),
+    ]);
+    let d = TestEnv::new();
+    let ddir = project(&d, &toml);
+    d.write_as_user(&ddir.join("devbox.lock"), lock.as_bytes());
+    let out = in_dir(&d, &ddir, &["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("devbox.lock pins"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("devbox apply --update"), "{err}");
+}
