@@ -419,3 +419,110 @@ fn locked_refuses_a_missing_or_stale_lock_and_a_vanished_image_says_the_fix() {
     assert!(err.contains("not found"), "{err}");
     assert!(err.contains("devbox apply --update"), "{err}");
 }
+
+/// tests/fixtures/push-trouble.py, killed when dropped.
+struct Trouble {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Trouble {
+    fn start(args: &[&str]) -> Trouble {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/push-trouble.py"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("push-trouble.py prints its port");
+        Trouble { child, port }
+    }
+}
+
+impl Drop for Trouble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_refusals_say_why_and_a_broken_off_upload_resumes() {
+    let env = TestEnv::new();
+    env.busybox("src", &[]);
+    // A layer of 8 MiB that does not compress: several chunks of 1 MiB.
+    env.ok(["run", "src", "--root", "--", "sh", "-c", "head -c 8388608 /dev/urandom > /big"]);
+    env.ok(["stop", "src"]);
+    let digest = manifest_of(&env.ok(["commit", "src", "--tag", "big"]));
+
+    for (mode, want) in [
+        ("401", ["requires authentication", "podman login"]),
+        ("403", ["requested access to the resource is denied", "may not push"]),
+        ("quota", ["storage quota exceeded", "quota there is full"]),
+    ] {
+        let t = Trouble::start(&["refuse", mode]);
+        let err = env.fails(
+            1,
+            ["image", "push", "big", &format!("127.0.0.1:{}/team/big:v1", t.port)],
+        );
+        assert!(err.contains("cannot push image"), "{mode}: {err}");
+        for w in want {
+            assert!(err.contains(w), "{mode}: {err}");
+        }
+    }
+
+    // The connection breaks off after three chunks, and the push is killed while it waits to
+    // retry: the next push continues the upload where the registry's copy ends.
+    let reg = Registry::start();
+    let pass = env.root.join("pass");
+    let t = Trouble::start(&["cut", &reg.port().to_string(), "3", pass.to_str().unwrap()]);
+    let target = format!("127.0.0.1:{}/devbox-test/big:v1", t.port);
+    let mut first = env
+        .cmd(["image", "push", "big", &target])
+        .env("DEVBOX_PUSH_CHUNK_SIZE", "1048576")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(first.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("retrying") {
+                break;
+            }
+        }
+        assert!(seen.contains("retrying"), "{seen}");
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::fs::write(&pass, b"").unwrap();
+    let out = env
+        .cmd(["image", "push", "big", &target])
+        .env("DEVBOX_PUSH_CHUNK_SIZE", "1048576")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming the upload at"), "{err}");
+    assert!(stdout(&out).contains("1 resumed"), "{}", stdout(&out));
+    let info: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://127.0.0.1:{}/devbox-test/big:v1", reg.port()),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], digest.as_str());
+    // And the image is whole: another store pulls it (every blob checked by digest).
+    let other = TestEnv::new();
+    other.ok(["image", "pull", &format!("127.0.0.1:{}/devbox-test/big:v1", reg.port())]);
+    assert_eq!(image_digests(&other), [digest]);
+}
