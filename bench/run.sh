@@ -6,7 +6,7 @@
 #                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
 #
 # Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
-# PULL_RUNS (3), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
+# PULL_RUNS (3), PUSH_RUNS (3), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
 # existing target/release/devbox).
 #
 # Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
@@ -23,6 +23,7 @@ COLD_WARMUP=${COLD_WARMUP:-2}
 CREATE_RUNS=${CREATE_RUNS:-10}
 UNPACK_RUNS=${UNPACK_RUNS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
+PUSH_RUNS=${PUSH_RUNS:-3}
 BOX=bench
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -92,6 +93,9 @@ cleanup() {
         cd /
         if [[ -n "${REG_PID:-}" ]]; then
             as_user bash "$BIN_DIR/registry.sh" stop "$REG_PID" >/dev/null 2>&1 || true
+        fi
+        if [[ -n "${REG2_PID:-}" ]]; then
+            as_user bash "$BIN_DIR/registry.sh" stop "$REG2_PID" >/dev/null 2>&1 || true
         fi
         if [[ -x "$DEVBOX" ]]; then
             as_user "$DEVBOX" stop --all >/dev/null 2>&1 || true
@@ -322,7 +326,7 @@ via_nsenter=$(cd "$BENCH_HOME" && as_user "${NSENTER[@]:0:5}" -- /bin/sh -c "$pr
 log "nsenter joins the same namespaces: $via_nsenter"
 
 # ---- 1. warm run -----------------------------------------------------------------------------
-log "1/5 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
+log "1/6 warm run vs nsenter ($WARM_RUNS runs each, interleaved)"
 out=$(harness pair "$WARM_RUNS" "$WARM_WARMUP" \
     @A "$DEVBOX" run "$BOX" -- /bin/true @B "${NSENTER[@]}")
 read -r dv bl <<<"$out"
@@ -351,7 +355,7 @@ holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 |
 if [[ -e "$STATE/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
-log "2/5 cold start ($COLD_RUNS runs, each after stop --all)"
+log "2/6 cold start ($COLD_RUNS runs, each after stop --all)"
 out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
     @A "$DEVBOX" run "$BOX" -- /bin/true \
@@ -360,7 +364,7 @@ read -r dv bl <<<"$out"
 row "cold start: holder+box+run  (vs unshare -Urm)" "$dv" "$bl" ms "" "<25"
 
 # ---- 3. second box from an image in the store -------------------------------------------------
-log "3/5 create with the image already in the store ($CREATE_RUNS runs per image)"
+log "3/6 create with the image already in the store ($CREATE_RUNS runs per image)"
 dvx create "$DEBIAN_TAR" --name deb0 >/dev/null 2>&1
 for img in busybox debian; do
     if [[ $img == busybox ]]; then tarball=$BUSYBOX_TAR; else tarball=$DEBIAN_TAR; fi
@@ -374,7 +378,7 @@ for img in busybox debian; do
 done
 
 # ---- 4. unpack ------------------------------------------------------------------------------
-log "4/5 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
+log "4/6 unpack the Debian fixture (.tar.gz, .tar.xz, .tar.zst): devbox create vs tar in the namespace ($UNPACK_RUNS runs each)"
 # Device nodes cannot be made in a user namespace: devbox skips them, so tar leaves them out too.
 DEV_LIST="$WORK/devices.exclude"
 tar -tvzf "$DEBIAN_TAR" | awk '$1 ~ /^[bc]/ { print $6 }' >"$DEV_LIST"
@@ -399,7 +403,7 @@ for fmt in gz xz zst; do
 done
 
 # ---- 5. pull from a loopback registry ---------------------------------------------------------
-log "5/5 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
+log "5/6 pull the Debian fixture from a loopback registry: devbox image pull vs skopeo copy + tar ($PULL_RUNS runs each)"
 out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry" 0 $$) ||
     die "cannot start the loopback registry (tests/fixtures/registry.sh)"
 read -r REG_PORT REG_PID <<<"$out"
@@ -467,6 +471,35 @@ out=$(harness pull "$PULL_RUNS" "$DEVBOX" "$REF" "$layer_hex" "$WORK" "$DEV_LIST
 read -r dv bl <<<"$out"
 row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 
+# ---- 6. push to a loopback registry ------------------------------------------------------------
+# The image pulled in 5 (its blobs in devbox's cache, so devbox pushes the very blobs skopeo
+# pushes from the layout) to a second registry, each run to a repository of its own (a registry
+# links blobs per repository: every run uploads the whole layer), devbox and skopeo interleaved.
+log "6/6 push the Debian image to a loopback registry: devbox image push vs skopeo copy ($PUSH_RUNS runs each)"
+out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry2" 0 $$) ||
+    die "cannot start the second loopback registry (tests/fixtures/registry.sh)"
+read -r REG2_PORT REG2_PID <<<"$out"
+dvx -q image pull "$REF" || die "devbox cannot pull $REF"
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+dv_times=() sk_times=()
+for ((i = 1; i <= PUSH_RUNS; i++)); do
+    t0=$(now_ms)
+    dvx -q image push "$REF" "127.0.0.1:$REG2_PORT/bench/devbox-$i:bookworm" ||
+        die "devbox image push failed"
+    t1=$(now_ms)
+    (cd "$WORK" && as_user skopeo copy -q --dest-tls-verify=false "oci:$OCI_DIR:bookworm" \
+        "docker://127.0.0.1:$REG2_PORT/bench/skopeo-$i:bookworm" >/dev/null) ||
+        die "skopeo copy failed"
+    t2=$(now_ms)
+    dv_times+=($((t1 - t0)))
+    sk_times+=($((t2 - t1)))
+done
+dv=$(printf '%s\n' "${dv_times[@]}" | median)
+bl=$(printf '%s\n' "${sk_times[@]}" | median)
+row "push debian, loopback registry (vs skopeo copy)" "$dv" "$bl" ms "<=1.0" ""
+as_user bash "$BIN_DIR/registry.sh" stop "$REG2_PID" >/dev/null 2>&1 || true
+
 # ---- report ----------------------------------------------------------------------------------
 rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 printf '\ndevbox benchmark  (devbox %s, as %s)\n' "$rev" "$BENCH_USER"
@@ -474,11 +507,13 @@ printf 'machine: nproc %s, kernel %s, %s\n' "$(nproc)" "$(uname -r)" "$(uname -m
 print_table
 cat <<EOF
 
-medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS, pull $PULL_RUNS (devbox and baseline interleaved)
+medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS, pull $PULL_RUNS, push $PUSH_RUNS (devbox and baseline interleaved)
 baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for a default box);
            cold = unshare --user --map-root-user --mount /bin/true (context only);
            unpack = GNU tar -x with gzip/xz/zstd run as root of devbox's user namespace (devbox
              also hashes); archives: ${SIZES[0]}, ${SIZES[1]}, ${SIZES[2]} (xz and zst made with -T0);
            pull = skopeo copy docker://... dir:DIR, then tar -xzf of the layer blob as in unpack
-             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run.
+             (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run;
+           push = skopeo copy oci:LAYOUT docker://... of that image's layout, to a second
+             loopback registry, a fresh repository each run (devbox pushes the same blobs).
 EOF

@@ -376,7 +376,7 @@ another repository of the same registry are mounted from there, the others are u
 ones in chunks; a push that broke off continues where it stopped when run again). Credentials and \
 TLS are those of pulls: ~/.docker/config.json, $REGISTRY_AUTH_FILE, podman's auth.json; plain \
 http only to loopback registries and insecure_registries.",
-        after_help = "Example: devbox image push deb-tools:v1 registry.example:5000/team/deb-tools:v1"
+        after_help = "Example: devbox image push deb-tools:v1 localhost:5000/team/deb-tools:v1"
     )]
     Push {
         /// Image id (at least 4 hex digits), source or `commit --tag` name

@@ -24,6 +24,7 @@ PACKAGES=(
     tar gzip xz-utils zstd python3 procps iproute2
     bash zsh fish hyperfine
     docker-registry skopeo umoci
+    podman       # a third-party client of pushed and saved images (tests/it/share.rs)
     dpkg-dev     # dpkg-scanpackages for the apt repository fixture (tests/it/apply.rs)
     ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)
 )
