@@ -334,7 +334,7 @@ row "warm run BOX -- /bin/true  (vs nsenter)" "$dv" "$bl" ms "<=1.25" ""
 WARM_ONE=$dv
 
 # ---- 1b. warm run with 100 boxes running ------------------------------------------------------
-log "1b/5 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
+log "1b/6 warm run with 100 boxes running ($WARM_RUNS runs each, interleaved)"
 for ((i = 1; i < 100; i++)); do
     dvx create "$BUSYBOX_TAR" --name "many-$i" >/dev/null 2>&1
     dvx run "many-$i" -- /bin/true

@@ -317,7 +317,10 @@ fn write_index(
 ) -> Result<()> {
     let mut annotations = std::collections::BTreeMap::new();
     if let Some(n) = name {
-        annotations.insert("org.opencontainers.image.ref.name".to_string(), n.to_string());
+        annotations.insert(
+            "org.opencontainers.image.ref.name".to_string(),
+            n.to_string(),
+        );
     }
     let index = Index {
         schema_version: 2,

@@ -14,8 +14,8 @@ mod idmap;
 mod image_oci;
 #[allow(dead_code)]
 mod oci;
-mod paths;
 mod pack;
+mod paths;
 mod progress;
 mod project;
 mod provision;

@@ -199,10 +199,8 @@ impl<W: Write> Walk<W> {
     /// `security.capability` of `abs`, as a PAX record before its entry.
     fn xattrs(&mut self, abs: &Path) -> Result<()> {
         if let Ok(Some(cap)) = xattr::get(abs, "security.capability") {
-            self.tar.append_pax_extensions([(
-                "SCHILY.xattr.security.capability",
-                cap.as_slice(),
-            )])?;
+            self.tar
+                .append_pax_extensions([("SCHILY.xattr.security.capability", cap.as_slice())])?;
         }
         Ok(())
     }
@@ -218,7 +216,9 @@ fn dir_name(rel: &Path) -> PathBuf {
 fn is_whiteout(abs: &Path, meta: &std::fs::Metadata) -> bool {
     let ft = meta.file_type();
     (ft.is_char_device() && meta.rdev() == 0)
-        || (ft.is_file() && meta.len() == 0 && xattr::get(abs, WHITEOUT_XATTR).is_ok_and(|v| v.is_some()))
+        || (ft.is_file()
+            && meta.len() == 0
+            && xattr::get(abs, WHITEOUT_XATTR).is_ok_and(|v| v.is_some()))
 }
 
 fn is_opaque(abs: &Path) -> bool {
@@ -257,7 +257,10 @@ pub fn pack_layer(
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run devbox's pack helper")?;
-    let stdout = child.stdout.take().context("the pack helper has no stdout")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the pack helper has no stdout")?;
     let tmp = blobs.join(format!(".pack-{}", std::process::id()));
     let result = (|| -> Result<Packed> {
         let file = std::fs::File::create(&tmp)

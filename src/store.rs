@@ -71,7 +71,10 @@ pub fn import(
     // An image made by `devbox commit --tag NAME` goes by that name; any image of the store
     // by its id (12 hex digits or more, as `image list` shows it).
     if let Some(rec) = crate::image_oci::tagged(dirs, source).or_else(|| by_id(dirs, source)) {
-        r.step(&format!("Using image {} ({source}) from the store", short(&rec.id)));
+        r.step(&format!(
+            "Using image {} ({source}) from the store",
+            short(&rec.id)
+        ));
         return Ok(rec);
     }
     match ImageRef::classify(source) {
@@ -90,10 +93,17 @@ pub fn import(
 /// The store image whose id starts with `s` (at least 12 hex digits, `sha256:` allowed).
 fn by_id(dirs: &Dirs, s: &str) -> Option<ImageRecord> {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    if hex.len() < 12 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+    if hex.len() < 12
+        || !hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
         return None;
     }
-    let mut found = list(dirs).ok()?.into_iter().filter(|r| r.id.starts_with(hex));
+    let mut found = list(dirs)
+        .ok()?
+        .into_iter()
+        .filter(|r| r.id.starts_with(hex));
     let one = found.next()?;
     found.next().is_none().then_some(one)
 }
@@ -1542,7 +1552,10 @@ pub fn clone_helper(from: &Path, to: &Path) -> Result<()> {
     let (from, to) = (std::path::absolute(from)?, std::path::absolute(to)?);
     for p in [&from, &to] {
         if !p.starts_with(&dirs.boxes) || p == &dirs.boxes {
-            bail!("refusing to copy {}: not inside devbox's boxes", p.display());
+            bail!(
+                "refusing to copy {}: not inside devbox's boxes",
+                p.display()
+            );
         }
     }
     crate::runtime::userns::as_namespace_root(&dirs)?;

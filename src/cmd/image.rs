@@ -201,7 +201,8 @@ fn named(dirs: &Dirs, what: &str) -> Result<crate::state::ImageRecord> {
     }
     let rows = rows(dirs)?;
     let i = find(&rows, what)?;
-    store::load(dirs, &rows[i].id).ok_or_else(|| anyhow::anyhow!("image {what:?} was removed meanwhile"))
+    store::load(dirs, &rows[i].id)
+        .ok_or_else(|| anyhow::anyhow!("image {what:?} was removed meanwhile"))
 }
 
 pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i32> {
@@ -232,10 +233,18 @@ pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i3
         mount_from,
     };
     use crate::progress::Reporter;
-    term.step(&format!("Pushing image {} to {target}", store::short(&rec.id)));
+    term.step(&format!(
+        "Pushing image {} to {target}",
+        store::short(&rec.id)
+    ));
     let stats = crate::oci::push(&target, &image, &dirs.cache, &store::oci_options()?, &term)
         .map_err(anyhow::Error::from)
-        .map_err(|e| e.context(format!("cannot push image {} to {target}", store::short(&rec.id))))?;
+        .map_err(|e| {
+            e.context(format!(
+                "cannot push image {} to {target}",
+                store::short(&rec.id)
+            ))
+        })?;
     if !quiet {
         println!(
             "Pushed image {} to {target}: manifest {} ({} blob{} uploaded ({}){}{}{})",
@@ -244,9 +253,21 @@ pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i3
             stats.uploaded,
             if stats.uploaded == 1 { "" } else { "s" },
             crate::progress::human_bytes(stats.bytes),
-            if stats.resumed > 0 { format!(", {} resumed", stats.resumed) } else { String::new() },
-            if stats.mounted > 0 { format!(", {} mounted", stats.mounted) } else { String::new() },
-            if stats.present > 0 { format!(", {} already there", stats.present) } else { String::new() },
+            if stats.resumed > 0 {
+                format!(", {} resumed", stats.resumed)
+            } else {
+                String::new()
+            },
+            if stats.mounted > 0 {
+                format!(", {} mounted", stats.mounted)
+            } else {
+                String::new()
+            },
+            if stats.present > 0 {
+                format!(", {} already there", stats.present)
+            } else {
+                String::new()
+            },
         );
     }
     Ok(0)
@@ -272,13 +293,21 @@ pub fn load(dirs: &Dirs, file: &std::path::Path, quiet: bool) -> Result<i32> {
         bail!("{} is not a file\n  hint: `devbox image load` reads an archive written by `devbox image save`, `podman save` or `docker save`", file.display());
     }
     let abs = std::path::absolute(file)?;
-    let rec = store::import(dirs, &abs.display().to_string(), None, &crate::progress::Term::new(quiet))?;
+    let rec = store::import(
+        dirs,
+        &abs.display().to_string(),
+        None,
+        &crate::progress::Term::new(quiet),
+    )?;
     if !quiet {
         println!(
             "Loaded image {} from {}{}",
             store::short(&rec.id),
             file.display(),
-            rec.digest.as_deref().map(|d| format!(" (manifest {d})")).unwrap_or_default()
+            rec.digest
+                .as_deref()
+                .map(|d| format!(" (manifest {d})"))
+                .unwrap_or_default()
         );
     }
     Ok(0)

@@ -38,9 +38,9 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
+pub use manifest::{layer_compression as layer_compression_of, LayerCompression as Compression};
 #[allow(unused_imports)]
 pub use manifest::{ImageConfig, Platform};
-pub use manifest::{layer_compression as layer_compression_of, LayerCompression as Compression};
 
 pub use push::{push, PushBlob, PushImage};
 
@@ -173,13 +173,11 @@ pub enum OciError {
     #[error("cancelled because another download failed")]
     Cancelled,
 
-    #[error("registry {registry} refused {what} of {reference} ({status}{detail})\n  hint: {hint}")]
+    /// `what`: what was refused, with the status and the registry's words.
+    #[error("registry {registry} refused {what}\n  hint: {hint}")]
     PushRefused {
         registry: String,
-        reference: String,
         what: String,
-        status: u16,
-        detail: String,
         hint: String,
     },
 

@@ -124,7 +124,8 @@ impl Pusher<'_> {
     ) -> Result<(), OciError> {
         let short = super::short(&b.digest);
         if self.exists(b)? {
-            self.r.step(&format!("Blob {short}: already in the registry"));
+            self.r
+                .step(&format!("Blob {short}: already in the registry"));
             stats.present += 1;
             return Ok(());
         }
@@ -135,10 +136,8 @@ impl Pusher<'_> {
                 .append_pair("from", &from.repository);
             let resp = self.request(Method::POST, &url, HeaderMap::new(), None, "mount")?;
             if resp.status() == StatusCode::CREATED {
-                self.r.step(&format!(
-                    "Blob {short}: mounted from {}",
-                    from.repository
-                ));
+                self.r
+                    .step(&format!("Blob {short}: mounted from {}", from.repository));
                 stats.mounted += 1;
                 return Ok(());
             }
@@ -176,9 +175,7 @@ impl Pusher<'_> {
             path: b.path.clone(),
             source: e,
         })?;
-        let bar = self
-            .r
-            .transfer(&format!("Pushing {short}"), Some(b.size));
+        let bar = self.r.transfer(&format!("Pushing {short}"), Some(b.size));
         bar.inc(offset);
         if b.size <= MONOLITHIC_MAX && offset == 0 {
             let mut data = Vec::with_capacity(b.size as usize);
@@ -413,8 +410,7 @@ impl Pusher<'_> {
             )
             .as_bytes(),
         );
-        self.sessions
-            .join(&key.trim_start_matches("sha256:")[..32])
+        self.sessions.join(&key.trim_start_matches("sha256:")[..32])
     }
 
     fn save_session(&self, file: &Path, loc: &Url, digest: &str) {
@@ -456,16 +452,14 @@ impl Pusher<'_> {
         } else {
             "run the push again (uploads that broke off continue where they stopped)".into()
         };
+        let detail = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
         OciError::PushRefused {
             registry,
-            reference: self.target.to_string(),
-            what: what.to_string(),
-            status: status.as_u16(),
-            detail: if message.is_empty() {
-                String::new()
-            } else {
-                format!(": {message}")
-            },
+            what: format!("{what} of {} ({}{detail})", self.target, status.as_u16()),
             hint,
         }
     }

@@ -37,9 +37,8 @@ impl Mode {
     /// From the flags of `apply` and the environment: `CI` set to true (or 1, yes) means
     /// `--locked` unless `--update` was asked for.
     pub fn new(update: bool, locked: bool) -> Mode {
-        let ci = std::env::var("CI").is_ok_and(|v| {
-            matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
-        });
+        let ci = std::env::var("CI")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
         if update {
             Mode::Update
         } else if locked || ci {
@@ -140,35 +139,36 @@ pub fn image_for(p: &Project, mode: Mode) -> Result<(String, Option<String>, Opt
 pub fn pin_of(dirs: &Dirs, p: &Project, rec: &ImageRecord) -> Pin {
     let oci_pin = |source: &str| -> Option<String> {
         let digest = rec.digest.as_ref()?;
-        let mut r = crate::oci::Reference::parse(source).ok()?.with_digest(digest);
+        let mut r = crate::oci::Reference::parse(source)
+            .ok()?
+            .with_digest(digest);
         // The digest alone says which image; a tag beside it would only mislead a reader.
         r.tag = None;
         Some(r.to_string())
     };
-    let (kind, resolved, sha256, catalog_source) = if crate::image_oci::tagged(dirs, &p.image)
-        .is_some()
-    {
-        ("store", rec.id.clone(), None, None)
-    } else {
-        match ImageRef::classify(&p.image) {
-            ImageRef::Oci(r) => match oci_pin(&r) {
-                Some(pinned) => ("oci", pinned, None, None),
-                None => ("store", rec.id.clone(), None, None),
-            },
-            ImageRef::Url(u) => ("url", u, Some(rec.id.clone()), None),
-            ImageRef::File(f) => ("file", f.display().to_string(), Some(rec.id.clone()), None),
-            ImageRef::Catalog(_) => match oci_pin(&rec.source) {
-                Some(pinned) => ("catalog", pinned, None, Some(rec.source.clone())),
-                None if crate::fetch::is_url(&rec.source) => (
-                    "catalog",
-                    rec.source.clone(),
-                    Some(rec.id.clone()),
-                    Some(rec.source.clone()),
-                ),
-                None => ("store", rec.id.clone(), None, None),
-            },
-        }
-    };
+    let (kind, resolved, sha256, catalog_source) =
+        if crate::image_oci::tagged(dirs, &p.image).is_some() {
+            ("store", rec.id.clone(), None, None)
+        } else {
+            match ImageRef::classify(&p.image) {
+                ImageRef::Oci(r) => match oci_pin(&r) {
+                    Some(pinned) => ("oci", pinned, None, None),
+                    None => ("store", rec.id.clone(), None, None),
+                },
+                ImageRef::Url(u) => ("url", u, Some(rec.id.clone()), None),
+                ImageRef::File(f) => ("file", f.display().to_string(), Some(rec.id.clone()), None),
+                ImageRef::Catalog(_) => match oci_pin(&rec.source) {
+                    Some(pinned) => ("catalog", pinned, None, Some(rec.source.clone())),
+                    None if crate::fetch::is_url(&rec.source) => (
+                        "catalog",
+                        rec.source.clone(),
+                        Some(rec.id.clone()),
+                        Some(rec.source.clone()),
+                    ),
+                    None => ("store", rec.id.clone(), None, None),
+                },
+            }
+        };
     Pin {
         requested: p.image.clone(),
         kind: kind.into(),

@@ -163,7 +163,12 @@ fn commit_push_and_third_party_clients_see_the_box() {
     ]);
     assert!(layout.join("index.json").is_file());
     let podman = Podman::new();
-    podman.run(&["pull", "-q", "--tls-verify=false", &format!("docker://{target}")]);
+    podman.run(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]);
     let id = podman.run(&["create", &target, "/bin/sh"]);
     let export = work.path().join("export.tar");
     podman.run(&["export", "-o", export.to_str().unwrap(), id.trim()]);
@@ -171,9 +176,19 @@ fn commit_push_and_third_party_clients_see_the_box() {
     let (uid, content) = files.get("etc/devbox-committed").expect("the box's file");
     assert_eq!((*uid, content.as_slice()), (1234, &b"committed\n"[..]));
     assert!(files.contains_key("bin/busybox"));
-    assert!(!files.contains_key("etc/os-release"), "a deleted file came back");
-    let sbin: Vec<&String> = files.keys().filter(|k| k.starts_with("usr/sbin/")).collect();
-    assert_eq!(sbin, ["usr/sbin/only-this"], "the opaque directory was not kept");
+    assert!(
+        !files.contains_key("etc/os-release"),
+        "a deleted file came back"
+    );
+    let sbin: Vec<&String> = files
+        .keys()
+        .filter(|k| k.starts_with("usr/sbin/"))
+        .collect();
+    assert_eq!(
+        sbin,
+        ["usr/sbin/only-this"],
+        "the opaque directory was not kept"
+    );
 
     // The reference pulls back to the same image, in another store.
     let other = TestEnv::new();
@@ -181,7 +196,8 @@ fn commit_push_and_third_party_clients_see_the_box() {
     let listed: serde_json::Value =
         serde_json::from_str(&other.ok(["image", "list", "--json"])).unwrap();
     assert_eq!(listed[0]["digest"], digest.as_str(), "{pulled}\n{listed}");
-    let mine: serde_json::Value = serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let mine: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
     let committed_id = mine
         .as_array()
         .unwrap()
@@ -208,7 +224,15 @@ fn create_from_clones_a_box_without_copying_its_image() {
     assert!(seen.contains("No such file"), "{seen}");
     assert!(seen.trim_end().ends_with("only-this"), "{seen}");
     // The two layers are apart from here on; the image is the same one.
-    env.ok(["run", "twin", "--root", "--", "sh", "-c", "echo twin > /etc/twin-only"]);
+    env.ok([
+        "run",
+        "twin",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo twin > /etc/twin-only",
+    ]);
     let orig = env.run(["run", "orig", "--", "cat", "/etc/twin-only"]);
     assert!(!orig.status.success());
     let list: serde_json::Value = serde_json::from_str(&env.ok(["list", "--json"])).unwrap();
@@ -247,7 +271,8 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
     let loaded = other.ok(["image", "load", copy.to_str().unwrap()]);
     let list: serde_json::Value =
         serde_json::from_str(&other.ok(["image", "list", "--json"])).unwrap();
-    let mine: serde_json::Value = serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
+    let mine: serde_json::Value =
+        serde_json::from_str(&env.ok(["image", "list", "--json"])).unwrap();
     let committed_id = mine
         .as_array()
         .unwrap()
@@ -256,8 +281,16 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
         .unwrap()["id"]
         .clone();
     assert_eq!(list[0]["id"], committed_id, "{loaded}");
-    other.ok(["create", &list[0]["id"].as_str().unwrap()[..12], "--name", "fromsave"]);
-    assert_eq!(other.sh("fromsave", "cat /etc/devbox-committed"), "committed\n");
+    other.ok([
+        "create",
+        &list[0]["id"].as_str().unwrap()[..12],
+        "--name",
+        "fromsave",
+    ]);
+    assert_eq!(
+        other.sh("fromsave", "cat /etc/devbox-committed"),
+        "committed\n"
+    );
 
     // podman reads devbox's archive, and writes one devbox reads.
     let podman = Podman::new();
@@ -278,8 +311,14 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
         serde_json::from_str(&third.ok(["image", "list", "--json"])).unwrap();
     let id = list[0]["id"].as_str().unwrap().to_string();
     third.ok(["create", &id[..12], "--name", "frompodman"]);
-    let seen = third.sh("frompodman", "cat /etc/devbox-committed; ls /etc/os-release 2>&1 || true");
-    assert!(seen.starts_with("committed\n") && seen.contains("No such file"), "{seen}");
+    let seen = third.sh(
+        "frompodman",
+        "cat /etc/devbox-committed; ls /etc/os-release 2>&1 || true",
+    );
+    assert!(
+        seen.starts_with("committed\n") && seen.contains("No such file"),
+        "{seen}"
+    );
     let _ = digest;
 }
 
@@ -310,9 +349,25 @@ fn lock_gives_a_second_user_the_same_image_until_update() {
     let a = TestEnv::new();
     let repo = format!("127.0.0.1:{}/devbox-test/proj", reg.port());
     a.busybox("base", &[]);
-    a.ok(["run", "base", "--root", "--", "sh", "-c", "echo one > /etc/generation"]);
+    a.ok([
+        "run",
+        "base",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo one > /etc/generation",
+    ]);
     let one = manifest_of(&a.ok(["commit", "base", "--tag", "gen:1"]));
-    a.ok(["run", "base", "--root", "--", "sh", "-c", "echo two > /etc/generation"]);
+    a.ok([
+        "run",
+        "base",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo two > /etc/generation",
+    ]);
     let two = manifest_of(&a.ok(["commit", "base", "--tag", "gen:2"]));
     a.ok(["image", "push", "gen:1", &format!("{repo}:latest")]);
 
@@ -334,8 +389,11 @@ fn lock_gives_a_second_user_the_same_image_until_update() {
     b.write_as_user(&bdir.join("devbox.lock"), lock.as_bytes());
     let out = in_dir(&b, &bdir, &["run", "--", "cat", "/etc/generation"]);
     assert_eq!(stdout(&out), "one\n", "{}", stderr(&out));
-    assert_eq!(image_digests(&b), [one.clone()]);
-    assert_eq!(std::fs::read_to_string(bdir.join("devbox.lock")).unwrap(), lock);
+    assert_eq!(image_digests(&b), std::slice::from_ref(&one));
+    assert_eq!(
+        std::fs::read_to_string(bdir.join("devbox.lock")).unwrap(),
+        lock
+    );
 
     // apply --update resolves the tag anew, rewrites the lock and remakes the box.
     let out = in_dir(&b, &bdir, &["apply", "--update", "--yes"]);
@@ -380,7 +438,11 @@ fn locked_refuses_a_missing_or_stale_lock_and_a_vanished_image_says_the_fix() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--locked (or CI=true)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--locked (or CI=true)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!c.data().join("boxes-v1/gone").exists());
 
     // Made once (writes the lock); then devbox.toml names another tag: a stale lock.
@@ -440,7 +502,10 @@ impl Trouble {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line.trim().parse().expect("push-trouble.py prints its port");
+        let port = line
+            .trim()
+            .parse()
+            .expect("push-trouble.py prints its port");
         Trouble { child, port }
     }
 }
@@ -457,19 +522,35 @@ fn push_refusals_say_why_and_a_broken_off_upload_resumes() {
     let env = TestEnv::new();
     env.busybox("src", &[]);
     // A layer of 8 MiB that does not compress: several chunks of 1 MiB.
-    env.ok(["run", "src", "--root", "--", "sh", "-c", "head -c 8388608 /dev/urandom > /big"]);
+    env.ok([
+        "run",
+        "src",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "head -c 8388608 /dev/urandom > /big",
+    ]);
     env.ok(["stop", "src"]);
     let digest = manifest_of(&env.ok(["commit", "src", "--tag", "big"]));
 
     for (mode, want) in [
         ("401", ["requires authentication", "podman login"]),
-        ("403", ["requested access to the resource is denied", "may not push"]),
+        (
+            "403",
+            ["requested access to the resource is denied", "may not push"],
+        ),
         ("quota", ["storage quota exceeded", "quota there is full"]),
     ] {
         let t = Trouble::start(&["refuse", mode]);
         let err = env.fails(
             1,
-            ["image", "push", "big", &format!("127.0.0.1:{}/team/big:v1", t.port)],
+            [
+                "image",
+                "push",
+                "big",
+                &format!("127.0.0.1:{}/team/big:v1", t.port),
+            ],
         );
         assert!(err.contains("cannot push image"), "{mode}: {err}");
         for w in want {
@@ -523,6 +604,10 @@ fn push_refusals_say_why_and_a_broken_off_upload_resumes() {
     assert_eq!(info["Digest"], digest.as_str());
     // And the image is whole: another store pulls it (every blob checked by digest).
     let other = TestEnv::new();
-    other.ok(["image", "pull", &format!("127.0.0.1:{}/devbox-test/big:v1", reg.port())]);
+    other.ok([
+        "image",
+        "pull",
+        &format!("127.0.0.1:{}/devbox-test/big:v1", reg.port()),
+    ]);
     assert_eq!(image_digests(&other), [digest]);
 }
