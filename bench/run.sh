@@ -487,6 +487,9 @@ for ((i = 1; i <= PUSH_RUNS; i++)); do
     t0=$(now_ms)
     dvx -q image push "$REF" "127.0.0.1:$REG2_PORT/bench/devbox-$i:bookworm" ||
         die "devbox image push failed"
+    # skopeo remembers where it pushed a blob (its blob-info cache) and would mount it from
+    # the previous run's repository instead of uploading it: each run starts without it.
+    as_user rm -rf "$BENCH_HOME/.local/share/containers/cache" "$BENCH_HOME/.cache/containers"
     t1=$(now_ms)
     (cd "$WORK" && as_user skopeo copy -q --dest-tls-verify=false "oci:$OCI_DIR:bookworm" \
         "docker://127.0.0.1:$REG2_PORT/bench/skopeo-$i:bookworm" >/dev/null) ||

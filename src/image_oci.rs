@@ -340,6 +340,59 @@ fn write_index(
     Ok(())
 }
 
+/// Makes `dst` the layout of an image read from an archive's layout in `src` (an OCI layout or
+/// a docker-archive): its layers and config, and its manifest, or for a docker-archive (which
+/// has none) an OCI manifest of the same blobs. Returns the manifest's digest.
+pub fn keep_layout(
+    src: &Path,
+    manifest_digest: Option<&str>,
+    config_digest: &str,
+    layers: &[crate::oci::Layer],
+    dst: &Path,
+) -> Result<String> {
+    std::fs::create_dir_all(dst.join("blobs/sha256"))?;
+    for l in layers {
+        link_or_copy(&l.path, &blob_path(dst, &l.digest))?;
+    }
+    let hex = config_digest.trim_start_matches("sha256:");
+    let config_src = [
+        blob_path(src, config_digest),
+        src.join(format!("{hex}.json")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .context("the archive's config is not where its manifest says")?;
+    let config = std::fs::read(&config_src)?;
+    if sha256_digest(&config) != config_digest {
+        bail!("the archive's config does not match its digest");
+    }
+    if let Some(md) = manifest_digest {
+        let body = std::fs::read(blob_path(src, md))?;
+        if sha256_digest(&body) != md {
+            bail!("the archive's manifest does not match its digest");
+        }
+        write_atomic(&blob_path(dst, config_digest), &config)?;
+        write_atomic(&blob_path(dst, md), &body)?;
+        let media_type = serde_json::from_slice::<serde_json::Value>(&body)?["mediaType"]
+            .as_str()
+            .unwrap_or(mt::OCI_MANIFEST)
+            .to_string();
+        write_index(dst, md, body.len() as u64, &media_type, None)?;
+        return Ok(md.to_string());
+    }
+    let descs = layers
+        .iter()
+        .map(|l| Descriptor {
+            media_type: oci_layer_type(&l.media_type),
+            digest: l.digest.clone(),
+            size: l.size,
+            annotations: Default::default(),
+        })
+        .collect();
+    let (md, _) = write_image(dst, &config, descs, None)?;
+    Ok(md)
+}
+
 /// The OCI media type of a layer (Docker's names for the same bytes mapped to OCI's).
 fn oci_layer_type(t: &str) -> String {
     match crate::oci::layer_compression_of(t) {

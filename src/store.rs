@@ -251,16 +251,33 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
     .with_context(|| format!("cannot read the image layout in {}", archive.display()))?;
     let image = crate::oci::read_layout(work.path())
         .map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
+    // The blobs stay with the image (a layout of its own, for push and save): saved and loaded
+    // again, or pushed, it is the same image.
+    let keep = Staging::begin(dirs)?;
+    let layout_dir = keep.tmp.join(crate::image_oci::LAYOUT_DIR);
+    let (layout, digest) = match crate::image_oci::keep_layout(
+        work.path(),
+        image.manifest_digest.as_deref(),
+        &image.config_digest,
+        &image.layers,
+        &layout_dir,
+    ) {
+        Ok(d) => (Some(layout_dir.as_path()), Some(d)),
+        Err(e) => {
+            crate::ui::detail(format_args!("the archive's blobs are not kept: {e:#}"));
+            (None, image.manifest_digest.clone())
+        }
+    };
     apply_layers(
         dirs,
         &image.config_digest,
         &image.layers,
         &archive.display().to_string(),
-        image.manifest_digest.clone(),
+        digest,
         &image.config.env,
         r,
         &mut |sink| feed_files(&image.layers, sink),
-        None,
+        layout,
     )
 }
 

@@ -291,6 +291,16 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
         other.sh("fromsave", "cat /etc/devbox-committed"),
         "committed\n"
     );
+    // The same manifest, and its blobs kept: saved again from there, it loads as the same image.
+    assert_eq!(list[0]["digest"], digest.as_str());
+    let again = other.home.join("again.tar");
+    let id12 = list[0]["id"].as_str().unwrap()[..12].to_string();
+    other.ok(["image", "save", &id12, again.to_str().unwrap()]);
+    let fourth = TestEnv::new();
+    let copy4 = fourth.home.join("again.tar");
+    fourth.write_as_user(&copy4, &std::fs::read(&again).unwrap());
+    fourth.ok(["image", "load", copy4.to_str().unwrap()]);
+    assert_eq!(image_digests(&fourth), std::slice::from_ref(&digest));
 
     // podman reads devbox's archive, and writes one devbox reads.
     let podman = Podman::new();
@@ -319,7 +329,6 @@ fn save_and_load_round_trip_and_podman_save_archives_load() {
         seen.starts_with("committed\n") && seen.contains("No such file"),
         "{seen}"
     );
-    let _ = digest;
 }
 
 /// A project directory in `env`'s home with this devbox.toml.
