@@ -620,3 +620,33 @@ fn push_refusals_say_why_and_a_broken_off_upload_resumes() {
     ]);
     assert_eq!(image_digests(&other), [digest]);
 }
+
+#[test]
+fn commit_reads_a_fuse_overlayfs_layer_too() {
+    let env = TestEnv::new();
+    let img = fixture("busybox");
+    let out = env
+        .cmd(["create", img.to_str().unwrap(), "--name", "fuse"])
+        .env("DEVBOX_OVERLAY", "fuse-overlayfs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env
+        .cmd(["run", "fuse", "--root", "--", "sh", "-c", CHANGES])
+        .env("DEVBOX_OVERLAY", "fuse-overlayfs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inspect = env.ok(["inspect", "fuse", "--json"]);
+    assert!(inspect.contains("fuse-overlayfs"), "{inspect}");
+    env.ok(["stop", "fuse"]);
+    env.ok(["commit", "fuse", "--tag", "fromfuse"]);
+    env.ok(["create", "fromfuse", "--name", "kernel"]);
+    let seen = env.sh(
+        "kernel",
+        "cat /etc/devbox-committed; ls /etc/os-release 2>&1; ls /usr/sbin",
+    );
+    assert!(seen.starts_with("committed\n"), "{seen}");
+    assert!(seen.contains("No such file"), "{seen}");
+    assert!(seen.trim_end().ends_with("only-this"), "{seen}");
+}
