@@ -146,7 +146,7 @@ impl Client {
         method: reqwest::Method,
         url: &Url,
         headers: &HeaderMap,
-        body: &dyn Fn() -> Option<Vec<u8>>,
+        body: &dyn Fn() -> Option<reqwest::blocking::Body>,
     ) -> Result<Response, Failure> {
         let mut answered = false;
         loop {

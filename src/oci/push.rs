@@ -22,7 +22,40 @@ use crate::progress::Reporter;
 /// Blobs up to this size go in one request.
 const MONOLITHIC_MAX: u64 = 1 << 20;
 /// The default chunk of a chunked upload; `DEVBOX_PUSH_CHUNK_SIZE` (bytes) sets another.
-const DEFAULT_CHUNK: u64 = 16 << 20;
+const DEFAULT_CHUNK: u64 = 64 << 20;
+
+/// The body of a request, made anew for each attempt: bytes, or a piece of a file streamed
+/// from the disk.
+enum Payload {
+    Bytes(Vec<u8>),
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Payload {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    /// None when the file cannot be read: the request then goes without a body, and the
+    /// registry's refusal (a short chunk) is the error.
+    fn body(&self) -> Option<reqwest::blocking::Body> {
+        match self {
+            Payload::Bytes(b) => Some(b.clone().into()),
+            Payload::File { path, offset, len } => {
+                let mut f = std::fs::File::open(path).ok()?;
+                f.seek(SeekFrom::Start(*offset)).ok()?;
+                Some(reqwest::blocking::Body::sized(f.take(*len), *len))
+            }
+        }
+    }
+}
 
 /// A blob to push, and where it is.
 #[derive(Debug, Clone)]
@@ -184,19 +217,16 @@ impl Pusher<'_> {
                 path: b.path.clone(),
                 source: e,
             })?;
-            self.finish(&loc, &b.digest, Some(data))?;
+            self.finish(&loc, &b.digest, Some(Payload::Bytes(data)))?;
             bar.inc(b.size);
         } else {
             while offset < b.size {
                 let len = self.chunk.min(b.size - offset);
-                let mut data = vec![0u8; len as usize];
-                file.seek(SeekFrom::Start(offset))
-                    .and_then(|_| file.read_exact(&mut data))
-                    .map_err(|e| OciError::Io {
-                        action: "cannot read",
-                        path: b.path.clone(),
-                        source: e,
-                    })?;
+                let data = Payload::File {
+                    path: b.path.clone(),
+                    offset,
+                    len,
+                };
                 match self.patch(&loc, offset, data) {
                     Ok(next) => {
                         loc = next;
@@ -277,7 +307,7 @@ impl Pusher<'_> {
         Ok(Some((loc, end.filter(|&e| e > 0).map_or(0, |e| e + 1))))
     }
 
-    fn patch(&self, loc: &Url, offset: u64, data: Vec<u8>) -> Result<Url, OciError> {
+    fn patch(&self, loc: &Url, offset: u64, data: Payload) -> Result<Url, OciError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
@@ -285,7 +315,7 @@ impl Pusher<'_> {
         );
         headers.insert(
             CONTENT_RANGE,
-            format!("{}-{}", offset, offset + data.len() as u64 - 1)
+            format!("{}-{}", offset, offset + data.len() - 1)
                 .parse()
                 .expect("ascii header"),
         );
@@ -296,7 +326,7 @@ impl Pusher<'_> {
         self.location(&resp)
     }
 
-    fn finish(&self, loc: &Url, digest: &str, data: Option<Vec<u8>>) -> Result<(), OciError> {
+    fn finish(&self, loc: &Url, digest: &str, data: Option<Payload>) -> Result<(), OciError> {
         let mut url = loc.clone();
         url.query_pairs_mut().append_pair("digest", digest);
         let mut headers = HeaderMap::new();
@@ -343,7 +373,7 @@ impl Pusher<'_> {
             Method::PUT,
             &url,
             headers,
-            Some(image.manifest.clone()),
+            Some(Payload::Bytes(image.manifest.clone())),
             "store",
         )?;
         if resp.status() != StatusCode::CREATED {
@@ -371,14 +401,14 @@ impl Pusher<'_> {
         method: Method,
         url: &Url,
         headers: HeaderMap,
-        body: Option<Vec<u8>>,
+        body: Option<Payload>,
         what: &str,
     ) -> Result<reqwest::blocking::Response, OciError> {
         let label = format!("{what} {}", super::client::redact(url.as_str()));
         self.client.retrying(&label, &self.note(), || {
-            let resp = self
-                .client
-                .send(method.clone(), url, &headers, &|| body.clone())?;
+            let resp = self.client.send(method.clone(), url, &headers, &|| {
+                body.as_ref().and_then(Payload::body)
+            })?;
             if super::client::is_transient(resp.status()) {
                 return Err(Failure::Retry {
                     err: self.refused(resp, what),
