@@ -557,15 +557,8 @@ pub fn save(dirs: &Dirs, rec: &ImageRecord, file: &Path, r: &dyn Reporter) -> Re
         }
         tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
     }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // As any new file of the user's (the temp file was made 0600).
-        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-        nix::sys::stat::umask(umask);
-        let mode = 0o666 & !umask.bits();
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    }
+    // As any new file of the user's (the temp file was made 0600).
+    crate::paths::set_umask_mode(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     tmp.persist(&abs)
         .with_context(|| format!("cannot write {}", abs.display()))?;

@@ -32,7 +32,23 @@ enum Payload {
         path: PathBuf,
         offset: u64,
         len: u64,
+        /// Moved as the bytes are read for sending.
+        bar: std::sync::Arc<dyn crate::progress::Transfer>,
     },
+}
+
+/// A reader that moves a progress bar by what is read through it.
+struct Counting<R> {
+    inner: R,
+    bar: std::sync::Arc<dyn crate::progress::Transfer>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
 }
 
 impl Payload {
@@ -48,10 +64,19 @@ impl Payload {
     fn body(&self) -> Option<reqwest::blocking::Body> {
         match self {
             Payload::Bytes(b) => Some(b.clone().into()),
-            Payload::File { path, offset, len } => {
+            Payload::File {
+                path,
+                offset,
+                len,
+                bar,
+            } => {
                 let mut f = std::fs::File::open(path).ok()?;
                 f.seek(SeekFrom::Start(*offset)).ok()?;
-                Some(reqwest::blocking::Body::sized(f.take(*len), *len))
+                let reader = Counting {
+                    inner: f.take(*len),
+                    bar: bar.clone(),
+                };
+                Some(reqwest::blocking::Body::sized(reader, *len))
             }
         }
     }
@@ -208,7 +233,8 @@ impl Pusher<'_> {
             path: b.path.clone(),
             source: e,
         })?;
-        let bar = self.r.transfer(&format!("Pushing {short}"), Some(b.size));
+        let bar: std::sync::Arc<dyn crate::progress::Transfer> =
+            std::sync::Arc::from(self.r.transfer(&format!("Pushing {short}"), Some(b.size)));
         bar.inc(offset);
         if b.size <= MONOLITHIC_MAX && offset == 0 {
             let mut data = Vec::with_capacity(b.size as usize);
@@ -220,30 +246,32 @@ impl Pusher<'_> {
             self.finish(&loc, &b.digest, Some(Payload::Bytes(data)))?;
             bar.inc(b.size);
         } else {
+            let mut recovered = 0;
             while offset < b.size {
                 let len = self.chunk.min(b.size - offset);
                 let data = Payload::File {
                     path: b.path.clone(),
                     offset,
                     len,
+                    bar: bar.clone(),
                 };
                 match self.patch(&loc, offset, data) {
                     Ok(next) => {
                         loc = next;
                         offset += len;
-                        bar.inc(len);
                         self.save_session(&session_file, &loc, &b.digest);
                     }
                     Err(e) => {
-                        // Where does the registry's copy end? Continue from there, once.
+                        // Where does the registry's copy end? Continue from there (a few
+                        // times: a registry that keeps losing chunks is an error).
+                        recovered += 1;
                         match self.status(loc.as_str())? {
-                            Some((l, o)) if o <= b.size && o != offset => {
+                            Some((l, o)) if o <= b.size && o != offset && recovered <= 3 => {
                                 self.r.step(&format!(
                                     "Blob {short}: {}; continuing at {}",
                                     super::first_line(&e.to_string()),
                                     crate::progress::human_bytes(o)
                                 ));
-                                bar.inc(o.saturating_sub(offset));
                                 loc = l;
                                 offset = o;
                             }

@@ -191,7 +191,7 @@ pub fn write(p: &Project, pin: &Pin) -> Result<()> {
         toml::to_string(&lock)?
     );
     let file = path(p);
-    if let Err(e) = crate::paths::write_atomic(&file, text.as_bytes()) {
+    if let Err(e) = crate::paths::write_atomic_shared(&file, text.as_bytes()) {
         eprintln!("devbox: {FILE_NAME} was not written: {e:#}");
     }
     Ok(())

@@ -388,6 +388,13 @@ fn lock_gives_a_second_user_the_same_image_until_update() {
     assert!(stderr(&out).contains("Pinned"), "{}", stderr(&out));
     let lock = std::fs::read_to_string(dir.join("devbox.lock")).unwrap();
     assert!(lock.contains(&format!("{repo}@{one}")), "{lock}");
+    // Meant for version control: readable like any file the user writes (umask), not 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("devbox.lock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o044, 0o044, "{mode:o}");
 
     // Upstream moves the tag.
     a.ok(["image", "push", "gen:2", &format!("{repo}:latest")]);
