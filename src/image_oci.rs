@@ -205,8 +205,13 @@ fn from_blob_cache(dirs: &Dirs, rec: &ImageRecord, work: &Path) -> Result<bool> 
     let Some(digest) = &rec.digest else {
         return Ok(false);
     };
-    let cache = dirs.cache.join("blobs-v1");
-    let Ok(manifest) = std::fs::read(blob_path(&cache, digest)) else {
+    // The blob cache is `blobs-v1/sha256/<hex>` (a layout's blobs are `blobs/sha256/<hex>`).
+    let cached = |d: &str| {
+        dirs.cache
+            .join("blobs-v1/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let Ok(manifest) = std::fs::read(cached(digest)) else {
         return Ok(false);
     };
     if &sha256_digest(&manifest) != digest {
@@ -217,7 +222,7 @@ fn from_blob_cache(dirs: &Dirs, rec: &ImageRecord, work: &Path) -> Result<bool> 
         return Ok(false);
     }
     for d in m.layers.iter().chain(std::iter::once(&m.config)) {
-        let from = blob_path(&cache, &d.digest);
+        let from = cached(&d.digest);
         match std::fs::metadata(&from) {
             Ok(meta) if meta.len() == d.size => {}
             _ => return Ok(false),

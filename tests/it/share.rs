@@ -657,3 +657,70 @@ fn commit_reads_a_fuse_overlayfs_layer_too() {
     assert!(seen.contains("No such file"), "{seen}");
     assert!(seen.trim_end().ends_with("only-this"), "{seen}");
 }
+
+#[test]
+fn commit_of_a_pulled_image_keeps_its_layers_and_env_and_push_mounts_them() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let image = crate::registry::make_image(
+        &work.path().join("img"),
+        &["--tag", "v1", "--push", &reg.repo()],
+    );
+    let env = TestEnv::new();
+    env.ok(["create", &format!("{}:v1", reg.repo()), "--name", "pulled"]);
+    env.ok([
+        "run",
+        "pulled",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /etc/added",
+    ]);
+    env.ok(["stop", "pulled"]);
+    let digest = manifest_of(&env.ok(["commit", "pulled", "--tag", "withenv"]));
+
+    // Pushed to another repository of the same registry: the image's own layers are mounted
+    // from where it was pulled, only the box's layer and the config are uploaded.
+    let target = format!("127.0.0.1:{}/devbox-test/derived:v1", reg.port());
+    let out = env.ok(["image", "push", "withenv", &target]);
+    let base: Vec<&str> = image["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert!(out.contains(&format!("{} mounted", base.len())), "{out}");
+    let info: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], digest.as_str());
+    let layers: Vec<&str> = info["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(layers.len(), base.len() + 1, "{info}");
+    assert_eq!(
+        &layers[..base.len()],
+        &base[..],
+        "the image's own layers, unchanged"
+    );
+    let envs: Vec<&str> = info["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        envs.contains(&"FOO=bar"),
+        "the image's environment: {envs:?}"
+    );
+    // A box made from the commit has it too.
+    env.ok(["create", "withenv", "--name", "child"]);
+    assert_eq!(env.sh("child", "echo $FOO; cat /etc/added"), "bar\nx\n");
+}
