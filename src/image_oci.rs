@@ -488,7 +488,10 @@ pub fn commit(dirs: &Dirs, name: &str, tag: Option<&str>, r: &dyn Reporter) -> R
         &env,
         r,
         &mut |sink| store::feed_files(&oci_layers, sink),
-        Some(&work),
+        Some(&|dst: &Path| {
+            std::fs::rename(&work, dst)?;
+            Ok(None)
+        }),
     )?;
     drop(staging);
     let mut rec = rec;

@@ -252,20 +252,21 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
     let image = crate::oci::read_layout(work.path())
         .map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
     // The blobs stay with the image (a layout of its own, for push and save): saved and loaded
-    // again, or pushed, it is the same image.
-    let keep = Staging::begin(dirs)?;
-    let layout_dir = keep.tmp.join(crate::image_oci::LAYOUT_DIR);
-    let (layout, digest) = match crate::image_oci::keep_layout(
-        work.path(),
-        image.manifest_digest.as_deref(),
-        &image.config_digest,
-        &image.layers,
-        &layout_dir,
-    ) {
-        Ok(d) => (Some(layout_dir.as_path()), Some(d)),
-        Err(e) => {
-            crate::ui::detail(format_args!("the archive's blobs are not kept: {e:#}"));
-            (None, image.manifest_digest.clone())
+    // again, or pushed, it is the same image. Best effort: without them it is still an image.
+    let keep = |dst: &Path| -> Result<Option<String>> {
+        match crate::image_oci::keep_layout(
+            work.path(),
+            image.manifest_digest.as_deref(),
+            &image.config_digest,
+            &image.layers,
+            dst,
+        ) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                crate::ui::detail(format_args!("the archive's blobs are not kept: {e:#}"));
+                let _ = std::fs::remove_dir_all(dst);
+                Ok(None)
+            }
         }
     };
     apply_layers(
@@ -273,11 +274,11 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         &image.config_digest,
         &image.layers,
         &archive.display().to_string(),
-        digest,
+        image.manifest_digest.clone(),
         &image.config.env,
         r,
         &mut |sink| feed_files(&image.layers, sink),
-        layout,
+        Some(&keep),
     )
 }
 
@@ -376,8 +377,9 @@ pub(crate) fn oci_options() -> Result<crate::oci::Options> {
 
 /// Applies an image's layers into a new store entry (id: its config digest) through the
 /// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
-/// other in order. `layout`, when given, is the image's OCI layout (its blobs, manifest and
-/// config), moved into the new entry as `oci/`.
+/// other in order. `layout`, when given, puts the image's OCI layout (its blobs, manifest and
+/// config) at the path it is given (`oci/` in the new entry, before the entry's rename) and may
+/// name the manifest digest to record.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_layers(
     dirs: &Dirs,
@@ -388,8 +390,9 @@ pub(crate) fn apply_layers(
     env: &[String],
     r: &dyn Reporter,
     feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
-    layout: Option<&Path>,
+    layout: Option<&dyn Fn(&Path) -> Result<Option<String>>>,
 ) -> Result<ImageRecord> {
+    let mut digest = digest;
     let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
@@ -442,9 +445,12 @@ pub(crate) fn apply_layers(
         r,
     )?;
     let _ = std::fs::remove_file(&spec);
-    if let Some(l) = layout {
-        std::fs::rename(l, staging.tmp.join(crate::image_oci::LAYOUT_DIR))
-            .context("cannot move the image's layout into the store")?;
+    if let Some(put) = layout {
+        if let Some(d) = put(&staging.tmp.join(crate::image_oci::LAYOUT_DIR))
+            .context("cannot keep the image's layout in the store")?
+        {
+            digest = Some(d);
+        }
     }
     let rec = ImageRecord {
         id: id.clone(),
