@@ -375,6 +375,9 @@ pub(crate) fn oci_options() -> Result<crate::oci::Options> {
     })
 }
 
+/// Puts an image's OCI layout at the path it is given; may name the manifest digest to record.
+pub(crate) type PutLayout<'a> = dyn Fn(&Path) -> Result<Option<String>> + 'a;
+
 /// Applies an image's layers into a new store entry (id: its config digest) through the
 /// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
 /// other in order. `layout`, when given, puts the image's OCI layout (its blobs, manifest and
@@ -390,7 +393,7 @@ pub(crate) fn apply_layers(
     env: &[String],
     r: &dyn Reporter,
     feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
-    layout: Option<&dyn Fn(&Path) -> Result<Option<String>>>,
+    layout: Option<&PutLayout<'_>>,
 ) -> Result<ImageRecord> {
     let mut digest = digest;
     let id = config_digest.trim_start_matches("sha256:").to_string();
