@@ -6,7 +6,7 @@
 #                                 made by `sudo bash tests/setup.sh`; otherwise as yourself)
 #
 # Tunables (environment): WARM_RUNS (200), COLD_RUNS (20), CREATE_RUNS (10), UNPACK_RUNS (3),
-# PULL_RUNS (3), ARCHIVE_RUNS (2), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
+# PULL_RUNS (3), PUSH_RUNS (3), ARCHIVE_RUNS (2), DEVBOX_BENCH_USER (devbox-test, root only), DEVBOX_BENCH_NO_BUILD=1 (use the
 # existing target/release/devbox).
 #
 # Exit status: 0 when everything was measured (a MISS is a result, not a failure); non-zero
@@ -23,6 +23,7 @@ COLD_WARMUP=${COLD_WARMUP:-2}
 CREATE_RUNS=${CREATE_RUNS:-10}
 UNPACK_RUNS=${UNPACK_RUNS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
+PUSH_RUNS=${PUSH_RUNS:-3}
 ARCHIVE_RUNS=${ARCHIVE_RUNS:-2}
 BOX=bench
 
@@ -93,6 +94,9 @@ cleanup() {
         cd /
         if [[ -n "${REG_PID:-}" ]]; then
             as_user bash "$BIN_DIR/registry.sh" stop "$REG_PID" >/dev/null 2>&1 || true
+        fi
+        if [[ -n "${REG2_PID:-}" ]]; then
+            as_user bash "$BIN_DIR/registry.sh" stop "$REG2_PID" >/dev/null 2>&1 || true
         fi
         if [[ -x "$DEVBOX" ]]; then
             as_user "$DEVBOX" stop --all >/dev/null 2>&1 || true
@@ -468,7 +472,39 @@ out=$(harness pull "$PULL_RUNS" "$DEVBOX" "$REF" "$layer_hex" "$WORK" "$DEV_LIST
 read -r dv bl <<<"$out"
 row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 
-# ---- 6. debian:13 from the package archive ---------------------------------------------------
+# ---- 6. push to a loopback registry ------------------------------------------------------------
+# The image pulled in 5 (its blobs in devbox's cache, so devbox pushes the very blobs skopeo
+# pushes from the layout) to a second registry, each run to a repository of its own (a registry
+# links blobs per repository: every run uploads the whole layer), devbox and skopeo interleaved.
+log "6/7 push the Debian image to a loopback registry: devbox image push vs skopeo copy ($PUSH_RUNS runs each)"
+out=$(cd "$WORK" && as_user bash "$BIN_DIR/registry.sh" start "$WORK/registry2" 0 $$) ||
+    die "cannot start the second loopback registry (tests/fixtures/registry.sh)"
+read -r REG2_PORT REG2_PID <<<"$out"
+dvx -q image pull "$REF" || die "devbox cannot pull $REF"
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+dv_times=() sk_times=()
+for ((i = 1; i <= PUSH_RUNS; i++)); do
+    t0=$(now_ms)
+    dvx -q image push "$REF" "127.0.0.1:$REG2_PORT/bench/devbox-$i:bookworm" ||
+        die "devbox image push failed"
+    # skopeo remembers where it pushed a blob (its blob-info cache) and would mount it from
+    # the previous run's repository instead of uploading it: each run starts without it.
+    as_user rm -rf "$BENCH_HOME/.local/share/containers/cache" "$BENCH_HOME/.cache/containers"
+    t1=$(now_ms)
+    (cd "$WORK" && as_user skopeo copy -q --dest-tls-verify=false "oci:$OCI_DIR:bookworm" \
+        "docker://127.0.0.1:$REG2_PORT/bench/skopeo-$i:bookworm" >/dev/null) ||
+        die "skopeo copy failed"
+    t2=$(now_ms)
+    dv_times+=($((t1 - t0)))
+    sk_times+=($((t2 - t1)))
+done
+dv=$(printf '%s\n' "${dv_times[@]}" | median)
+bl=$(printf '%s\n' "${sk_times[@]}" | median)
+row "push debian, loopback registry (vs skopeo copy)" "$dv" "$bl" ms "<=1.0" ""
+as_user bash "$BIN_DIR/registry.sh" stop "$REG2_PID" >/dev/null 2>&1 || true
+
+# ---- 7. debian:13 from the package archive ---------------------------------------------------
 # devbox create debian:13 built from Debian's archive through the host's apt configuration (a
 # catalog with only the archive source, so no registry is tried first) vs mmdebstrap
 # --variant=minbase --mode=unshare of the same suite into a tarball. Both start cold: a fresh
@@ -476,7 +512,7 @@ row "pull debian, loopback registry (vs skopeo+tar)" "$dv" "$bl" ms "<=1.0" ""
 # nothing). Needs the network to the mirror; ARCHIVE_RUNS=0 leaves the line out.
 if ((ARCHIVE_RUNS > 0)); then
     command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is not installed (run: sudo bash tests/setup.sh)"
-    log "6/6 debian:13 from the package archive: devbox create vs mmdebstrap --variant=minbase --mode=unshare ($ARCHIVE_RUNS runs each)"
+    log "7/7 debian:13 from the package archive: devbox create vs mmdebstrap --variant=minbase --mode=unshare ($ARCHIVE_RUNS runs each)"
     CAT6="$WORK/archive-catalog"
     mkdir -p "$CAT6"
     cat >"$CAT6/debian.toml" <<'EOF'
@@ -529,13 +565,15 @@ printf 'machine: nproc %s, kernel %s, %s\n' "$(nproc)" "$(uname -r)" "$(uname -m
 print_table
 cat <<EOF
 
-medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS, pull $PULL_RUNS (devbox and baseline interleaved)
+medians; runs: warm $WARM_RUNS, cold $COLD_RUNS, create $CREATE_RUNS, unpack $UNPACK_RUNS, pull $PULL_RUNS, push $PUSH_RUNS (devbox and baseline interleaved)
 baselines: warm = nsenter --user --uts --mount (the namespaces devbox joins for a default box);
            cold = unshare --user --map-root-user --mount /bin/true (context only);
            unpack = GNU tar -x with gzip/xz/zstd run as root of devbox's user namespace (devbox
              also hashes); archives: ${SIZES[0]}, ${SIZES[1]}, ${SIZES[2]} (xz and zst made with -T0);
            pull = skopeo copy docker://... dir:DIR, then tar -xzf of the layer blob as in unpack
              (the two times added); one-layer OCI image of the Debian fixture, fresh HOME each run;
+           push = skopeo copy oci:LAYOUT docker://... of that image's layout, to a second
+             loopback registry, a fresh repository each run (devbox pushes the same blobs).
            archive = mmdebstrap --variant=minbase --mode=unshare trixie to a tarball, from the
              host's apt mirror, against devbox create debian:13 from the same archive with no
              package cache ($ARCHIVE_RUNS runs each).

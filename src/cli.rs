@@ -58,18 +58,39 @@ name with a '/', e.g. library/debian); else a catalog name DISTRO[:RELEASE] such
 debian:13, ubuntu:noble or arch (see `devbox image search`). The image is unpacked once into the \
 store and shared by every box made from it; each box keeps its own changes in an overlay layer.")]
     Create {
-        /// DISTRO[:RELEASE] from the catalog, an OCI reference, or the path or URL of a rootfs
-        /// tarball [default: default_image of ~/.config/devbox/config.toml, else debian:13]
+        /// DISTRO[:RELEASE] from the catalog, an OCI reference, an image made by `devbox commit
+        /// --tag`, or the path or URL of a rootfs tarball [default: default_image of
+        /// ~/.config/devbox/config.toml, else debian:13]. With --from: the new box's name.
         image: Option<String>,
         /// Name of the box [default: derived from the image file name]
         #[arg(long, short)]
         name: Option<String>,
         /// Expected sha256 of the archive; a mismatch keeps nothing
-        #[arg(long, value_name = "HEX")]
+        #[arg(long, value_name = "HEX", conflicts_with = "from")]
         sha256: Option<String>,
+        /// Make the box a clone of box BOX: the same image (shared, not copied) and a copy of
+        /// BOX's own layer and settings
+        #[arg(long, value_name = "BOX")]
+        from: Option<String>,
         /// Give the box its own namespace instead of sharing the host's (repeatable)
         #[arg(long, value_enum, value_delimiter = ',')]
         unshare: Vec<UnshareArg>,
+    },
+    /// Make a new image in the store from a box: its image plus the box's own layer
+    #[command(
+        long_about = "Make a new image in the store from a box: the box's image with the box's own \
+layer of changes as one more layer (files it deleted are deleted in the image too, owners are the \
+in-box ones) and the image's configuration (its environment). New boxes can be made from it \
+(`devbox create NAME`), and it can be pushed (`devbox image push`) or saved (`devbox image save`).\n\n\
+A running box is committed as its layer is on disk at that moment; stop it first for an image \
+no process is writing to.",
+        after_help = "Example: devbox commit deb --tag deb-tools:v1 && devbox create deb-tools:v1 --name deb2"
+    )]
+    Commit {
+        name: String,
+        /// A name for the image: NAME[:TAG] (lowercase, no '/'), usable as IMAGE of create
+        #[arg(long, value_name = "NAME[:TAG]")]
+        tag: Option<String>,
     },
     /// Open an interactive login shell in a box
     Enter {
@@ -218,7 +239,12 @@ added packages are installed and appended setup commands run in the box as it is
 namespaces, mounts or home are saved and take effect when the box starts again (a running box is \
 stopped, after asking); a new image or edited setup commands recreate the box, after asking, which \
 discards its own layer. Your home is never touched. Removed packages stay installed until the \
-box is recreated."
+box is recreated.\n\n\
+The image is the one devbox.lock (next to devbox.toml) pins, written when the box was first \
+made: an OCI image by manifest digest, an archive by URL and sha256, a catalog name by the source \
+it chose. Keep devbox.lock in version control: other machines then make the box from the same \
+image. --update resolves the image anew and rewrites the lock; --locked (or CI=true) refuses to \
+resolve when the lock is missing or does not match devbox.toml's image."
     )]
     Apply {
         /// The box whose project file to apply [default: the project here]
@@ -226,6 +252,13 @@ box is recreated."
         /// Answer yes to the questions: recreate or stop the box without asking
         #[arg(long, short)]
         yes: bool,
+        /// Resolve the image anew (a moved tag, a new catalog release) and rewrite devbox.lock;
+        /// a new image recreates the box (after asking)
+        #[arg(long, conflicts_with = "locked")]
+        update: bool,
+        /// Use devbox.lock only: a missing or stale lock is an error (also with CI=true)
+        #[arg(long)]
+        locked: bool,
     },
     /// Accept a project file devbox refuses: another user's, or one in a directory others can write
     #[command(
@@ -305,6 +338,14 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
     Bootstrap { spec: PathBuf, dest: PathBuf },
     #[command(name = "__rmtree", hide = true)]
     RmTree { path: PathBuf },
+    #[command(name = "__pack", hide = true)]
+    Pack {
+        #[arg(long)]
+        upper: bool,
+        tree: PathBuf,
+    },
+    #[command(name = "__clone", hide = true)]
+    CloneLayer { from: PathBuf, to: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +376,34 @@ pub enum ImageCmd {
     },
     /// Remove images no box uses, and the download cache
     Prune,
+    /// Upload an image from the store to an OCI registry
+    #[command(
+        long_about = "Upload an image of the store to an OCI registry, as REFERENCE \
+(HOST[:PORT]/PATH[:TAG]). Blobs the registry has are skipped, blobs of an image pulled from \
+another repository of the same registry are mounted from there, the others are uploaded (large \
+ones in chunks; a push that broke off continues where it stopped when run again). Credentials and \
+TLS are those of pulls: ~/.docker/config.json, $REGISTRY_AUTH_FILE, podman's auth.json; plain \
+http only to loopback registries and insecure_registries.",
+        after_help = "Example: devbox image push deb-tools:v1 localhost:5000/team/deb-tools:v1"
+    )]
+    Push {
+        /// Image id (at least 4 hex digits), source or `commit --tag` name
+        image: String,
+        /// Where to: HOST[:PORT]/PATH[:TAG]
+        reference: String,
+    },
+    /// Write an image as an OCI image archive (for machines without a registry)
+    Save {
+        /// Image id (at least 4 hex digits), source or `commit --tag` name
+        image: String,
+        /// The archive to write
+        file: PathBuf,
+    },
+    /// Read an image archive into the store: `devbox image save`'s, `podman save`'s or `docker save`'s
+    Load {
+        /// The archive (an OCI archive or a docker-archive, compressed or not)
+        file: PathBuf,
+    },
     /// Search the catalog of distributions (names, releases, aliases, sources)
     Search {
         /// Text to look for in names, aliases, families and releases

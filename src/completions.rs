@@ -164,6 +164,8 @@ pub fn command() -> clap::Command {
         ("apply", "name"),
         ("config", "name"),
         ("inspect", "name"),
+        ("commit", "name"),
+        ("create", "from"),
     ] {
         cmd = cmd.mut_subcommand(sub, |c| c.mut_arg(arg, |a| a.add(boxes())));
     }

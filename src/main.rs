@@ -15,8 +15,10 @@ mod debarchive;
 mod export;
 mod fetch;
 mod idmap;
+mod image_oci;
 #[allow(dead_code)]
 mod oci;
+mod pack;
 mod paths;
 mod progress;
 mod project;
@@ -140,5 +142,7 @@ fn is_helper(cmd: &Cmd) -> bool {
             | Cmd::UnpackLayers { .. }
             | Cmd::RmTree { .. }
             | Cmd::Bootstrap { .. }
+            | Cmd::Pack { .. }
+            | Cmd::CloneLayer { .. }
     )
 }

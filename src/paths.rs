@@ -278,6 +278,32 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`] for a file the user shares (devbox.lock, meant for version control): its
+/// mode is a new file's under the umask (0644 usually), not the temp file's 0600.
+pub fn write_atomic_shared(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    tmp.write_all(contents)?;
+    set_umask_mode(tmp.as_file())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Gives `file` the mode a new file gets under the process's umask (0666 & !umask).
+pub fn set_umask_mode(file: &std::fs::File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // umask(2) can only be read by setting it; it is set back at once.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(umask);
+    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask.bits()))?;
+    Ok(())
+}
+
 /// Marks `dir` as a cache (CACHEDIR.TAG, <https://bford.info/cachedir/>), so backup tools can
 /// skip it; does nothing if it is marked already. Best effort: a cache works without it.
 pub fn mark_cache_dir(dir: &Path) {

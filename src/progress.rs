@@ -60,7 +60,8 @@ fn relay_with(from: Option<ChildStderr>, say: impl Fn(&str) + Send + 'static) ->
     )
 }
 
-pub trait Transfer {
+/// Send and Sync: a bar may be moved by the thread that streams a request's body.
+pub trait Transfer: Send + Sync {
     fn inc(&self, n: u64);
     fn finish(&self);
     /// Whether it is drawn (callers can skip measuring progress for a hidden one).

@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::project::lock::Mode as LockMode;
 use anyhow::{bail, Context, Result};
 
 use crate::paths::{write_atomic, Dirs};
@@ -56,7 +57,7 @@ pub fn install_command(rootfs: &Path, packages: &[String]) -> Option<String> {
 }
 
 /// Creates the project's box from its devbox.toml and provisions it.
-pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
+pub fn create_project_box(dirs: &Dirs, p: &Project, mode: LockMode, quiet: bool) -> Result<()> {
     let say = |m: &str| {
         if !quiet {
             eprintln!("{m}");
@@ -70,10 +71,11 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
     // One provisioning of a box at a time; held until it is done, so a command that finds the
     // box still provisioning knows whether a devbox is at work on it or was killed.
     let _provisioning = provision_lock(dirs, &p.name)?;
+    let (image, sha256, pin) = crate::project::lock::image_for(p, mode)?;
     let spec = crate::cmd::create::NewBox {
-        image: &p.image,
+        image: &image,
         name: &p.name,
-        sha256: None,
+        sha256: sha256.as_deref(),
         isolate: p.unshare.clone(),
         project: Some(crate::project::fingerprint(p)),
         project_file: Some(p.file.clone()),
@@ -81,7 +83,15 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         mounts: mount_specs(p),
         packages: &p.packages,
     };
-    let mut cfg = crate::cmd::create::make(dirs, spec, quiet)?;
+    let mut cfg = match crate::cmd::create::make(dirs, spec, quiet) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            return Err(match &pin {
+                Some(pin) => crate::project::lock::explain(e, p, pin),
+                None => e,
+            })
+        }
+    };
     let result = (|| {
         if p.home != Home::Shared {
             set_home(&mut cfg, p)?;
@@ -103,10 +113,32 @@ pub fn create_project_box(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
         );
         return Err(e.context(format!("the box '{}' was not kept", p.name)));
     }
+    if pin.is_none() {
+        write_lock(dirs, p, &cfg.image_id, &say)?;
+    }
     say(&format!(
         "Created box '{}'. Enter with: devbox enter (in {})",
         p.name,
         p.dir.display()
+    ));
+    Ok(())
+}
+
+/// Writes devbox.lock for the project whose box is made from image `id` (just resolved).
+fn write_lock(dirs: &Dirs, p: &Project, id: &str, say: &dyn Fn(&str)) -> Result<()> {
+    let Some(rec) = crate::store::load(dirs, id) else {
+        return Ok(());
+    };
+    let pin = crate::project::lock::pin_of(dirs, p, &rec);
+    if crate::project::lock::load(p).ok().flatten().as_ref() == Some(&pin) {
+        return Ok(());
+    }
+    crate::project::lock::write(p, &pin)?;
+    say(&format!(
+        "Pinned {} to {} in {} (keep it in version control with devbox.toml)",
+        p.image,
+        pin.resolved,
+        crate::project::lock::path(p).display()
     ));
     Ok(())
 }
@@ -138,7 +170,7 @@ pub fn settle(dirs: &Dirs, p: &Project, quiet: bool) -> Result<()> {
     );
     remove_box(dirs, name).with_context(|| format!("cannot remove the half-made box '{name}'"))?;
     drop(lock);
-    create_project_box(dirs, p, quiet)
+    create_project_box(dirs, p, LockMode::new(false, false), quiet)
 }
 
 /// `devbox rm --force NAME`, quietly, keeping its exports (the box comes back by that name).
@@ -329,7 +361,7 @@ pub fn pending_for_apply(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> Result<Op
 
 /// `devbox apply`: makes the project's box if it does not exist, else brings it in line with
 /// the project file. `yes` answers the recreate and restart questions.
-pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
+pub fn apply(dirs: &Dirs, p: &Project, yes: bool, mode: LockMode, quiet: bool) -> Result<()> {
     let say = |m: &str| {
         if !quiet {
             eprintln!("{m}");
@@ -337,10 +369,21 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     };
     let name = &p.name;
     if !claim(dirs, p)? {
-        return create_project_box(dirs, p, quiet);
+        return create_project_box(dirs, p, mode, quiet);
     }
     settle(dirs, p, quiet)?;
     let mut cfg = BoxConfig::load(dirs, name)?;
+    // The image the lock names (or, with --update, the image resolved anew) is not the box's:
+    // the box is made again from it.
+    if let Some(id) = locked_image(dirs, p, &cfg, mode, &say)? {
+        say(&format!(
+            "The image of {} is now {} (box '{name}' has {})",
+            p.file.display(),
+            crate::store::short(&id),
+            crate::store::short(&cfg.image_id)
+        ));
+        return recreate(dirs, p, yes, mode, quiet);
+    }
     // A box made before boxes recorded their file learns it with the next change.
     cfg.project_file = Some(p.file.clone());
     let Some(changes) = pending(dirs, &cfg, p) else {
@@ -374,7 +417,7 @@ pub fn apply(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
             .unwrap_or(Action::None)
     };
     if action == Action::Recreate {
-        return recreate(dirs, p, yes, quiet);
+        return recreate(dirs, p, yes, mode, quiet);
     }
 
     let was_running = crate::runtime::status_now(dirs, name)?.in_use();
@@ -442,7 +485,7 @@ fn restart_now(
 /// Removes the box and makes it again from the project, after saying what is lost and asking
 /// (unless `yes`). The new image is fetched before the old box goes, so a bad reference or no
 /// network leaves the old box as it was.
-fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
+fn recreate(dirs: &Dirs, p: &Project, yes: bool, mode: LockMode, quiet: bool) -> Result<()> {
     let name = &p.name;
     eprintln!(
         "Applying this recreates box '{name}': its own layer (packages installed and files changed inside it, outside your home) is discarded. Your home is not touched."
@@ -450,9 +493,74 @@ fn recreate(dirs: &Dirs, p: &Project, yes: bool, quiet: bool) -> Result<()> {
     if !ask(&format!("Recreate box '{name}'?"), yes)? {
         bail!("box '{name}' was left as it was\n  hint: run `devbox apply --yes` to recreate it without asking");
     }
-    crate::store::import(dirs, &p.image, None, &Term::new(quiet))?;
+    let (image, sha256, pin) = crate::project::lock::image_for(p, mode)?;
+    if let Err(e) = crate::store::import(dirs, &image, sha256.as_deref(), &Term::new(quiet)) {
+        return Err(match &pin {
+            Some(pin) => crate::project::lock::explain(e, p, pin),
+            None => e,
+        });
+    }
     remove_box(dirs, name)?;
-    create_project_box(dirs, p, quiet)
+    // Resolved once: the box is made from what was just fetched (an update wrote the lock).
+    let mode = if mode == LockMode::Update {
+        LockMode::Use
+    } else {
+        mode
+    };
+    create_project_box(dirs, p, mode, quiet)
+}
+
+/// The image the project's box should have when that is not the box's: the lock's (a lock
+/// pulled from version control that pins another image), or with `--update` the image
+/// resolved anew (the lock is rewritten). A box without a lock gets one written for its image.
+fn locked_image(
+    dirs: &Dirs,
+    p: &Project,
+    cfg: &BoxConfig,
+    mode: LockMode,
+    say: &dyn Fn(&str),
+) -> Result<Option<String>> {
+    use crate::project::lock;
+    if mode == LockMode::Update {
+        let rec = crate::store::import(dirs, &p.image, None, &Term::new(false))?;
+        let pin = lock::pin_of(dirs, p, &rec);
+        if lock::load(p)?.as_ref() != Some(&pin) {
+            lock::write(p, &pin)?;
+            say(&format!(
+                "Pinned {} to {} in {}",
+                p.image,
+                pin.resolved,
+                lock::path(p).display()
+            ));
+        } else {
+            say(&format!("{} is up to date", lock::path(p).display()));
+        }
+        return Ok((rec.id != cfg.image_id).then_some(rec.id));
+    }
+    let pin = lock::load(p)?;
+    match pin.filter(|pin| pin.requested == p.image) {
+        Some(pin) => Ok((pin.id != cfg.image_id).then_some(pin.id)),
+        None if mode == LockMode::Locked => {
+            lock::image_for(p, mode)?;
+            Ok(None)
+        }
+        // Missing (a box older than locks): pinned to the box's image, if the file still names
+        // it. Stale: the image changed in devbox.toml, which the diff below recreates.
+        None => {
+            if crate::project::lock::load(p)?.is_none() && !project_image_changed(dirs, cfg, p) {
+                write_lock(dirs, p, &cfg.image_id, say)?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Whether devbox.toml names another image than the box was made from.
+fn project_image_changed(dirs: &Dirs, cfg: &BoxConfig, p: &Project) -> bool {
+    match load_snapshot(dirs, &cfg.name) {
+        Some(old) => old.image != p.image,
+        None => true,
+    }
 }
 
 /// Asks a yes/no question on the terminal; `yes` answers it. Without a terminal to ask on, the

@@ -415,6 +415,10 @@ pub struct ImageRecord {
     /// package archive (so its provisioning need not install them again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// For an image made by `devbox commit`: the OCI reference its lowest layers were pulled
+    /// from, if they were (a push to the same registry mounts them from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_source: Option<String>,
 }
 
 /// Names of all boxes, sorted.

@@ -80,6 +80,15 @@ pub fn import_with(
             return Ok(rec);
         }
     }
+    // An image made by `devbox commit --tag NAME` goes by that name; any image of the store
+    // by its id (12 hex digits or more, as `image list` shows it).
+    if let Some(rec) = crate::image_oci::tagged(dirs, source).or_else(|| by_id(dirs, source)) {
+        r.step(&format!(
+            "Using image {} ({source}) from the store",
+            short(&rec.id)
+        ));
+        return Ok(rec);
+    }
     match ImageRef::classify(source) {
         ImageRef::Url(url) => import_url(dirs, &url, sha256, r),
         ImageRef::File(path) => import_file(dirs, &path, source, sha256, r),
@@ -91,6 +100,24 @@ pub fn import_with(
         }
         ImageRef::Catalog(name) => import_catalog(dirs, &name, sha256, packages, r),
     }
+}
+
+/// The store image whose id starts with `s` (at least 12 hex digits, `sha256:` allowed).
+fn by_id(dirs: &Dirs, s: &str) -> Option<ImageRecord> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() < 12
+        || !hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let mut found = list(dirs)
+        .ok()?
+        .into_iter()
+        .filter(|r| r.id.starts_with(hex));
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
 }
 
 /// An archive at a URL. With its sha256 known (--sha256, a catalog entry) and a verified copy
@@ -163,6 +190,7 @@ fn import_url(
         digest: None,
         env: Vec::new(),
         packages: Vec::new(),
+        base_source: None,
     };
     // Kept in the cache, so the image can be made again without the network.
     fetched.keep()?;
@@ -243,6 +271,24 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
     .with_context(|| format!("cannot read the image layout in {}", archive.display()))?;
     let image = crate::oci::read_layout(work.path())
         .map_err(|e| anyhow::anyhow!("{}: {e}", archive.display()))?;
+    // The blobs stay with the image (a layout of its own, for push and save): saved and loaded
+    // again, or pushed, it is the same image. Best effort: without them it is still an image.
+    let keep = |dst: &Path| -> Result<Option<String>> {
+        match crate::image_oci::keep_layout(
+            work.path(),
+            image.manifest_digest.as_deref(),
+            &image.config_digest,
+            &image.layers,
+            dst,
+        ) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                crate::ui::detail(format_args!("the archive's blobs are not kept: {e:#}"));
+                let _ = std::fs::remove_dir_all(dst);
+                Ok(None)
+            }
+        }
+    };
     apply_layers(
         dirs,
         &image.config_digest,
@@ -252,6 +298,7 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
         &image.config.env,
         r,
         &mut |sink| feed_files(&image.layers, sink),
+        Some(&keep),
     )
 }
 
@@ -275,6 +322,7 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
             Err(crate::oci::OciError::Feed { detail }) => Err(Fed::Sink(detail)),
             Err(e) => Err(Fed::Source(e.into())),
         },
+        None,
     )
 }
 
@@ -361,7 +409,7 @@ enum Unpacked {
     Layout,
 }
 
-enum Fed {
+pub(crate) enum Fed {
     /// Getting the bytes (a download, a file).
     Source(anyhow::Error),
     /// The helper stopped reading (it failed, and said why).
@@ -381,11 +429,16 @@ pub(crate) fn oci_options() -> Result<crate::oci::Options> {
     })
 }
 
+/// Puts an image's OCI layout at the path it is given; may name the manifest digest to record.
+pub(crate) type PutLayout<'a> = dyn Fn(&Path) -> Result<Option<String>> + 'a;
+
 /// Applies an image's layers into a new store entry (id: its config digest) through the
 /// `__unpack-layers` helper, whose stdin `feed` fills with the layers' blobs, one after the
-/// other in order.
+/// other in order. `layout`, when given, puts the image's OCI layout (its blobs, manifest and
+/// config) at the path it is given (`oci/` in the new entry, before the entry's rename) and may
+/// name the manifest digest to record.
 #[allow(clippy::too_many_arguments)]
-fn apply_layers(
+pub(crate) fn apply_layers(
     dirs: &Dirs,
     config_digest: &str,
     layers: &[crate::oci::Layer],
@@ -394,7 +447,9 @@ fn apply_layers(
     env: &[String],
     r: &dyn Reporter,
     feed: &mut dyn FnMut(&mut (dyn std::io::Write + Send)) -> Result<(), Fed>,
+    layout: Option<&PutLayout<'_>>,
 ) -> Result<ImageRecord> {
+    let mut digest = digest;
     let id = config_digest.trim_start_matches("sha256:").to_string();
     if let Some(rec) = load(dirs, &id) {
         r.step(&format!("Using image {} from the store", short(&id)));
@@ -451,6 +506,13 @@ fn apply_layers(
         r,
     )?;
     let _ = std::fs::remove_file(&spec);
+    if let Some(put) = layout {
+        if let Some(d) = put(&staging.tmp.join(crate::image_oci::LAYOUT_DIR))
+            .context("cannot keep the image's layout in the store")?
+        {
+            digest = Some(d);
+        }
+    }
     let rec = ImageRecord {
         id: id.clone(),
         source: source.to_string(),
@@ -459,12 +521,13 @@ fn apply_layers(
         digest,
         env: env.to_vec(),
         packages: Vec::new(),
+        base_source: None,
     };
     staging.commit(dirs, rec)
 }
 
 /// Feeds layer blobs from their files (an image layout's), in order.
-fn feed_files(
+pub(crate) fn feed_files(
     layers: &[crate::oci::Layer],
     sink: &mut (dyn std::io::Write + Send),
 ) -> Result<(), Fed> {
@@ -649,6 +712,7 @@ pub fn import_bootstrap(
         digest: None,
         env: Vec::new(),
         packages: extra.to_vec(),
+        base_source: None,
     };
     staging.commit(dirs, rec)
 }
@@ -751,6 +815,7 @@ fn unpack_file_locked(
         digest: None,
         env: Vec::new(),
         packages: Vec::new(),
+        base_source: None,
     };
     staging.commit(dirs, rec)
 }
@@ -791,14 +856,14 @@ fn id_lock(dirs: &Dirs, id: &str) -> Result<Lock> {
 /// An import in progress: a temp dir in the store (`images-v1/.tmp-PID-N`), claimed (see
 /// [`claim_dir`]) for as long as this lives, so that another devbox's sweep of leftovers never
 /// removes it. Dropped without `commit`, it is removed.
-struct Staging {
-    tmp: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) tmp: PathBuf,
     _held: Option<Claim>,
     done: bool,
 }
 
 impl Staging {
-    fn begin(dirs: &Dirs) -> Result<Staging> {
+    pub(crate) fn begin(dirs: &Dirs) -> Result<Staging> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let tmp = dirs.images.join(format!(
@@ -997,7 +1062,7 @@ fn downloads_dir(dirs: &Dirs) -> Result<PathBuf> {
 
 /// The lock of the image store (`images-v1/.lock`), held to make, rename and look over its
 /// temp dirs.
-fn store_lock(dirs: &Dirs) -> Result<Lock> {
+pub(crate) fn store_lock(dirs: &Dirs) -> Result<Lock> {
     Lock::acquire(&dirs.images.join(".lock"), "the image store", 600)
 }
 
@@ -1684,6 +1749,34 @@ pub fn rmtree_helper(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", abs.display())),
     }
+}
+
+/// `devbox __clone FROM TO`: copies box layer FROM to TO (both inside devbox's box store, TO
+/// new) as root of devbox's user namespace, keeping owners, modes, times, xattrs (overlay's
+/// opaque marks) and whiteouts (character devices 0/0, which unprivileged processes may make).
+pub fn clone_helper(from: &Path, to: &Path) -> Result<()> {
+    let dirs = Dirs::from_env()?;
+    let (from, to) = (std::path::absolute(from)?, std::path::absolute(to)?);
+    for p in [&from, &to] {
+        if !p.starts_with(&dirs.boxes) || p == &dirs.boxes {
+            bail!(
+                "refusing to copy {}: not inside devbox's boxes",
+                p.display()
+            );
+        }
+    }
+    crate::runtime::holder::as_namespace_root(&dirs)?;
+    let status = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(&from)
+        .arg(&to)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run cp")?;
+    if !status.success() {
+        bail!("cannot copy {} to {}", from.display(), to.display());
+    }
+    Ok(())
 }
 
 /// Disk used by a tree (allocated blocks, hard links counted once). Needs namespace root for

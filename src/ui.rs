@@ -238,6 +238,7 @@ mod tests {
             digest: Some(format!("sha256:{}", "cd".repeat(32))),
             env: Vec::new(),
             packages: Vec::new(),
+            base_source: None,
         };
         assert_eq!(
             image_line("debian:13", &rec),

@@ -26,6 +26,7 @@ PACKAGES=(
     bash-completion # devbox completions --install bash, tested with the loader (tests/it/completions.rs)
     tmux         # the final screen after progress bars (tests/it/polish.rs)
     docker-registry skopeo umoci
+    podman       # a third-party client of pushed and saved images (tests/it/share.rs)
     dpkg-dev     # dpkg-scanpackages for the apt repository fixture (tests/it/apply.rs)
     ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)
     gnupg        # signs the loopback package archive (tests/it/debarchive.rs)

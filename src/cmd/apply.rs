@@ -12,6 +12,7 @@ pub fn run(
     name: Option<&str>,
     config: Option<&Path>,
     yes: bool,
+    mode: crate::project::lock::Mode,
     quiet: bool,
 ) -> Result<i32> {
     let file = match name {
@@ -42,6 +43,6 @@ pub fn run(
             );
         }
     }
-    crate::provision::apply(dirs, &p, yes, quiet)?;
+    crate::provision::apply(dirs, &p, yes, mode, quiet)?;
     Ok(0)
 }

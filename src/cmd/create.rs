@@ -173,3 +173,80 @@ pub fn make(dirs: &Dirs, spec: NewBox, quiet: bool) -> Result<BoxConfig> {
     }
     Ok(cfg)
 }
+
+/// `devbox create --from BOX [NAME]`: a new box with BOX's image (shared, not copied), a copy
+/// of BOX's own layer and its settings. A clone is a box of its own: it belongs to no project.
+pub fn clone(
+    dirs: &Dirs,
+    from: &str,
+    name: Option<String>,
+    unshare: &[UnshareArg],
+    quiet: bool,
+) -> Result<i32> {
+    state::existing(dirs, from)?;
+    let name = name.unwrap_or_else(|| format!("{from}-copy"));
+    state::validate_name(&name)?;
+    let src = BoxConfig::load(dirs, from)?;
+    if src.provisioning {
+        bail!("box '{from}' is still being provisioned; clone it when its setup has finished");
+    }
+    let final_dir = dirs.box_dir(&name);
+    if final_dir.exists() {
+        bail!("a box named '{name}' already exists\n  hint: pick another name, or remove it with `devbox rm {name}`");
+    }
+    if store::load(dirs, &src.image_id).is_none() {
+        bail!(
+            "the image of box '{from}' ({}) is no longer in the store",
+            store::short(&src.image_id)
+        );
+    }
+    if crate::runtime::status_now(dirs, from)?.in_use() && !quiet {
+        eprintln!(
+            "Box '{from}' is running: its layer is copied as it is on disk now (`devbox stop {from}` first for a still copy)"
+        );
+    }
+    if crate::runtime::status_now(dirs, &name)?.in_use() {
+        crate::runtime::stop::stop_locked(&name)?;
+    }
+    let tmp = dirs
+        .boxes
+        .join(format!(".tmp-{name}-{}", std::process::id()));
+    let _claim = store::claim_dir(dirs, &tmp)?;
+    let mut cfg = src.clone();
+    cfg.name = name.clone();
+    cfg.created = state::now_rfc3339();
+    cfg.project = None;
+    cfg.project_file = None;
+    if !unshare.is_empty() {
+        cfg.isolate = isolates(unshare);
+    }
+    let made = (|| -> Result<()> {
+        std::fs::create_dir(tmp.join("merged"))?;
+        let upper = dirs.box_dir(from).join("upper");
+        if upper.exists() {
+            let status = crate::runtime::helper("__clone")
+                .arg(&upper)
+                .arg(tmp.join("upper"))
+                .stdin(std::process::Stdio::null())
+                .status()
+                .context("cannot run devbox's copy helper")?;
+            if !status.success() {
+                bail!("cannot copy the layer of box '{from}'");
+            }
+        }
+        cfg.save_in(&tmp)?;
+        std::fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("a box named '{name}' appeared while this one was being made"))
+    })();
+    if let Err(e) = made {
+        let _ = store::remove_tree(&tmp);
+        return Err(e);
+    }
+    if !quiet {
+        println!(
+            "Created box '{name}' as a clone of '{from}' (image {}). Enter with: devbox enter {name}",
+            store::short(&cfg.image_id)
+        );
+    }
+    Ok(0)
+}

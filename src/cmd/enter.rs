@@ -45,7 +45,12 @@ pub fn run(
     };
     if let Some(p) = &proj {
         if !crate::provision::claim(dirs, p)? {
-            crate::provision::create_project_box(dirs, p, quiet)?;
+            crate::provision::create_project_box(
+                dirs,
+                p,
+                crate::project::lock::Mode::new(false, false),
+                quiet,
+            )?;
         } else {
             crate::provision::settle(dirs, p, quiet)?;
         }

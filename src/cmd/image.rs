@@ -193,3 +193,122 @@ pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Resu
     }
     Ok(0)
 }
+
+/// The store image a user names: a `commit --tag` name, an id prefix or a source.
+fn named(dirs: &Dirs, what: &str) -> Result<crate::state::ImageRecord> {
+    if let Some(rec) = crate::image_oci::tagged(dirs, what) {
+        return Ok(rec);
+    }
+    let rows = rows(dirs)?;
+    let i = find(&rows, what)?;
+    store::load(dirs, &rows[i].id)
+        .ok_or_else(|| anyhow::anyhow!("image {what:?} was removed meanwhile"))
+}
+
+pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i32> {
+    let target = crate::oci::Reference::parse(reference)?;
+    let rec = named(dirs, image)?;
+    let term = crate::progress::Term::new(quiet);
+    let layout = crate::image_oci::ensure_layout(dirs, &rec, &term)?;
+    let blobs = layout
+        .blobs()
+        .into_iter()
+        .map(|b| crate::oci::PushBlob {
+            path: layout.blob_path(&b.digest),
+            digest: b.digest,
+            size: b.size,
+        })
+        .collect();
+    let mount_from = rec
+        .base_source
+        .as_deref()
+        .or(Some(rec.source.as_str()))
+        .filter(|s| matches!(store::ImageRef::classify(s), store::ImageRef::Oci(_)))
+        .and_then(|s| crate::oci::Reference::parse(s).ok());
+    let image = crate::oci::PushImage {
+        blobs,
+        manifest: layout.manifest.clone(),
+        manifest_type: layout.manifest_type.clone(),
+        manifest_digest: layout.manifest_digest.clone(),
+        mount_from,
+    };
+    use crate::progress::Reporter;
+    term.step(&format!(
+        "Pushing image {} to {target}",
+        store::short(&rec.id)
+    ));
+    let stats = crate::oci::push(&target, &image, &dirs.cache, &store::oci_options()?, &term)
+        .map_err(anyhow::Error::from)
+        .map_err(|e| {
+            e.context(format!(
+                "cannot push image {} to {target}",
+                store::short(&rec.id)
+            ))
+        })?;
+    if !quiet {
+        println!(
+            "Pushed image {} to {target}: manifest {} ({} blob{} uploaded ({}){}{}{})",
+            store::short(&rec.id),
+            layout.manifest_digest,
+            stats.uploaded,
+            if stats.uploaded == 1 { "" } else { "s" },
+            crate::progress::human_bytes(stats.bytes),
+            if stats.resumed > 0 {
+                format!(", {} resumed", stats.resumed)
+            } else {
+                String::new()
+            },
+            if stats.mounted > 0 {
+                format!(", {} mounted", stats.mounted)
+            } else {
+                String::new()
+            },
+            if stats.present > 0 {
+                format!(", {} already there", stats.present)
+            } else {
+                String::new()
+            },
+        );
+    }
+    Ok(0)
+}
+
+pub fn save(dirs: &Dirs, image: &str, file: &std::path::Path, quiet: bool) -> Result<i32> {
+    let rec = named(dirs, image)?;
+    let term = crate::progress::Term::new(quiet);
+    crate::image_oci::save(dirs, &rec, file, &term)?;
+    if !quiet {
+        println!(
+            "Saved image {} ({}) to {}",
+            store::short(&rec.id),
+            rec.source,
+            file.display()
+        );
+    }
+    Ok(0)
+}
+
+pub fn load(dirs: &Dirs, file: &std::path::Path, quiet: bool) -> Result<i32> {
+    if !file.is_file() {
+        bail!("{} is not a file\n  hint: `devbox image load` reads an archive written by `devbox image save`, `podman save` or `docker save`", file.display());
+    }
+    let abs = std::path::absolute(file)?;
+    let rec = store::import(
+        dirs,
+        &abs.display().to_string(),
+        None,
+        &crate::progress::Term::new(quiet),
+    )?;
+    if !quiet {
+        println!(
+            "Loaded image {} from {}{}",
+            store::short(&rec.id),
+            file.display(),
+            rec.digest
+                .as_deref()
+                .map(|d| format!(" (manifest {d})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; each handler loads, acts and adds context naming the box or path.
 
 mod apply;
+mod commit;
 mod config;
 pub mod create;
 mod doctor;
@@ -46,11 +47,30 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             crate::debarchive::install::helper(&spec, &dest).map(|()| 0)
         }
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
+        Cmd::Pack { upper, tree } => crate::pack::pack_helper(&tree, upper).map(|()| 0),
+        Cmd::CloneLayer { from, to } => crate::store::clone_helper(&from, &to).map(|()| 0),
+        Cmd::Commit { name, tag } => {
+            commit::run(&Dirs::from_env()?, &name, tag.as_deref(), cli.quiet)
+        }
+        Cmd::Create {
+            image,
+            name,
+            from: Some(from),
+            unshare,
+            ..
+        } => create::clone(
+            &Dirs::from_env()?,
+            &from,
+            name.or(image),
+            &unshare,
+            cli.quiet,
+        ),
         Cmd::Create {
             image,
             name,
             sha256,
             unshare,
+            from: None,
         } => create::run(
             &Dirs::from_env()?,
             image.as_deref(),
@@ -127,11 +147,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             image.as_deref(),
             force,
         ),
-        Cmd::Apply { name, yes } => apply::run(
+        Cmd::Apply {
+            name,
+            yes,
+            update,
+            locked,
+        } => apply::run(
             &Dirs::from_env()?,
             name.as_deref(),
             cli.config.as_deref(),
             yes,
+            crate::project::lock::Mode::new(update, locked),
             cli.quiet,
         ),
         Cmd::Config {
@@ -175,6 +201,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Check { names, arch, json }) => {
             image_check::run(&names, arch.as_deref(), json)
         }
+        Cmd::Image(ImageCmd::Push { image, reference }) => {
+            image::push(&Dirs::from_env()?, &image, &reference, cli.quiet)
+        }
+        Cmd::Image(ImageCmd::Save { image, file }) => {
+            image::save(&Dirs::from_env()?, &image, &file, cli.quiet)
+        }
+        Cmd::Image(ImageCmd::Load { file }) => image::load(&Dirs::from_env()?, &file, cli.quiet),
     }
 }
 

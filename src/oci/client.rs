@@ -123,6 +123,66 @@ impl Client {
         ))
     }
 
+    /// `ORIGIN/v2/REPOSITORY/TAIL`.
+    pub fn repo_url(&self, tail: &str) -> String {
+        format!("{}v2/{}/{tail}", self.origin, self.reference.repository)
+    }
+
+    /// A URL the registry gave (an upload's `Location`), made absolute against its origin.
+    pub fn absolute(&self, location: &str) -> Result<Url, OciError> {
+        self.origin.join(location).map_err(|e| OciError::Invalid {
+            reference: self.reference.to_string(),
+            what: "upload location".into(),
+            detail: format!("{location:?}: {e}"),
+        })
+    }
+
+    /// One request of a push (HEAD, POST, PATCH, PUT) with authentication, as [`Client::get`]
+    /// does it: a 401 challenge is answered once and the request repeated, with a body made
+    /// anew by `body`. Redirects are not followed (the upload API answers with `Location`s
+    /// that the caller reads).
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &dyn Fn() -> Option<reqwest::blocking::Body>,
+    ) -> Result<Response, Failure> {
+        let mut answered = false;
+        loop {
+            let authz = self.authorization()?;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(a) = authz.filter(|_| same_origin(url, &self.origin)) {
+                req = req.header(AUTHORIZATION, a);
+            }
+            match body() {
+                Some(b) => req = req.body(b),
+                None if method != reqwest::Method::HEAD && method != reqwest::Method::GET => {
+                    req = req.header(reqwest::header::CONTENT_LENGTH, "0")
+                }
+                None => {}
+            }
+            let resp = req.send().map_err(|e| self.net_failure(url.as_str(), e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !answered
+                && same_origin(resp.url(), &self.origin)
+            {
+                answered = true;
+                self.answer_challenge(&resp)?;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Whether credentials were found for the registry.
+    pub fn has_credentials(&self) -> bool {
+        self.creds.is_some()
+    }
+
     fn url(&self, kind: &str, reference: &str) -> String {
         format!(
             "{}v2/{}/{kind}/{reference}",
@@ -639,7 +699,7 @@ fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-fn is_transient(s: StatusCode) -> bool {
+pub(crate) fn is_transient(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
@@ -651,7 +711,7 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 
 /// The codes and first message of a registry error body:
 /// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}`.
-fn registry_errors(body: &[u8]) -> (Vec<String>, String) {
+pub(crate) fn registry_errors(body: &[u8]) -> (Vec<String>, String) {
     #[derive(serde::Deserialize)]
     struct Item {
         #[serde(default)]

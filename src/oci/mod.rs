@@ -23,6 +23,7 @@ mod client;
 mod layer;
 mod layout;
 mod manifest;
+mod push;
 mod reference;
 #[cfg(test)]
 mod tests;
@@ -37,8 +38,21 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use layer::{layer_reader, layer_stream};
 pub use layout::{is_layout_entry, read as read_layout};
+pub use manifest::{layer_compression as layer_compression_of, LayerCompression as Compression};
 #[allow(unused_imports)]
 pub use manifest::{platform_of_arch, ImageConfig, Platform};
+
+pub use push::{push, PushBlob, PushImage};
+
+/// The media types of manifests, indexes and configs.
+pub mod manifest_types {
+    pub use super::manifest::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+}
+
+/// Parses an image config (the parts devbox uses).
+pub fn parse_config(body: &[u8]) -> Result<ImageConfig, String> {
+    manifest::parse_config(body)
+}
 #[allow(unused_imports)]
 pub use reference::Reference;
 
@@ -158,6 +172,14 @@ pub enum OciError {
 
     #[error("cancelled because another download failed")]
     Cancelled,
+
+    /// `what`: what was refused, with the status and the registry's words.
+    #[error("registry {registry} refused {what}\n  hint: {hint}")]
+    PushRefused {
+        registry: String,
+        what: String,
+        hint: String,
+    },
 
     /// The unpack helper the layers stream into stopped reading (it says why itself).
     #[error("cannot pass the layers to the unpack helper: {detail}")]

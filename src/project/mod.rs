@@ -70,6 +70,7 @@
 mod change;
 mod error;
 pub mod expand;
+pub mod lock;
 mod schema;
 mod settings;
 pub mod trust;

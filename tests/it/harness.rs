@@ -136,10 +136,26 @@ pub struct TestEnv {
     pub root: PathBuf,
     pub home: PathBuf,
     pub runtime: PathBuf,
+    /// The user devbox runs as here, when not `test_user()` (a second machine's user).
+    owner: Option<User>,
 }
 
 impl TestEnv {
     pub fn new() -> TestEnv {
+        Self::with_owner(None)
+    }
+
+    /// An environment of another test user (as root only), standing in for another machine.
+    pub fn new_as(name: &str) -> TestEnv {
+        assert!(is_root(), "a second user needs the tests to run as root");
+        Self::with_owner(Some(other_user(name)))
+    }
+
+    fn user(&self) -> Option<&User> {
+        self.owner.as_ref().or(test_user())
+    }
+
+    fn with_owner(owner: Option<User>) -> TestEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let root = PathBuf::from(format!("/tmp/devbox-it-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -149,7 +165,7 @@ impl TestEnv {
         let runtime = root.join("run");
         for d in [&home, &runtime] {
             std::fs::create_dir(d).unwrap();
-            if let Some(u) = test_user() {
+            if let Some(u) = owner.as_ref().or(test_user()) {
                 std::os::unix::fs::chown(d, Some(u.uid), Some(u.gid)).unwrap();
             }
         }
@@ -158,6 +174,7 @@ impl TestEnv {
             root,
             home,
             runtime,
+            owner,
         }
     }
 
@@ -184,7 +201,7 @@ impl TestEnv {
             .env("DEVBOX_TEST_UNPASSED", "1")
             .current_dir(&self.home)
             .stdin(Stdio::null());
-        match test_user() {
+        match self.user() {
             Some(u) => {
                 c.uid(u.uid).gid(u.gid).env("USER", &u.name);
             }
@@ -278,14 +295,14 @@ impl TestEnv {
     /// Writes a file as the test user (the home belongs to them).
     pub fn write_as_user(&self, path: &Path, contents: &[u8]) {
         std::fs::write(path, contents).unwrap();
-        if let Some(u) = test_user() {
+        if let Some(u) = self.user() {
             std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid)).unwrap();
         }
     }
 
     pub fn mkdir_as_user(&self, path: &Path) {
         std::fs::create_dir_all(path).unwrap();
-        if let Some(u) = test_user() {
+        if let Some(u) = self.user() {
             std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid)).unwrap();
         }
     }

@@ -22,6 +22,7 @@ mod project;
 mod registry;
 mod registry_auth;
 mod runtime;
+mod share;
 mod terminal;
 mod trust;
 mod ui;

@@ -175,7 +175,8 @@ fn an_isolated_home_keeps_the_host_home_out_and_the_project_in() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        format!("hidden\n{}\ndevbox.toml\n", proj.display())
+        // devbox.lock: the image pinned when the box was made (tests/it/share.rs).
+        format!("hidden\n{}\ndevbox.lock\ndevbox.toml\n", proj.display())
     );
     assert_eq!(
         std::fs::read_to_string(proj.join(".home/inbox")).unwrap(),
