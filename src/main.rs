@@ -16,7 +16,6 @@ mod export;
 mod fetch;
 mod idmap;
 mod image_oci;
-#[allow(dead_code)]
 mod oci;
 mod pack;
 mod paths;

@@ -309,6 +309,14 @@ fn import_oci(dirs: &Dirs, reference: &str, r: &dyn Reporter) -> Result<ImageRec
     cache_dir(dirs)?;
     let prepared = crate::oci::prepare(&parsed, &dirs.cache, r, &oci_options()?)?;
     let p = &prepared.pulled;
+    crate::ui::detail(format_args!(
+        "{parsed}: manifest {}{}",
+        p.manifest_digest,
+        p.index_digest
+            .as_deref()
+            .map(|i| format!(" chosen from index {i}"))
+            .unwrap_or_default()
+    ));
     apply_layers(
         dirs,
         &p.config_digest,

@@ -82,7 +82,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-#[allow(unused_imports)] // the catalog's API for create and `image search`
 pub use resolve::{get_bytes, one_line, resolve, Resolved};
 use schema::Entry;
 pub use schema::{SourceKind, ARCHES};

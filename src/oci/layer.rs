@@ -1,7 +1,6 @@
 //! Reading a pulled layer: decompressed, and checked against its diff_id at the end.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 
 use sha2::{Digest, Sha256};
 
@@ -17,13 +16,14 @@ use super::{Layer, OciError};
 /// A tar reader stops at the end-of-archive marker, before the padding after it: read the
 /// rest (e.g. `io::copy(&mut reader, &mut io::sink())`) after the last entry, so the check
 /// runs. Until it has run, nothing extracted from the layer has been verified.
+#[cfg(test)]
 pub fn layer_reader(layer: &Layer) -> Result<Box<dyn Read + Send>, OciError> {
-    let file = File::open(&layer.path).map_err(|source| OciError::Io {
+    let file = std::fs::File::open(&layer.path).map_err(|source| OciError::Io {
         action: "cannot open layer",
         path: layer.path.clone(),
         source,
     })?;
-    layer_stream(layer, BufReader::with_capacity(256 * 1024, file))
+    layer_stream(layer, io::BufReader::with_capacity(256 * 1024, file))
 }
 
 /// Like [`layer_reader`], for the layer's blob read from `blob` (a pipe, a part of one)

@@ -100,6 +100,7 @@ impl Platform {
     }
 
     /// Parses `os/arch[/variant]`, e.g. `linux/arm/v7`.
+    #[cfg(test)]
     pub fn parse(s: &str) -> Option<Platform> {
         let mut it = s.split('/');
         let os = it.next().filter(|x| !x.is_empty())?;
@@ -266,8 +267,6 @@ pub fn select_platform<'a>(
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
-    #[serde(default)]
-    pub media_type: Option<String>,
     pub config: Descriptor,
     #[serde(default)]
     pub layers: Vec<Descriptor>,
@@ -276,8 +275,6 @@ pub struct ImageManifest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
-    #[serde(default)]
-    pub media_type: Option<String>,
     pub manifests: Vec<Descriptor>,
 }
 

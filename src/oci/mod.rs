@@ -34,12 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-// The public API; until `create` uses it, parts of it are used only by the tests.
-#[allow(unused_imports)]
-pub use layer::{layer_reader, layer_stream};
+#[cfg(test)]
+pub use layer::layer_reader;
+pub use layer::layer_stream;
 pub use layout::{is_layout_entry, read as read_layout};
 pub use manifest::{layer_compression as layer_compression_of, LayerCompression as Compression};
-#[allow(unused_imports)]
+
 pub use manifest::{platform_of_arch, ImageConfig, Platform};
 
 pub use push::{push, PushBlob, PushImage};
@@ -53,7 +53,7 @@ pub mod manifest_types {
 pub fn parse_config(body: &[u8]) -> Result<ImageConfig, String> {
     manifest::parse_config(body)
 }
-#[allow(unused_imports)]
+
 pub use reference::Reference;
 
 use crate::progress::{human_bytes, Reporter};
@@ -231,8 +231,6 @@ impl Default for Options {
 /// digest; their diff_id is checked by [`layer_reader`]).
 #[derive(Debug, Clone)]
 pub struct Pulled {
-    /// The reference as given.
-    pub reference: Reference,
     /// Digest of the image manifest (the platform's, when the reference named an index).
     pub manifest_digest: String,
     /// Digest of the index the manifest was chosen from, if any.
@@ -257,12 +255,14 @@ pub struct Layer {
 }
 
 /// Pulls `r` into `cache_dir` (blobs under `cache_dir/blobs-v1/sha256/`) with default options.
-#[allow(dead_code)]
+/// (devbox streams layers while they download, through [`prepare`]; the tests pull whole.)
+#[cfg(test)]
 pub fn pull(r: &Reference, cache_dir: &Path, reporter: &dyn Reporter) -> Result<Pulled, OciError> {
     pull_with(r, cache_dir, reporter, &Options::default())
 }
 
 /// Pulls everything into the cache: [`prepare`], then [`Prepared::download`] without a sink.
+#[cfg(test)]
 pub fn pull_with(
     r: &Reference,
     cache_dir: &Path,
@@ -485,7 +485,6 @@ fn prepare_from(
         .collect();
     Ok(Prepared {
         pulled: Pulled {
-            reference: r.clone(),
             manifest_digest,
             index_digest,
             config_digest: image.config.digest.clone(),

@@ -121,14 +121,6 @@ impl Reference {
         name.contains('/')
     }
 
-    /// What to ask the registry for: the digest if there is one, else the tag.
-    pub fn reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
-    }
-
     /// The registry as users write it (`docker.io` for Docker Hub).
     pub fn registry_display(&self) -> &str {
         if self.registry == DOCKER_HUB {

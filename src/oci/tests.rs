@@ -338,7 +338,7 @@ fn registry_pull_by_tag_and_by_digest() {
     let by_digest = reg.reference(&format!("@{}", s(&sum, "manifest")));
     let p2 = pull_with(&by_digest, cache2.path(), &Rec::default(), &opts()).unwrap();
     check_against_summary(&p2, &sum);
-    assert_eq!(p2.reference.tag, None);
+    assert_eq!(by_digest.tag, None);
 
     // The default `pull` (default options) works on a loopback registry as well.
     let cache3 = tempfile::tempdir().unwrap();
