@@ -15,7 +15,6 @@ mod debarchive;
 mod export;
 mod fetch;
 mod idmap;
-mod image_oci;
 mod oci;
 mod pack;
 mod paths;

@@ -7,7 +7,7 @@ use crate::progress::Term;
 
 pub fn run(dirs: &Dirs, name: &str, tag: Option<&str>, quiet: bool) -> Result<i32> {
     let term = Term::new(quiet);
-    let rec = crate::image_oci::commit(dirs, name, tag, &term)?;
+    let rec = crate::store::layout::commit(dirs, name, tag, &term)?;
     if !quiet {
         println!(
             "Committed box '{name}' as image {}{} (manifest {}). Make a box from it with: devbox create {}",

@@ -196,7 +196,7 @@ pub fn pull(dirs: &Dirs, image: &str, sha256: Option<&str>, quiet: bool) -> Resu
 
 /// The store image a user names: a `commit --tag` name, an id prefix or a source.
 fn named(dirs: &Dirs, what: &str) -> Result<crate::state::ImageRecord> {
-    if let Some(rec) = crate::image_oci::tagged(dirs, what) {
+    if let Some(rec) = crate::store::layout::tagged(dirs, what) {
         return Ok(rec);
     }
     let rows = rows(dirs)?;
@@ -209,7 +209,7 @@ pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i3
     let target = crate::oci::Reference::parse(reference)?;
     let rec = named(dirs, image)?;
     let term = crate::progress::Term::new(quiet);
-    let layout = crate::image_oci::ensure_layout(dirs, &rec, &term)?;
+    let layout = crate::store::layout::ensure_layout(dirs, &rec, &term)?;
     let blobs = layout
         .blobs()
         .into_iter()
@@ -276,7 +276,7 @@ pub fn push(dirs: &Dirs, image: &str, reference: &str, quiet: bool) -> Result<i3
 pub fn save(dirs: &Dirs, image: &str, file: &std::path::Path, quiet: bool) -> Result<i32> {
     let rec = named(dirs, image)?;
     let term = crate::progress::Term::new(quiet);
-    crate::image_oci::save(dirs, &rec, file, &term)?;
+    crate::store::layout::save(dirs, &rec, file, &term)?;
     if !quiet {
         println!(
             "Saved image {} ({}) to {}",

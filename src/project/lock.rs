@@ -147,7 +147,7 @@ pub fn pin_of(dirs: &Dirs, p: &Project, rec: &ImageRecord) -> Pin {
         Some(r.to_string())
     };
     let (kind, resolved, sha256, catalog_source) =
-        if crate::image_oci::tagged(dirs, &p.image).is_some() {
+        if crate::store::layout::tagged(dirs, &p.image).is_some() {
             ("store", rec.id.clone(), None, None)
         } else {
             match ImageRef::classify(&p.image) {

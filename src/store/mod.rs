@@ -16,6 +16,8 @@ use crate::paths::{private_dir, write_atomic, Dirs, Lock};
 use crate::progress::{human_bytes, Relay, Reporter};
 use crate::state::ImageRecord;
 
+pub mod layout;
+
 /// What an IMAGE argument names. The grammar, tried in this order: an `http://`/`https://`
 /// URL; a local path (absolute, `./`, `../`, `~/`, or an existing file); an OCI reference
 /// (`HOST/PATH[:TAG|@sha256:...]`, or a Docker Hub name with a `/`); else a catalog name
@@ -82,7 +84,7 @@ pub fn import_with(
     }
     // An image made by `devbox commit --tag NAME` goes by that name; any image of the store
     // by its id (12 hex digits or more, as `image list` shows it).
-    if let Some(rec) = crate::image_oci::tagged(dirs, source).or_else(|| by_id(dirs, source)) {
+    if let Some(rec) = crate::store::layout::tagged(dirs, source).or_else(|| by_id(dirs, source)) {
         r.step(&format!(
             "Using image {} ({source}) from the store",
             short(&rec.id)
@@ -274,7 +276,7 @@ fn import_layout_archive(dirs: &Dirs, archive: &Path, r: &dyn Reporter) -> Resul
     // The blobs stay with the image (a layout of its own, for push and save): saved and loaded
     // again, or pushed, it is the same image. Best effort: without them it is still an image.
     let keep = |dst: &Path| -> Result<Option<String>> {
-        match crate::image_oci::keep_layout(
+        match crate::store::layout::keep_layout(
             work.path(),
             image.manifest_digest.as_deref(),
             &image.config_digest,
@@ -515,7 +517,7 @@ pub(crate) fn apply_layers(
     )?;
     let _ = std::fs::remove_file(&spec);
     if let Some(put) = layout {
-        if let Some(d) = put(&staging.tmp.join(crate::image_oci::LAYOUT_DIR))
+        if let Some(d) = put(&staging.tmp.join(crate::store::layout::LAYOUT_DIR))
             .context("cannot keep the image's layout in the store")?
         {
             digest = Some(d);

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::{short, Staging};
 use crate::oci::manifest_types as mt;
 use crate::paths::{private_dir, write_atomic, Dirs};
 use crate::progress::Reporter;
 use crate::state::ImageRecord;
-use crate::store::{self, short, Staging};
 
 /// The layout's directory in an image's store entry.
 pub const LAYOUT_DIR: &str = "oci";
@@ -186,8 +186,8 @@ pub fn ensure_layout(dirs: &Dirs, rec: &ImageRecord, r: &dyn Reporter) -> Result
     }
     read_layout(&work)?;
     {
-        let _store = store::store_lock(dirs)?;
-        if store::load(dirs, &rec.id).is_none() {
+        let _store = super::store_lock(dirs)?;
+        if super::load(dirs, &rec.id).is_none() {
             bail!("image {} was removed meanwhile", short(&rec.id));
         }
         if !dir.join("index.json").is_file() {
@@ -419,7 +419,7 @@ pub fn commit(dirs: &Dirs, name: &str, tag: Option<&str>, r: &dyn Reporter) -> R
     if cfg.provisioning {
         bail!("box '{name}' is still being provisioned; commit it when its setup has finished");
     }
-    let base = store::load(dirs, &cfg.image_id).with_context(|| {
+    let base = super::load(dirs, &cfg.image_id).with_context(|| {
         format!(
             "the image of box '{name}' ({}) is no longer in the store",
             short(&cfg.image_id)
@@ -479,7 +479,7 @@ pub fn commit(dirs: &Dirs, name: &str, tag: Option<&str>, r: &dyn Reporter) -> R
         .map(|c| c.env)
         .unwrap_or_default();
     let oci_layers = layout.oci_layers();
-    let rec = store::apply_layers(
+    let rec = super::apply_layers(
         dirs,
         &config_digest,
         &oci_layers,
@@ -487,7 +487,7 @@ pub fn commit(dirs: &Dirs, name: &str, tag: Option<&str>, r: &dyn Reporter) -> R
         Some(manifest_digest),
         &env,
         r,
-        &mut |sink| store::feed_files(&oci_layers, sink),
+        &mut |sink| super::feed_files(&oci_layers, sink),
         Some(&|dst: &Path| {
             std::fs::rename(&work, dst)?;
             Ok(None)
@@ -640,7 +640,7 @@ pub fn tagged(dirs: &Dirs, name: &str) -> Option<ImageRecord> {
         return None;
     }
     let id = std::fs::read_to_string(tag_file(dirs, name)).ok()?;
-    store::load(dirs, id.trim())
+    super::load(dirs, id.trim())
 }
 
 #[cfg(test)]
