@@ -349,6 +349,7 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCmd {
     /// List unpacked images with the boxes that use them
     #[command(visible_alias = "ls")]

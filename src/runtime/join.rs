@@ -103,7 +103,9 @@ pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     let cwd = std::env::current_dir().ok();
     let user = crate::runtime::rootfs::HostUser::for_session();
     // Read on the host, before joining: the user's own shell is used when the box has it.
-    let login = (!s.root).then(login_shell).flatten();
+    // A one-off command asks no passwd database (NSS can mean files, LDAP or sssd): `$SHELL`
+    // or the box's own entry will do there; an interactive session looks the login shell up.
+    let login = (!s.root).then(|| login_shell(s.argv.is_none())).flatten();
 
     userns::join_user(holder.pid)?;
     let mut has_pid = false;
@@ -366,13 +368,16 @@ fn enter_cwd(cwd: Option<&Path>, home: &Path) {
     }
 }
 
-/// The user's login shell on the host: `$SHELL`, else the host's passwd entry (looked up only
-/// when `$SHELL` is unset, to keep the hot path short). Called before joining the box.
-fn login_shell() -> Option<PathBuf> {
+/// The user's login shell on the host: `$SHELL`, else, with `ask_passwd` (an interactive
+/// session), the host's passwd entry. Called before joining the box.
+fn login_shell(ask_passwd: bool) -> Option<PathBuf> {
     std::env::var_os("SHELL")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .or_else(|| {
+            if !ask_passwd {
+                return None;
+            }
             nix::unistd::User::from_uid(nix::unistd::getuid())
                 .ok()
                 .flatten()
