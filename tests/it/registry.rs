@@ -24,7 +24,8 @@ fn python() -> &'static str {
     }
 }
 
-fn ok(out: Output, what: &str) -> String {
+/// The command's stdout, after checking that it succeeded (what failed, and its output, if not).
+pub(crate) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed ({}):\nstdout: {}\nstderr: {}",

@@ -6,18 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::harness::*;
-use crate::registry::Registry;
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
+use crate::registry::{ok, Registry};
 
 /// podman as root with a store of its own (removed with the temp dir).
 struct Podman {
