@@ -18,16 +18,47 @@ use nix::unistd::{ForkResult, Pid};
 /// start-up asks glibc for the main thread's stack bounds to arm its stack-overflow message,
 /// and glibc finds them by reading and parsing `/proc/self/maps`: a tenth of the instructions of
 /// a warm `devbox run`, whose whole job is three `setns` calls and an `exec`. What else
-/// `lang_start` does is done here: SIGPIPE is ignored (in `main`) and a panic exits 101.
+/// `lang_start` does is done here: closed standard descriptors are opened on `/dev/null`,
+/// SIGPIPE is ignored (in `main`) and a panic exits 101.
 /// Arguments still reach `std::env::args_os`, which glibc hands to std before `main`.
 #[cfg(not(test))]
 // SAFETY: exporting the C symbol `main` is sound because the crate is `no_main` outside tests,
 // so no other definition of it exists; the C runtime calls it once, on the main thread.
 #[export_name = "main"]
 extern "C" fn entry(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    open_closed_std_fds();
     // `main` never returns: coming back here means it panicked, and the message is out.
     let _ = std::panic::catch_unwind(|| crate::main());
     std::process::exit(101)
+}
+
+/// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, so that no file devbox
+/// opens (a state file being written, say) becomes stdout or stderr and receives its messages.
+/// One `poll` when all three are open, as they almost always are.
+#[cfg(not(test))]
+fn open_closed_std_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `fds` is a valid array of three pollfd structs that poll may write to; a timeout of
+    // 0 makes it return at once. A closed descriptor is reported as POLLNVAL, not an error.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+    if n <= 0 {
+        return;
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // Without O_CLOEXEC: the command a session execs inherits it as its own stdio. The
+        // lowest free descriptor is the one just found closed (they are checked in order).
+        // SAFETY: the path is a NUL-terminated literal; open(2) has no other precondition.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd >= 0 && fd != p.fd {
+            // Not the expected slot (a lower one was taken meanwhile): do not keep it.
+            // SAFETY: `fd` was just opened here and is owned by nothing else.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// What `fork` returned, from the point of view of this process.

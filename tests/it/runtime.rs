@@ -646,3 +646,31 @@ fn pid_namespace_init_reaps_orphans() {
         .collect();
     assert!(zombies.is_empty(), "zombies: {zombies:?}");
 }
+
+/// devbox started with stdout or stderr closed (a cron job, `cmd >&-`) has them taken by
+/// /dev/null, as any program should: its messages land nowhere instead of in a file it opens,
+/// and the command of a session inherits /dev/null rather than a closed descriptor.
+#[test]
+fn closed_standard_descriptors_are_dev_null_in_devbox_and_the_session() {
+    let env = TestEnv::new();
+    env.busybox("fds", &[]);
+    for fd in ["1", "2"] {
+        // `test -c` is true for /dev/null, false for a closed descriptor (no such path).
+        let out = env
+            .raw("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "exec \"$0\" run fds -- /bin/busybox test -c /proc/self/fd/{fd} {fd}>&-"
+            ))
+            .arg(env.bin())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fd {fd} closed: {:?}\n{}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}
