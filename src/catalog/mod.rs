@@ -649,7 +649,7 @@ fn close_matches(given: &str, candidates: impl Iterator<Item = String>) -> Vec<S
     let limit = given.chars().count().div_ceil(3).max(1);
     let mut scored: Vec<(usize, String)> = candidates
         .filter_map(|c| {
-            let d = edit_distance(given, &c);
+            let d = crate::ui::edit_distance(given, &c);
             if d <= limit {
                 Some((d, c))
             } else if c.starts_with(given) || (given.starts_with(c.as_str()) && c.len() >= 2) {
@@ -662,20 +662,4 @@ fn close_matches(given: &str, candidates: impl Iterator<Item = String>) -> Vec<S
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);
     scored.into_iter().take(6).map(|(_, c)| c).collect()
-}
-
-/// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -231,7 +231,7 @@ fn listed_suites(mirror: &str) -> Vec<String> {
 fn close_matches(word: &str, candidates: &[String]) -> Vec<String> {
     let mut scored: Vec<(usize, &String)> = candidates
         .iter()
-        .map(|c| (strsim_distance(word, c), c))
+        .map(|c| (crate::ui::edit_distance(word, c), c))
         .filter(|(d, c)| {
             *d <= 3.max(word.len() / 3) || c.starts_with(word) || word.starts_with(c.as_str())
         })
@@ -240,24 +240,6 @@ fn close_matches(word: &str, candidates: &[String]) -> Vec<String> {
     scored.into_iter().take(5).map(|(_, c)| c.clone()).collect()
 }
 
-/// Levenshtein distance.
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// Fetches and checks the suite's indexes and decides the package set (`extra` joins it).
-/// Downloads no package.
 /// The mirror for `target` and its suite's Release, read from `InRelease` after its signature
 /// verified with the distribution's keyring; the suite and architecture checked against it.
 /// `r`, when given, is told what is read.
@@ -336,6 +318,8 @@ pub fn check(target: &Target, settings: &Settings) -> Result<String> {
     ))
 }
 
+/// Fetches and checks the suite's indexes and decides the package set (`extra` joins it).
+/// Downloads no package.
 pub fn prepare(
     dirs: &Dirs,
     target: &Target,
@@ -626,6 +610,6 @@ mod tests {
         assert_eq!(close_matches("trixi", &listed), ["trixie"]);
         assert_eq!(close_matches("bookwrm", &listed)[0], "bookworm");
         assert!(close_matches("zzzzzzzzzz", &listed).is_empty());
-        assert_eq!(strsim_distance("kitten", "sitting"), 3);
+        assert_eq!(crate::ui::edit_distance("kitten", "sitting"), 3);
     }
 }
