@@ -1,7 +1,7 @@
 //! Stage 1: from an archive file to a plain tar stream, decompressed on a thread of its own.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub fn decompressed_counting(
     let source: Box<dyn Read + Send> = match Compression::detect(magic) {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
+        Compression::Xz => Box::new(XzStreams::new(buffered)),
         Compression::Zstd => {
             let mut dec = zstd::stream::read::Decoder::with_buffer(buffered)
                 .map_err(|err| UnpackError::ReadArchive { err })?;
@@ -89,6 +89,81 @@ pub fn decompressed_counting(
     };
     let reader = ThreadedReader::spawn(source).map_err(|err| UnpackError::Thread { err })?;
     Ok((Box::new(reader), counter))
+}
+
+/// Memory the threaded xz decoder may use before it falls back to one thread: each thread
+/// holds a block's input and output (24 MiB blocks for `xz -T0 -6`) and a dictionary.
+const XZ_THREADING_MEMORY: u64 = 512 << 20;
+/// More decoding threads than this gain little next to the single extracting thread.
+const XZ_MAX_THREADS: u32 = 8;
+
+/// The xz streams of an archive, one after another (`xz` writes one; `cat a.xz b.xz` makes
+/// two, with optional zero padding between them), each through liblzma's threaded decoder.
+/// An archive written in several blocks (`xz -T0`, the default of xz 5.6) decodes its
+/// blocks on every CPU at once; a single-block archive decodes as before, on one thread.
+/// The threaded decoder has no flag for concatenated streams, hence this loop.
+struct XzStreams<R: BufRead> {
+    decoder: Option<liblzma::bufread::XzDecoder<R>>,
+}
+
+impl<R: BufRead> XzStreams<R> {
+    fn new(input: R) -> XzStreams<R> {
+        XzStreams {
+            decoder: Some(liblzma::bufread::XzDecoder::new_stream(input, xz_decoder())),
+        }
+    }
+}
+
+/// liblzma's threaded stream decoder: no limit on memory for decoding itself (as before),
+/// [`XZ_THREADING_MEMORY`] for running blocks side by side.
+fn xz_decoder() -> liblzma::stream::Stream {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(XZ_MAX_THREADS as usize) as u32;
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(threads)
+        .memlimit_threading(XZ_THREADING_MEMORY)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        // Fails only for options out of range or no memory at all; the options are fixed.
+        .expect("liblzma accepts the threaded decoder's fixed options")
+}
+
+impl<R: BufRead> Read for XzStreams<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // One stream ended. Zero padding (in multiples of four bytes) may follow, then
+            // the next stream or the end of the file.
+            let mut input = self.decoder.take().expect("checked above").into_inner();
+            let mut padding = 0usize;
+            loop {
+                let chunk = input.fill_buf()?;
+                let zeros = chunk.iter().take_while(|&&b| b == 0).count();
+                let more = zeros == chunk.len() && !chunk.is_empty();
+                input.consume(zeros);
+                padding += zeros;
+                if !more {
+                    break;
+                }
+            }
+            let at_end = input.fill_buf()?.is_empty();
+            if padding % 4 != 0 {
+                let msg = "xz stream padding is not a multiple of four bytes";
+                return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+            }
+            if at_end {
+                return Ok(0);
+            }
+            self.decoder = Some(liblzma::bufread::XzDecoder::new_stream(input, xz_decoder()));
+        }
+    }
 }
 
 /// Counts bytes read through it into a shared counter.
@@ -302,6 +377,48 @@ mod tests {
             fs::metadata(s.root.join("etc/blob")).unwrap().len(),
             800_000
         );
+    }
+
+    #[test]
+    fn decompresses_multi_block_and_concatenated_xz() {
+        let tar = sample_tar();
+        let xz = |part: &[u8], block: u64| {
+            let stream = liblzma::stream::MtStreamBuilder::new()
+                .threads(2)
+                .block_size(block)
+                .preset(1)
+                .encoder()
+                .unwrap();
+            let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+            enc.write_all(part).unwrap();
+            enc.finish().unwrap()
+        };
+        // Several blocks in one stream: the threaded decoder's case.
+        let blocks = xz(&tar, 64 * 1024);
+        let s = Scratch::new();
+        unpack_file(&blocks, &s).unwrap();
+        assert_eq!(
+            fs::metadata(s.root.join("etc/blob")).unwrap().len(),
+            800_000
+        );
+        // Two streams with stream padding between them are one archive.
+        let (a, b) = tar.split_at(tar.len() / 2);
+        let mut both = xz(a, 1 << 20);
+        both.extend([0u8; 8]);
+        both.extend(xz(b, 1 << 20));
+        let s = Scratch::new();
+        unpack_file(&both, &s).unwrap();
+        assert_eq!(fs::read(s.root.join("etc/hostname")).unwrap(), b"devbox\n");
+        assert_eq!(
+            fs::metadata(s.root.join("etc/blob")).unwrap().len(),
+            800_000
+        );
+        // Padding that is not a multiple of four is corrupt, as xz says.
+        let mut odd = xz(a, 1 << 20);
+        odd.extend([0u8; 3]);
+        odd.extend(xz(b, 1 << 20));
+        let s = Scratch::new();
+        assert!(unpack_file(&odd, &s).is_err());
     }
 
     #[test]
