@@ -26,6 +26,7 @@ use super::tree::{
     dir_id, display_name, fs_err, lossy, remove_tree, resolve, split, Created, DeferredDir, Meta,
     Tree, Unlocker,
 };
+use super::write::{Job, Writer, QUEUED_FILE_MAX};
 use super::{data_size, Options, Stats, UnpackError, HOLE_BLOCK};
 
 pub(super) struct Extractor<'o> {
@@ -49,6 +50,8 @@ pub(super) struct Extractor<'o> {
     pub(super) unlock: Option<Unlocker>,
     /// Free space on the target's file system.
     pub(super) space: Space,
+    /// The thread that writes regular files' data and metadata (taken by `finish`).
+    pub(super) writer: Option<Writer>,
 }
 
 /// Free space on the target's file system, so that a regular file whose data
@@ -247,6 +250,8 @@ impl Extractor<'_> {
         let (parent, base) = split(&self.name);
         let mut removed = false;
         let mut parent_id = None;
+        // The writer thread failed on an earlier file: its error is the extraction's.
+        let mut writer_stopped = false;
         let result = {
             let dir = self
                 .tree
@@ -274,6 +279,37 @@ impl Extractor<'_> {
                         xattrs: std::mem::take(&mut self.xattrs),
                     });
                 }),
+                Kind::File if !sparse && stored_size <= QUEUED_FILE_MAX => {
+                    let writer = self.writer.as_ref().expect("the writer lives until finish");
+                    create_file(dir, base, &self.name, &mut removed)
+                        .and_then(|file| {
+                            self.space.check(file.as_fd(), &self.name, stored_size)?;
+                            let mut data = writer.buffer(stored_size as usize);
+                            entry
+                                .read_to_end(&mut data)
+                                .map_err(|err| UnpackError::Corrupt {
+                                    entry: display_name(&self.name),
+                                    err,
+                                })?;
+                            Ok((file, data))
+                        })
+                        .map_err(|e| self.space.exhausted(e, stored_size))
+                        .and_then(|(file, data)| {
+                            let written = data.len() as u64;
+                            check_size(&self.name, written, expected_size)?;
+                            self.space.wrote(written);
+                            self.stats.bytes += written;
+                            let job = Job {
+                                file,
+                                data,
+                                meta,
+                                xattrs: std::mem::take(&mut self.xattrs),
+                                name: self.name.clone(),
+                            };
+                            writer_stopped = !writer.send(job);
+                            Ok(())
+                        })
+                }
                 Kind::File => create_file(dir, base, &self.name, &mut removed)
                     .and_then(|mut file| {
                         // Checked once what it replaces is gone.
@@ -354,6 +390,9 @@ impl Extractor<'_> {
                 Kind::Device | Kind::Ignore => Ok(()),
             }
         };
+        if writer_stopped {
+            return Err(self.writer_failure());
+        }
         if removed {
             // Something was unlinked: a cached parent may have been reached
             // through it.
@@ -417,7 +456,24 @@ impl Extractor<'_> {
     /// Moves a single top-level rootfs directory up (not in layer mode),
     /// then applies deferred directory metadata, deepest first, and puts
     /// back the modes of directories that were made writable.
+    /// The writer thread's first failure, once it has stopped.
+    fn writer_failure(&mut self) -> UnpackError {
+        match self.writer.take().map(Writer::finish) {
+            Some(Err((e, size))) => self.space.exhausted(e, size),
+            _ => UnpackError::Thread {
+                err: io::Error::other("the file writing thread stopped unexpectedly"),
+            },
+        }
+    }
+
     pub(super) fn finish(mut self) -> Result<Stats, UnpackError> {
+        // Every file is written before anything looks at the tree.
+        if let Some(writer) = self.writer.take() {
+            match writer.finish() {
+                Ok(skipped) => self.stats.xattrs_skipped += skipped,
+                Err((e, size)) => return Err(self.space.exhausted(e, size)),
+            }
+        }
         self.tree.invalidate();
         let root = self.tree.root.as_fd();
         let strip = if self.layer {

@@ -4,17 +4,21 @@
 //!
 //! 1. [`decompress`]: the archive's first bytes say its compression (none, gzip, xz, zstd);
 //!    a thread of its own decompresses into a bounded channel of chunks, so decompression
-//!    overlaps with writing files.
+//!    overlaps with writing files (xz archives of several blocks on every CPU).
 //! 2. [`extract`]: the `Extractor` reads the tar stream entry by entry (the tar crate only
 //!    parses headers: long names, PAX records, sparse maps) and creates each entry relative to
 //!    its parent directory's fd, never following a link, with owners, modes, xattrs and times.
 //!    Directories get their real mode last, deepest first.
-//! 3. [`tree`]: the fd-relative view of the target those steps rely on. The target is opened
+//! 3. [`write`]: a regular file, once created and its data read from the stream, is handed
+//!    to a thread of its own that writes the data, owner, mode, xattrs and mtime through the
+//!    open fd, while the extractor goes on; `finish` waits for it before directories get
+//!    their metadata.
+//! 4. [`tree`]: the fd-relative view of the target those steps rely on. The target is opened
 //!    once as an `O_PATH` fd and every parent is looked up with `openat2(RESOLVE_IN_ROOT)`, so
 //!    a link planted by an earlier entry, absolute or full of `..`, resolves inside the target;
 //!    entry names with a `..` component are refused. Recursive removal lives here too.
-//! 4. [`layer`]: in layer mode ([`unpack_layer`]) OCI whiteouts remove what lower layers made.
-//! 5. [`root`]: after a plain unpack, the root filesystem is found by its contents (a wrapper
+//! 5. [`layer`]: in layer mode ([`unpack_layer`]) OCI whiteouts remove what lower layers made.
+//! 6. [`root`]: after a plain unpack, the root filesystem is found by its contents (a wrapper
 //!    directory is stripped), and [`check_usable_root`] says whether a box can run on it.
 //!
 //! This file holds the entry points, the options, the statistics and the errors.
@@ -38,12 +42,14 @@ mod root;
 #[cfg(test)]
 mod testutil;
 mod tree;
+mod write;
 
 pub use decompress::decompressed;
 pub use layer::unpack_layer;
 pub use root::check_usable_root;
 
 use extract::Extractor;
+use write::Writer;
 
 /// Size of the chunks handed from the decompression thread to the extractor,
 /// and of the copy buffer used for file data.
@@ -259,6 +265,7 @@ fn extract_stream(
             free: None,
             used: 0,
         },
+        writer: Some(Writer::spawn(opts).map_err(|err| UnpackError::Thread { err })?),
     };
     let euid = nix::unistd::geteuid();
     if layer && !euid.is_root() {
