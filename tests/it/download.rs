@@ -170,7 +170,7 @@ struct Watch {
 }
 
 /// Whether an unpack under way in `store` (a `.tmp-*` dir) has made `rootfs/bin/arch`.
-fn unpack_under_way(store: &Path) -> bool {
+pub(crate) fn unpack_under_way(store: &Path) -> bool {
     std::fs::read_dir(store).is_ok_and(|rd| {
         rd.flatten().any(|e| {
             e.file_name().to_string_lossy().starts_with(".tmp-")
