@@ -25,6 +25,9 @@ mod runtime;
 mod state;
 mod store;
 mod sys;
+#[cfg(test)]
+#[path = "../tests/support/http.rs"]
+mod test_http;
 mod ui;
 mod unpack;
 

@@ -2,15 +2,10 @@
 //! real HTTP server on loopback (never the internet).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::*;
+use crate::test_http::{Request, Response, Server};
 
 fn builtin() -> Catalog {
     Catalog::builtin().expect("builtin catalog")
@@ -832,118 +827,12 @@ fn search_filters_and_describes() {
 // ---------------------------------------------------------------------------------------------
 // resolve against a loopback server
 
-/// The most connections one server answers before its thread ends on its own.
-const MAX_CONNECTIONS: usize = 64;
-
-/// A tiny HTTP/1.1 server on 127.0.0.1: fixed bodies by path, 404 for anything else, one
-/// request per connection. Stops when dropped or after MAX_CONNECTIONS connections.
-struct Server {
-    port: u16,
-    hits: Arc<Mutex<BTreeMap<String, usize>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(routes: BTreeMap<String, Vec<u8>>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hits = Arc::new(Mutex::new(BTreeMap::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (hits, stop) = (Arc::clone(&hits), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut served = 0;
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                while served < MAX_CONNECTIONS
-                    && !stop.load(Ordering::SeqCst)
-                    && std::time::Instant::now() < deadline
-                {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            served += 1;
-                            let _ = serve(stream, &routes, &hits);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(_) => break,
-                    }
-                }
-            })
-        };
-        Server {
-            port,
-            hits,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-
-    fn total_hits(&self) -> usize {
-        self.hits.lock().unwrap().values().sum()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(
-    mut stream: TcpStream,
-    routes: &BTreeMap<String, Vec<u8>>,
-    hits: &Mutex<BTreeMap<String, usize>>,
-) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let target = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let path = target.split('?').next().unwrap_or("/").to_string();
-    *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
-    let (status, body): (&str, &[u8]) = match routes.get(&path) {
-        Some(b) => ("200 OK", b),
-        None => ("404 Not Found", b"not found\n"),
-    };
-    stream.write_all(
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    Ok(())
+/// A server on loopback answering with fixed bodies by path (plain text), 404 for anything else.
+fn serve_routes(routes: BTreeMap<String, Vec<u8>>) -> Server {
+    Server::start(move |req: &Request| match routes.get(&req.path) {
+        Some(body) => Response::new(200, body.clone()).header("Content-Type", "text/plain"),
+        None => Response::not_found(),
+    })
 }
 
 const SUM_OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
@@ -1073,16 +962,16 @@ release = "{{codename}}"
 
 fn loop_catalog(srv: &Server) -> (tempfile::TempDir, Catalog) {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "loop.toml", &loop_entry(&srv.base()));
+    write(dir.path(), "loop.toml", &loop_entry(&srv.url("")));
     let cat = Catalog::from_dirs(&[dir.path()]).unwrap();
     (dir, cat)
 }
 
 #[test]
 fn resolve_every_kind_on_loopback() {
-    let srv = Server::start(routes());
+    let srv = serve_routes(routes());
     let (_dir, cat) = loop_catalog(&srv);
-    let base = srv.base();
+    let base = srv.url("");
     let c = cat.lookup_for_arch("lo:trixie", "amd64").unwrap();
     assert_eq!(c.distro, "loop");
     let kinds: Vec<&str> = c.sources.iter().map(|s| s.kind_name()).collect();
@@ -1162,12 +1051,12 @@ fn resolve_every_kind_on_loopback() {
     // server; nothing for oci and pinned.
     assert_eq!(srv.hits("/lxc/streams/v1/index.json"), 1);
     assert_eq!(srv.hits("/lxc/streams/v1/images.json"), 1);
-    assert_eq!(srv.total_hits(), 6);
+    assert_eq!(srv.requests("").len(), 6);
 }
 
 #[test]
 fn resolve_picks_the_arch_of_the_choice() {
-    let srv = Server::start(routes());
+    let srv = serve_routes(routes());
     let (_dir, cat) = loop_catalog(&srv);
     let c = cat.lookup_for_arch("loop", "arm64").unwrap();
     let ss = resolve(&c, &c.sources[1]).unwrap();
@@ -1176,7 +1065,7 @@ fn resolve_picks_the_arch_of_the_choice() {
         Resolved::Archive {
             url: format!(
                 "{}/lxc/images/debian/trixie/arm64/default/20251128_05:24/rootfs.tar.xz",
-                srv.base()
+                srv.url("")
             ),
             sha256: Some(simplestreams::tests::SHA_ARM.into()),
             version: Some("20251128_05:24".into()),
@@ -1202,7 +1091,7 @@ fn resolve_picks_the_arch_of_the_choice() {
 
 #[test]
 fn resolve_failures_say_what_the_server_has() {
-    let srv = Server::start(routes());
+    let srv = serve_routes(routes());
     let (_dir, cat) = loop_catalog(&srv);
     let c = cat.lookup_for_arch("loop:forky", "amd64").unwrap();
     let err = |i: usize| format!("{:#}", resolve(&c, &c.sources[i]).unwrap_err());
@@ -1230,19 +1119,19 @@ fn resolve_failures_say_what_the_server_has() {
 #[test]
 fn an_override_in_a_catalog_dir_points_a_builtin_at_loopback() {
     // What DEVBOX_CATALOG_DIR is for: replace the builtin debian entry's sources.
-    let srv = Server::start(routes());
+    let srv = serve_routes(routes());
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
         "debian.toml",
-        &loop_entry(&srv.base())
+        &loop_entry(&srv.url(""))
             .replace("id = \"loop\"", "id = \"debian\"")
             .replace("aliases = [\"lo\"]", "aliases = []"),
     );
     let cat = Catalog::from_dirs(&[dir.path()]).unwrap();
     let c = cat.lookup_for_arch("debian:trixie", "amd64").unwrap();
     match resolve(&c, &c.sources[2]).unwrap() {
-        Resolved::Archive { url, .. } => assert!(url.starts_with(&srv.base()), "{url}"),
+        Resolved::Archive { url, .. } => assert!(url.starts_with(&srv.url("")), "{url}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(srv.hits("/ubuntu-base/13/SHA256SUMS"), 1);

@@ -11,12 +11,10 @@
 //! stopped when its test ends, or by its watchdog if the test process dies.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::progress::Transfer;
+use crate::test_http::{Request, Response, Server};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -692,153 +691,15 @@ fn layer_reader_checks_the_diff_id() {
 // A scripted HTTP server
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    headers: HashMap<String, String>,
+/// A scripted registry: the tests' HTTP server, its image named `HOST/test/img`.
+trait Fake {
+    fn reference(&self, rest: &str) -> Reference;
 }
 
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
-
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send only this many bytes of the body (with the full Content-Length), then close.
-    cut: Option<usize>,
-}
-
-impl Resp {
-    fn new(status: u16, body: impl Into<Vec<u8>>) -> Resp {
-        Resp {
-            status,
-            headers: Vec::new(),
-            body: body.into(),
-            cut: None,
-        }
-    }
-    fn header(mut self, k: &str, v: &str) -> Resp {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
-
-type Handler = dyn Fn(&Req) -> Resp + Send + Sync;
-
-/// A one-request-per-connection HTTP/1.1 server on `ip` (127.0.0.1 or another loopback
-/// address), answering with `handler` and recording requests. Stops when dropped.
-struct Fake {
-    host: String,
-    log: Arc<Mutex<Vec<Req>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Fake {
-    fn start(ip: &str, handler: Arc<Handler>) -> Fake {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let host = format!("{ip}:{}", listener.local_addr().unwrap().port());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let (log, handler) = (Arc::clone(&log), Arc::clone(&handler));
-                            std::thread::spawn(move || {
-                                let _ = serve(stream, &*handler, &log);
-                            });
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
-        Fake {
-            host,
-            log,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn requests(&self, path_prefix: &str) -> Vec<Req> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path.starts_with(path_prefix))
-            .cloned()
-            .collect()
-    }
-
+impl Fake for Server {
     fn reference(&self, rest: &str) -> Reference {
-        Reference::parse(&format!("{}/test/img{rest}", self.host)).unwrap()
+        Reference::parse(&format!("{}/test/img{rest}", self.host())).unwrap()
     }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(mut stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = head.split("\r\n");
-    let first = lines.next().unwrap_or("");
-    let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let req = Req { path, headers };
-    log.lock().unwrap().push(req.clone());
-    let resp = handler(&req);
-    let mut out = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        resp.status,
-        resp.body.len()
-    );
-    for (k, v) in &resp.headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    stream.write_all(out.as_bytes())?;
-    let body = match resp.cut {
-        Some(n) => &resp.body[..n],
-        None => &resp.body[..],
-    };
-    stream.write_all(body)?;
-    stream.flush()?;
-    if resp.cut.is_some() {
-        // Let the client read what was sent before the connection goes away.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// A small image: gzip layers of pseudo-random data (so they do not compress away).
@@ -908,48 +769,32 @@ fn img(sizes: &[usize]) -> Img {
 
 impl Img {
     /// What a registry answers for `path` (no authentication), honouring Range.
-    fn answer(&self, req: &Req) -> Resp {
-        let path = req.path.split('?').next().unwrap_or("");
+    fn answer(&self, req: &Request) -> Response {
+        let path = req.path.as_str();
         if path == "/v2/test/img/manifests/v1"
             || path == format!("/v2/test/img/manifests/{}", self.manifest_digest)
         {
-            return Resp::new(200, self.manifest.clone())
+            return Response::new(200, self.manifest.clone())
                 .header("Content-Type", manifest::OCI_MANIFEST);
         }
         if path == format!("/v2/test/img/blobs/{}", self.config_digest) {
-            return Resp::new(200, self.config.clone());
+            return Response::new(200, self.config.clone());
         }
         for (d, b) in &self.layers {
             if path == format!("/v2/test/img/blobs/{d}") || path == format!("/store/{}", hex(d)) {
-                return ranged(req, b);
+                return Response::ranged(req, b);
             }
         }
-        Resp::new(
+        Response::new(
             404,
             r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
         )
     }
 
-    fn layer(&self, req: &Req) -> Option<usize> {
+    fn layer(&self, req: &Request) -> Option<usize> {
         self.layers
             .iter()
-            .position(|(d, _)| req.path.starts_with(&format!("/v2/test/img/blobs/{d}")))
-    }
-}
-
-fn ranged(req: &Req, b: &[u8]) -> Resp {
-    let start = req
-        .header("range")
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|s| s.parse::<usize>().ok());
-    match start {
-        Some(s) if s < b.len() => Resp::new(206, b[s..].to_vec()).header(
-            "Content-Range",
-            &format!("bytes {s}-{}/{}", b.len() - 1, b.len()),
-        ),
-        Some(_) => Resp::new(416, Vec::new()),
-        None => Resp::new(200, b.to_vec()),
+            .position(|(d, _)| req.target.starts_with(&format!("/v2/test/img/blobs/{d}")))
     }
 }
 
@@ -968,42 +813,42 @@ fn auth_file(dir: &Path, host: &str, user: &str, pass: &str) -> PathBuf {
 fn fake_bearer_token_once_and_redirects_without_authorization() {
     let image = Arc::new(img(&[300_000, 200_000, 100_000]));
     // Blob storage on another host (another loopback address): records what it gets.
-    let store = Fake::start("127.0.0.2", {
+    let store = Server::start_on("127.0.0.2", {
         let image = Arc::clone(&image);
-        Arc::new(move |req: &Req| image.answer(req))
+        move |req: &Request| image.answer(req)
     });
-    let store_host = store.host.clone();
+    let store_host = store.host().to_string();
     let registry_port = Arc::new(Mutex::new(String::new()));
-    let reg = Fake::start("127.0.0.1", {
+    let reg = Server::start({
         let (image, registry_port) = (Arc::clone(&image), Arc::clone(&registry_port));
-        Arc::new(move |req: &Req| {
+        move |req: &Request| {
             let me = registry_port.lock().unwrap().clone();
-            if req.path.starts_with("/token") {
+            if req.target.starts_with("/token") {
                 let user = req.header("authorization") == Some("Basic dXNlcjpwYXNz");
                 let tok = if user { "tok-user" } else { "tok-anon" };
-                return Resp::new(200, format!(r#"{{"token":"{tok}","expires_in":300}}"#));
+                return Response::new(200, format!(r#"{{"token":"{tok}","expires_in":300}}"#));
             }
             let ok = matches!(
                 req.header("authorization"),
                 Some("Bearer tok-anon") | Some("Bearer tok-user")
             );
             if !ok {
-                return Resp::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header(
+                return Response::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header(
                     "WWW-Authenticate",
                     &format!(r#"Bearer realm="http://{me}/token",service="fake registry",scope="repository:test/img:pull,push""#),
                 );
             }
             if let Some(i) = image.layer(req) {
                 let hexd = hex(&image.layers[i].0).to_string();
-                return Resp::new(307, Vec::new()).header(
+                return Response::new(307, Vec::new()).header(
                     "Location",
                     &format!("http://{store_host}/store/{hexd}?X-Signature=abc"),
                 );
             }
             image.answer(req)
-        })
+        }
     });
-    *registry_port.lock().unwrap() = reg.host.clone();
+    *registry_port.lock().unwrap() = reg.host().to_string();
 
     let cache = tempfile::tempdir().unwrap();
     let p = pull_with(
@@ -1021,7 +866,7 @@ fn fake_bearer_token_once_and_redirects_without_authorization() {
     // One token for the whole pull; the scope came through whole (comma and colons).
     let tokens = reg.requests("/token");
     assert_eq!(tokens.len(), 1, "{tokens:?}");
-    let q = &tokens[0].path;
+    let q = &tokens[0].target;
     assert!(
         q.contains("service=fake+registry") || q.contains("service=fake%20registry"),
         "{q}"
@@ -1051,7 +896,7 @@ fn fake_bearer_token_once_and_redirects_without_authorization() {
     // With stored credentials, they go to the token service (and not to the blob host).
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts();
-    o.auth_files = Some(vec![auth_file(dir.path(), &reg.host, "user", "pass")]);
+    o.auth_files = Some(vec![auth_file(dir.path(), reg.host(), "user", "pass")]);
     let cache = tempfile::tempdir().unwrap();
     pull_with(&reg.reference(":v1"), cache.path(), &Rec::default(), &o).unwrap();
     let tokens = reg.requests("/token");
@@ -1069,15 +914,15 @@ fn fake_bearer_token_once_and_redirects_without_authorization() {
 #[test]
 fn fake_basic_auth_and_refusals() {
     let image = Arc::new(img(&[1000]));
-    let reg = Fake::start("127.0.0.1", {
+    let reg = Server::start({
         let image = Arc::clone(&image);
-        Arc::new(move |req: &Req| {
+        move |req: &Request| {
             if req.header("authorization") != Some("Basic dXNlcjpwYXNz") {
-                return Resp::new(401, Vec::new())
+                return Response::new(401, Vec::new())
                     .header("WWW-Authenticate", r#"Basic realm="fake""#);
             }
             image.answer(req)
-        })
+        }
     });
     let cache = tempfile::tempdir().unwrap();
     let e = pull_with(
@@ -1090,16 +935,16 @@ fn fake_basic_auth_and_refusals() {
     assert!(matches!(e, OciError::Unauthorized { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains(&format!("registry {} requires authentication", reg.host)),
+        msg.contains(&format!("registry {} requires authentication", reg.host())),
         "{msg}"
     );
     assert!(msg.contains("login"), "{msg}");
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts();
-    o.auth_files = Some(vec![auth_file(dir.path(), &reg.host, "user", "pass")]);
+    o.auth_files = Some(vec![auth_file(dir.path(), reg.host(), "user", "pass")]);
     let p = pull_with(&reg.reference(":v1"), cache.path(), &Rec::default(), &o).unwrap();
     assert_eq!(p.manifest_digest, image.manifest_digest);
-    o.auth_files = Some(vec![auth_file(dir.path(), &reg.host, "user", "wrong")]);
+    o.auth_files = Some(vec![auth_file(dir.path(), reg.host(), "user", "wrong")]);
     let e = pull_with(&reg.reference(":v1"), cache.path(), &Rec::default(), &o).unwrap_err();
     assert!(
         matches!(
@@ -1121,7 +966,7 @@ fn fake_basic_auth_and_refusals() {
         &helper,
         format!(
             "#!/bin/sh\nread -r s\n[ \"$1 $s\" = \"get {}\" ] || {{ echo 'credentials not found'; exit 1; }}\necho '{{\"Username\":\"user\",\"Secret\":\"pass\"}}'\n",
-            reg.host
+            reg.host()
         ),
     )
     .unwrap();
@@ -1129,7 +974,7 @@ fn fake_basic_auth_and_refusals() {
     let conf = dir.path().join("config.json");
     std::fs::write(
         &conf,
-        format!(r#"{{"credHelpers":{{"{}":"devboxtest"}}}}"#, reg.host),
+        format!(r#"{{"credHelpers":{{"{}":"devboxtest"}}}}"#, reg.host()),
     )
     .unwrap();
     o.auth_files = Some(vec![conf.clone()]);
@@ -1139,7 +984,7 @@ fn fake_basic_auth_and_refusals() {
     assert_eq!(p.manifest_digest, image.manifest_digest);
 
     // 401 without any challenge.
-    let bare = Fake::start("127.0.0.1", Arc::new(|_: &Req| Resp::new(401, Vec::new())));
+    let bare = Server::start(|_: &Request| Response::new(401, Vec::new()));
     let e = pull_with(
         &bare.reference(":v1"),
         cache.path(),
@@ -1148,20 +993,20 @@ fn fake_basic_auth_and_refusals() {
     )
     .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains(&bare.host), "{msg}");
+    assert!(msg.contains(bare.host()), "{msg}");
     assert!(
         msg.contains("without a WWW-Authenticate challenge"),
         "{msg}"
     );
 
     // A token that does not open the door: access denied, with the registry's message.
-    let deny = Fake::start("127.0.0.1", {
-        Arc::new(move |req: &Req| {
-            if req.path.starts_with("/token") {
-                return Resp::new(200, r#"{"access_token":"t"}"#);
+    let deny = Server::start({
+        move |req: &Request| {
+            if req.target.starts_with("/token") {
+                return Response::new(200, r#"{"access_token":"t"}"#);
             }
             let port = req.header("host").unwrap_or("").to_string();
-            Resp::new(
+            Response::new(
                 401,
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             )
@@ -1171,7 +1016,7 @@ fn fake_basic_auth_and_refusals() {
                     r#"Bearer realm="http://{port}/token",service="x",error="insufficient_scope""#
                 ),
             )
-        })
+        }
     });
     let e = pull_with(
         &deny.reference(":v1"),
@@ -1207,7 +1052,7 @@ fn fake_basic_auth_and_refusals() {
     let tokens = deny.requests("/token");
     assert!(
         tokens[0]
-            .path
+            .target
             .contains("scope=repository%3Atest%2Fimg%3Apull"),
         "{tokens:?}"
     );
@@ -1218,25 +1063,25 @@ fn fake_transient_failures_are_retried() {
     let image = Arc::new(img(&[5000, 5000]));
     let hits = Arc::new(AtomicUsize::new(0));
     let layer_hits = Arc::new(AtomicUsize::new(0));
-    let reg = Fake::start("127.0.0.1", {
+    let reg = Server::start({
         let (image, hits, layer_hits) = (
             Arc::clone(&image),
             Arc::clone(&hits),
             Arc::clone(&layer_hits),
         );
-        Arc::new(move |req: &Req| {
-            if req.path.contains("/manifests/") {
+        move |req: &Request| {
+            if req.target.contains("/manifests/") {
                 return match hits.fetch_add(1, Ordering::SeqCst) {
-                    0 => Resp::new(503, "busy"),
-                    1 => Resp::new(429, Vec::new()).header("Retry-After", "1"),
+                    0 => Response::new(503, "busy"),
+                    1 => Response::new(429, Vec::new()).header("Retry-After", "1"),
                     _ => image.answer(req),
                 };
             }
             if image.layer(req) == Some(0) && layer_hits.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Resp::new(502, "<html>bad gateway</html>");
+                return Response::new(502, "<html>bad gateway</html>");
             }
             image.answer(req)
-        })
+        }
     });
     let cache = tempfile::tempdir().unwrap();
     let rec = Rec::default();
@@ -1254,7 +1099,7 @@ fn fake_transient_failures_are_retried() {
     );
 
     // Always failing: gives up after the attempts, with the status.
-    let down = Fake::start("127.0.0.1", Arc::new(|_: &Req| Resp::new(503, "down")));
+    let down = Server::start(|_: &Request| Response::new(503, "down"));
     let e = pull_with(
         &down.reference(":v1"),
         cache.path(),
@@ -1266,10 +1111,8 @@ fn fake_transient_failures_are_retried() {
     assert_eq!(down.requests("/v2/").len(), 3);
 
     // Asked to wait an hour: not waited for; the error says so.
-    let limited = Fake::start(
-        "127.0.0.1",
-        Arc::new(|_: &Req| Resp::new(429, Vec::new()).header("Retry-After", "3600")),
-    );
+    let limited =
+        Server::start(|_: &Request| Response::new(429, Vec::new()).header("Retry-After", "3600"));
     let e = pull_with(
         &limited.reference(":v1"),
         cache.path(),
@@ -1283,7 +1126,7 @@ fn fake_transient_failures_are_retried() {
 
     // A pull limit (429 without Retry-After, as Docker Hub answers): no retry at all, and the
     // error names the limit and the ways out.
-    let limit = Fake::start("127.0.0.1", Arc::new(|_: &Req| Resp::new(429, Vec::new())));
+    let limit = Server::start(|_: &Request| Response::new(429, Vec::new()));
     let started = std::time::Instant::now();
     let e = pull_with(
         &limit.reference(":v1"),
@@ -1316,16 +1159,14 @@ fn fake_broken_connections_are_resumed() {
     let (digest, blob) = image.layers[0].clone();
     let cut = blob.len() / 3;
     let gets = Arc::new(AtomicUsize::new(0));
-    let reg = Fake::start("127.0.0.1", {
+    let reg = Server::start({
         let (image, gets) = (Arc::clone(&image), Arc::clone(&gets));
-        Arc::new(move |req: &Req| {
+        move |req: &Request| {
             if image.layer(req).is_some() && gets.fetch_add(1, Ordering::SeqCst) == 0 {
-                let mut r = image.answer(req);
-                r.cut = Some(cut);
-                return r;
+                return image.answer(req).cut(cut);
             }
             image.answer(req)
-        })
+        }
     });
     let cache = tempfile::tempdir().unwrap();
     let rec = Rec::default();
@@ -1346,17 +1187,17 @@ fn fake_broken_connections_are_resumed() {
 
     // A server that ignores Range: the download starts over and still ends verified.
     let gets = Arc::new(AtomicUsize::new(0));
-    let no_range = Fake::start("127.0.0.1", {
+    let no_range = Server::start({
         let (image, gets) = (Arc::clone(&image), Arc::clone(&gets));
-        Arc::new(move |req: &Req| {
+        move |req: &Request| {
             let mut plain = req.clone();
             plain.headers.remove("range");
             let mut r = image.answer(&plain);
             if image.layer(req).is_some() && gets.fetch_add(1, Ordering::SeqCst) == 0 {
-                r.cut = Some(cut);
+                r = r.cut(cut);
             }
             r
-        })
+        }
     });
     let cache = tempfile::tempdir().unwrap();
     let p = pull_with(
@@ -1370,17 +1211,17 @@ fn fake_broken_connections_are_resumed() {
 
     // Broken every time: after the attempts, the error says how far it got, and the partial
     // file stays for the next run to resume.
-    let broken = Fake::start("127.0.0.1", {
+    let broken = Server::start({
         let image = Arc::clone(&image);
-        Arc::new(move |req: &Req| {
+        move |req: &Request| {
             let mut r = image.answer(req);
             if image.layer(req).is_some() && r.status == 200 {
-                r.cut = Some(cut);
+                r = r.cut(cut);
             } else if image.layer(req).is_some() {
-                r.cut = Some(0);
+                r = r.cut(0);
             }
             r
-        })
+        }
     });
     let cache = tempfile::tempdir().unwrap();
     let e = pull_with(
@@ -1402,9 +1243,9 @@ fn fake_broken_connections_are_resumed() {
         .join(format!("blobs-v1/sha256/{}.partial", hex(&digest)));
     assert_eq!(std::fs::metadata(&partial).unwrap().len(), cut as u64);
     // ... and the next run (against a healthy registry) resumes it.
-    let reg2 = Fake::start("127.0.0.1", {
+    let reg2 = Server::start({
         let image = Arc::clone(&image);
-        Arc::new(move |req: &Req| image.answer(req))
+        move |req: &Request| image.answer(req)
     });
     let p = pull_with(
         &reg2.reference(":v1"),
@@ -1446,24 +1287,21 @@ fn nested_indexes(image: &Img, depth: usize) -> Vec<(String, Vec<u8>)> {
     levels
 }
 
-fn serve_nested(image: Arc<Img>, levels: Vec<(String, Vec<u8>)>) -> Fake {
-    Fake::start(
-        "127.0.0.1",
-        Arc::new(move |req: &Req| {
-            let path = req.path.split('?').next().unwrap_or("");
-            let top = levels.last().unwrap();
-            if path == "/v2/test/img/manifests/nested" {
-                return Resp::new(200, top.1.clone()).header("Content-Type", manifest::OCI_INDEX);
+fn serve_nested(image: Arc<Img>, levels: Vec<(String, Vec<u8>)>) -> Server {
+    Server::start(move |req: &Request| {
+        let path = req.path.as_str();
+        let top = levels.last().unwrap();
+        if path == "/v2/test/img/manifests/nested" {
+            return Response::new(200, top.1.clone()).header("Content-Type", manifest::OCI_INDEX);
+        }
+        for (d, body) in &levels {
+            if path == format!("/v2/test/img/manifests/{d}") {
+                return Response::new(200, body.clone())
+                    .header("Content-Type", manifest::OCI_INDEX);
             }
-            for (d, body) in &levels {
-                if path == format!("/v2/test/img/manifests/{d}") {
-                    return Resp::new(200, body.clone())
-                        .header("Content-Type", manifest::OCI_INDEX);
-                }
-            }
-            image.answer(req)
-        }),
-    )
+        }
+        image.answer(req)
+    })
 }
 
 #[test]

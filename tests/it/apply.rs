@@ -2,58 +2,58 @@
 //! settings after creation (`devbox config`), and the user configuration's defaults.
 //!
 //! Packages come from a flat apt repository (tests/fixtures/apt-repo.sh: a package built there
-//! and the host's own sudo) served on loopback by Python's http.server, so no test needs the
+//! and the host's own sudo) served on loopback by the tests' HTTP server, so no test needs the
 //! network.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 
-/// `python3 -m http.server` on 127.0.0.1 serving `dir`; killed on drop.
-struct Repo {
-    child: Child,
-    port: u16,
+/// `text` with its `%XX` escapes decoded (apt asks for `sudo_1.9%2bdeb12_amd64.deb`).
+fn percent_decoded(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The files of `dir` on loopback (404 for anything else), until dropped.
+struct Repo(Server);
 
 impl Repo {
     fn serve(dir: &Path) -> Repo {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is needed for the apt repository server: run `sudo tests/setup.sh`");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected http.server banner: {line:?}"));
-        Repo { child, port }
+        let dir = dir.to_path_buf();
+        Repo(Server::start(move |req: &Request| {
+            let rel = percent_decoded(req.path.trim_start_matches('/'));
+            match std::fs::read(dir.join(&rel)) {
+                Ok(data) if !rel.split('/').any(|s| s == "..") => Response::new(200, data),
+                _ => Response::not_found(),
+            }
+        }))
     }
 
     /// The setup command that makes the box use only this repository.
     fn sources_setup(&self) -> String {
         format!(
-            "echo 'deb [trusted=yes] http://127.0.0.1:{}/ ./' > /etc/apt/sources.list && rm -rf /etc/apt/sources.list.d/*",
-            self.port
+            "echo 'deb [trusted=yes] {} ./' > /etc/apt/sources.list && rm -rf /etc/apt/sources.list.d/*",
+            self.0.url("/")
         )
-    }
-}
-
-impl Drop for Repo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

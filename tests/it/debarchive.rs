@@ -15,8 +15,9 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::download::Server;
+use crate::download::serving;
 use crate::harness::*;
+use crate::http::Server;
 
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
@@ -337,7 +338,7 @@ fn assert_nothing_kept(env: &TestEnv) {
 fn archive_makes_a_box_resumes_a_broken_download_and_reuses_the_cache() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
 
     let out = env.run(["-v", "create", "debian", "--name", "fake"]);
@@ -391,7 +392,7 @@ fn archive_makes_a_box_resumes_a_broken_download_and_reuses_the_cache() {
 fn archive_with_a_bad_signature_keeps_nothing() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     // The signed text changed after signing.
     let inrelease = archive.dists().join("InRelease");
@@ -435,7 +436,7 @@ fn archive_with_a_bad_signature_keeps_nothing() {
 fn archive_missing_a_package_names_it_and_keeps_nothing() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     archive.index(|name, f| {
         if name == "base-files" {
@@ -460,7 +461,7 @@ fn archive_missing_a_package_names_it_and_keeps_nothing() {
 fn archive_hash_mismatches_keep_nothing() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     // A package that is not what the index says.
     let deb = archive.root.join("pool/main/a/apt_1_all.deb");
@@ -497,7 +498,7 @@ fn archive_hash_mismatches_keep_nothing() {
 fn archive_unknown_suite_offers_close_matches() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     // Release 2 names the suite `fakee`, which the archive does not have.
     let err = env.fails(1, ["create", "debian:2", "--name", "x"]);
@@ -558,7 +559,7 @@ fn debian_12_from_the_real_archive_installs_hello() {
 fn archive_bootstrap_takes_a_projects_packages_in_one_dpkg_run() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     let proj = env.home.join("proj");
     env.mkdir_as_user(&proj);
@@ -590,7 +591,7 @@ fn archive_bootstrap_takes_a_projects_packages_in_one_dpkg_run() {
 fn archive_release_of_another_suite_is_refused() {
     let env = TestEnv::new();
     let archive = Archive::build(&env);
-    let server = Server::serving(&archive.root);
+    let server = serving(&archive.root);
     archive.configure(&env, &server);
     // Properly signed, but for another suite.
     let release = archive.dists().join("Release");

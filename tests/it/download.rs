@@ -1,26 +1,31 @@
-//! Images from http:// URLs, served by a tiny HTTP server on loopback written here: downloads
+//! Images from http:// URLs, served on loopback by the tests' HTTP server (tests/support): downloads
 //! verified by --sha256, failures (404, truncated bodies, wrong checksums) keep nothing, a
 //! known checksum reuses the store without a request, the archive is unpacked while it
 //! downloads (one pass), a broken-off download resumes with a Range request, and the archive
 //! kept in the download cache makes the image again without the network.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 
-/// The most connections one server answers before its thread ends on its own.
-const MAX_CONNECTIONS: usize = 64;
+/// The fixture server: [`fixture_routes`] on loopback.
+pub(crate) fn fixture_server() -> Server {
+    Server::start(fixture_routes(None, Arc::default()))
+}
 
-/// An HTTP/1.1 server on 127.0.0.1 serving:
+/// The fixture server that also serves `dir` under `/archive/`.
+pub(crate) fn serving(dir: &Path) -> Server {
+    Server::start(fixture_routes(Some(dir.to_path_buf()), Arc::default()))
+}
+
+/// What the fixture server answers:
 ///   /busybox-rootfs.tar (and /dl/busybox-rootfs.tar)  the fixture, with Content-Length
 ///   /truncated.tar     a Content-Length of the whole fixture, then half of it, then close
 ///   /flaky.tar         like /truncated.tar (with an ETag), but a Range request gets the rest
@@ -28,88 +33,136 @@ const MAX_CONNECTIONS: usize = 64;
 ///   /page.tar          1 MiB of HTML (a web page where an archive was expected)
 ///   /not-a-root.tar    a tar archive of one file, README: no root file system
 ///   /slow.tar          the first half of the fixture, then (up to 20 s) nothing until an unpack
-///                      in the store has made bin/arch from it, then the rest
-///   /archive/PATH      with [`Server::serving`], the file PATH of that directory (a package
-///                      archive), and for a directory an HTML index of its subdirectories; a
-///                      PATH with a `flaky/` component is cut off halfway the first time (with
-///                      an ETag) and its rest served to a Range request
+///                      in `watch`'s store has made bin/arch from it, then the rest
+///   /archive/PATH      with a `dir`, the file PATH of that directory (a package archive), and
+///                      for a directory an HTML index of its subdirectories; a PATH with a
+///                      `flaky/` component is cut off halfway the first time (with an ETag) and
+///                      its rest served to a Range request
+///   /SHA256SUMS, /latest-releases.yaml, /streams/v1/{index,images}.json  indexes that name
+///                      /busybox-1.10.tar (the fixture) for the catalog's source kinds
 ///   anything else      404
-/// Each connection answers one request and is closed. The thread stops when the server is
-/// dropped or after MAX_CONNECTIONS connections. Requests are counted by path (HEAD requests
-/// as `HEAD:PATH`, which get no body).
-pub(crate) struct Server {
-    port: u16,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    /// The store (images-v1) that /slow.tar watches, and whether it saw the unpack under way.
+fn fixture_routes(
+    dir: Option<PathBuf>,
     watch: Arc<Watch>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub(crate) fn start() -> Server {
-        Server::start_with(None)
-    }
-
-    /// A server that also serves `dir` under `/archive/`.
-    pub(crate) fn serving(dir: &std::path::Path) -> Server {
-        Server::start_with(Some(dir.to_path_buf()))
-    }
-
-    fn start_with(dir: Option<PathBuf>) -> Server {
-        let body = Arc::new(std::fs::read(fixture("busybox")).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hits = Arc::new(Mutex::new(HashMap::new()));
-        let watch = Arc::new(Watch::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (hits, stop, watch) = (Arc::clone(&hits), Arc::clone(&stop), Arc::clone(&watch));
-            let dir = Arc::new(dir);
-            std::thread::spawn(move || {
-                let mut served = 0;
-                while served < MAX_CONNECTIONS && !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            served += 1;
-                            let _ = serve(stream, &body, &hits, &watch, dir.as_deref());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(_) => break,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let body = std::fs::read(fixture("busybox")).unwrap();
+    // The flaky files of `dir` cut off once already.
+    let cut_once = Mutex::new(HashSet::new());
+    move |req: &Request| {
+        let tar =
+            |data: &[u8]| Response::new(200, data).header("Content-Type", "application/x-tar");
+        let path = req.path.as_str();
+        let in_dir = match (&dir, path.strip_prefix("/archive/")) {
+            (Some(d), Some(rel)) if !rel.split('/').any(|s| s == "..") => Some(d.join(rel)),
+            _ => None,
+        };
+        match path {
+            _ if in_dir.as_ref().is_some_and(|p| p.is_dir()) => {
+                let mut page = String::from("<html><body>\n");
+                for e in std::fs::read_dir(in_dir.unwrap()).unwrap().flatten() {
+                    if e.path().is_dir() {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        page.push_str(&format!("<a href=\"{n}/\">{n}/</a>\n"));
                     }
                 }
-            })
-        };
-        Server {
-            port,
-            hits,
-            watch,
-            stop,
-            thread: Some(thread),
+                page.push_str("</body></html>\n");
+                tar(page.as_bytes())
+            }
+            _ if in_dir.as_ref().is_some_and(|p| p.is_file()) => {
+                let data = std::fs::read(in_dir.unwrap()).unwrap();
+                let r = Response::ranged(req, &data).header("ETag", "\"v1\"");
+                if r.status != 200 {
+                    return r;
+                }
+                let r = r.header("Accept-Ranges", "bytes");
+                if path.contains("/flaky/") && cut_once.lock().unwrap().insert(path.to_string()) {
+                    return r.cut(data.len() / 2);
+                }
+                r
+            }
+            "/busybox-rootfs.tar" | "/dl/busybox-rootfs.tar" | "/busybox-1.10.tar" => tar(&body),
+            "/SHA256SUMS" => {
+                // GNU format; two builds, the higher version wins.
+                let sha = sha256_hex(&body);
+                tar(format!("{sha}  busybox-1.9.tar\n{sha}  busybox-1.10.tar\n").as_bytes())
+            }
+            "/latest-releases.yaml" => tar(format!(
+                "---\n-\n  title: \"Mini root filesystem\"\n  branch: v3.99\n  arch: x86_64\n  version: 3.99.1\n  flavor: alpine-minirootfs\n  file: busybox-1.10.tar\n  sha256: {}\n  size: {}\n-\n  title: \"Standard\"\n  flavor: alpine-standard\n  file: other.iso\n  sha256: {}\n",
+                sha256_hex(&body),
+                body.len(),
+                "0".repeat(64)
+            )
+            .as_bytes()),
+            "/streams/v1/index.json" => tar(br#"{"format": "index:1.0", "index": {"images": {"datatype": "image-downloads", "format": "products:1.0", "path": "streams/v1/images.json", "products": ["simos:1:amd64:default", "simos:1:arm64:default"]}}}"#),
+            "/streams/v1/images.json" => {
+                // Two builds per product: the newest wins; an lxd item beside the rootfs.
+                let sha = sha256_hex(&body);
+                let product = |arch: &str| {
+                    format!(
+                        r#""simos:1:{arch}:default": {{"arch": "{arch}", "release": "1", "variant": "default", "versions": {{
+                        "20260101_01:00": {{"items": {{"root.tar.xz": {{"ftype": "root.tar.xz", "path": "images/old/rootfs.tar.xz", "sha256": "{zero}", "size": 1}}}}}},
+                        "20261101_01:00": {{"items": {{"lxd.tar.xz": {{"ftype": "lxd.tar.xz", "path": "images/new/lxd.tar.xz", "sha256": "{zero}", "size": 1}},
+                                                       "root.tar.xz": {{"ftype": "root.tar.xz", "path": "busybox-1.10.tar", "sha256": "{sha}", "size": {len}}}}}}}}}}}"#,
+                        zero = "0".repeat(64),
+                        len = body.len()
+                    )
+                };
+                tar(format!(
+                    r#"{{"content_id": "images", "datatype": "image-downloads", "format": "products:1.0", "products": {{{}, {}}}}}"#,
+                    product("amd64"),
+                    product("arm64")
+                )
+                .as_bytes())
+            }
+            "/flaky.tar" => {
+                let r = Response::ranged(req, &body)
+                    .header("Content-Type", "application/x-tar")
+                    .header("ETag", "\"v1\"");
+                if r.status != 200 {
+                    return r;
+                }
+                r.header("Accept-Ranges", "bytes").cut(body.len() / 2)
+            }
+            "/not-a-root.tar" => tar(&not_a_root()),
+            "/page.tar" => tar(
+                "<html><body>Not the archive you wanted.</body></html>\n"
+                    .repeat(20_000)
+                    .as_bytes(),
+            ),
+            "/paced.tar" => {
+                let piece = body.len() / 10 + 1;
+                (piece..body.len()).step_by(piece).fold(tar(&body), |r, at| {
+                    r.pause(at, |_| {
+                        std::thread::sleep(Duration::from_millis(80));
+                        true
+                    })
+                })
+            }
+            "/slow.tar" => {
+                let watch = Arc::clone(&watch);
+                tar(&body).pause(body.len() / 2, move |stop| {
+                    let store = watch.store.lock().unwrap().clone();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    while let Some(store) = &store {
+                        if unpack_under_way(store) {
+                            watch.seen.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if std::time::Instant::now() > deadline || stop.is_set() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    true
+                })
+            }
+            "/truncated.tar" => tar(&body).cut(body.len() / 2),
+            _ => Response::not_found(),
         }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    pub(crate) fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
+/// For /slow.tar: the store (images-v1) it watches, and whether it saw the unpack under way.
 #[derive(Default)]
 struct Watch {
     store: Mutex<Option<PathBuf>>,
@@ -117,259 +170,13 @@ struct Watch {
 }
 
 /// Whether an unpack under way in `store` (a `.tmp-*` dir) has made `rootfs/bin/arch`.
-fn unpack_under_way(store: &std::path::Path) -> bool {
+pub(crate) fn unpack_under_way(store: &Path) -> bool {
     std::fs::read_dir(store).is_ok_and(|rd| {
         rd.flatten().any(|e| {
             e.file_name().to_string_lossy().starts_with(".tmp-")
                 && std::fs::symlink_metadata(e.path().join("rootfs/bin/arch")).is_ok()
         })
     })
-}
-
-/// Answers one request on `stream`.
-fn serve(
-    mut stream: TcpStream,
-    body: &[u8],
-    hits: &Mutex<HashMap<String, usize>>,
-    watch: &Watch,
-    dir: Option<&std::path::Path>,
-) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    // Read the request head (a GET has no body).
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let mut first = head.lines().next().unwrap_or("").split_whitespace();
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("/").to_string();
-    // A request in proxy form (`GET http://HOST/PATH`) is served as PATH and counted under
-    // `proxied:PATH`, so tests can tell that a download went through the proxy variables.
-    let (target, proxied) = match target.strip_prefix("http://") {
-        Some(rest) => (
-            format!("/{}", rest.split_once('/').map_or("", |(_, p)| p)),
-            true,
-        ),
-        None => (target, false),
-    };
-    let path = target.split('?').next().unwrap_or("/").to_string();
-    let counted = match (proxied, method == "HEAD") {
-        (true, _) => format!("proxied:{path}"),
-        (false, true) => format!("HEAD:{path}"),
-        (false, false) => path.clone(),
-    };
-    *hits.lock().unwrap().entry(counted).or_insert(0) += 1;
-    let range_from: Option<usize> = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        if !k.trim().eq_ignore_ascii_case("range") {
-            return None;
-        }
-        v.trim()
-            .strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse()
-            .ok()
-    });
-
-    let ok_head = |len: usize| {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-        )
-    };
-    let in_dir = match (dir, path.strip_prefix("/archive/")) {
-        (Some(d), Some(rel)) if !rel.split('/').any(|s| s == "..") => Some(d.join(rel)),
-        _ => None,
-    };
-    let first_hit = hits.lock().unwrap().get(&path).copied() == Some(1);
-    match path.as_str() {
-        _ if in_dir.as_ref().is_some_and(|p| p.is_dir()) => {
-            let p = in_dir.unwrap();
-            let mut page = String::from("<html><body>\n");
-            for e in std::fs::read_dir(&p)?.flatten() {
-                if e.path().is_dir() {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    page.push_str(&format!("<a href=\"{n}/\">{n}/</a>\n"));
-                }
-            }
-            page.push_str("</body></html>\n");
-            stream.write_all(ok_head(page.len()).as_bytes())?;
-            stream.write_all(page.as_bytes())?;
-        }
-        _ if in_dir.as_ref().is_some_and(|p| p.is_file()) => {
-            let data = std::fs::read(in_dir.unwrap())?;
-            let flaky = path.contains("/flaky/");
-            match range_from {
-                Some(from) if from < data.len() => {
-                    stream.write_all(
-                        format!(
-                            "HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            data.len() - 1,
-                            data.len(),
-                            data.len() - from
-                        )
-                        .as_bytes(),
-                    )?;
-                    stream.write_all(&data[from..])?;
-                }
-                _ => {
-                    stream.write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            data.len()
-                        )
-                        .as_bytes(),
-                    )?;
-                    if flaky && first_hit {
-                        stream.write_all(&data[..data.len() / 2])?;
-                    } else {
-                        stream.write_all(&data)?;
-                    }
-                }
-            }
-        }
-        "/busybox-rootfs.tar" | "/dl/busybox-rootfs.tar" => {
-            stream.write_all(ok_head(body.len()).as_bytes())?;
-            if method != "HEAD" {
-                stream.write_all(body)?;
-            }
-        }
-        "/SHA256SUMS" => {
-            // GNU format; two builds, the higher version wins.
-            let sha = sha256_hex(body);
-            let text = format!("{sha}  busybox-1.9.tar\n{sha}  busybox-1.10.tar\n");
-            stream.write_all(ok_head(text.len()).as_bytes())?;
-            stream.write_all(text.as_bytes())?;
-        }
-        "/busybox-1.10.tar" => {
-            stream.write_all(ok_head(body.len()).as_bytes())?;
-            if method != "HEAD" {
-                stream.write_all(body)?;
-            }
-        }
-        "/latest-releases.yaml" => {
-            let text = format!(
-                "---\n-\n  title: \"Mini root filesystem\"\n  branch: v3.99\n  arch: x86_64\n  version: 3.99.1\n  flavor: alpine-minirootfs\n  file: busybox-1.10.tar\n  sha256: {}\n  size: {}\n-\n  title: \"Standard\"\n  flavor: alpine-standard\n  file: other.iso\n  sha256: {}\n",
-                sha256_hex(body),
-                body.len(),
-                "0".repeat(64)
-            );
-            stream.write_all(ok_head(text.len()).as_bytes())?;
-            stream.write_all(text.as_bytes())?;
-        }
-        "/streams/v1/index.json" => {
-            let text = r#"{"format": "index:1.0", "index": {"images": {"datatype": "image-downloads", "format": "products:1.0", "path": "streams/v1/images.json", "products": ["simos:1:amd64:default", "simos:1:arm64:default"]}}}"#;
-            stream.write_all(ok_head(text.len()).as_bytes())?;
-            stream.write_all(text.as_bytes())?;
-        }
-        "/streams/v1/images.json" => {
-            // Two builds per product: the newest wins; an lxd item beside the rootfs.
-            let sha = sha256_hex(body);
-            let product = |arch: &str| {
-                format!(
-                    r#""simos:1:{arch}:default": {{"arch": "{arch}", "release": "1", "variant": "default", "versions": {{
-                        "20260101_01:00": {{"items": {{"root.tar.xz": {{"ftype": "root.tar.xz", "path": "images/old/rootfs.tar.xz", "sha256": "{zero}", "size": 1}}}}}},
-                        "20261101_01:00": {{"items": {{"lxd.tar.xz": {{"ftype": "lxd.tar.xz", "path": "images/new/lxd.tar.xz", "sha256": "{zero}", "size": 1}},
-                                                       "root.tar.xz": {{"ftype": "root.tar.xz", "path": "busybox-1.10.tar", "sha256": "{sha}", "size": {len}}}}}}}}}}}"#,
-                    zero = "0".repeat(64),
-                    len = body.len()
-                )
-            };
-            let text = format!(
-                r#"{{"content_id": "images", "datatype": "image-downloads", "format": "products:1.0", "products": {{{}, {}}}}}"#,
-                product("amd64"),
-                product("arm64")
-            );
-            stream.write_all(ok_head(text.len()).as_bytes())?;
-            stream.write_all(text.as_bytes())?;
-        }
-        "/flaky.tar" => match range_from {
-            Some(from) if from < body.len() => {
-                stream.write_all(
-                    format!(
-                        "HTTP/1.1 206 Partial Content\r\nContent-Type: application/x-tar\r\nETag: \"v1\"\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len() - 1,
-                        body.len(),
-                        body.len() - from
-                    )
-                    .as_bytes(),
-                )?;
-                stream.write_all(&body[from..])?;
-            }
-            _ => {
-                stream.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .as_bytes(),
-                )?;
-                stream.write_all(&body[..body.len() / 2])?;
-            }
-        },
-        "/not-a-root.tar" => {
-            let tar = not_a_root();
-            stream.write_all(ok_head(tar.len()).as_bytes())?;
-            stream.write_all(&tar)?;
-        }
-        "/page.tar" => {
-            let page = "<html><body>Not the archive you wanted.</body></html>\n".repeat(20_000);
-            stream.write_all(ok_head(page.len()).as_bytes())?;
-            stream.write_all(page.as_bytes())?;
-        }
-        "/paced.tar" => {
-            stream.write_all(ok_head(body.len()).as_bytes())?;
-            for piece in body.chunks(body.len() / 10 + 1) {
-                stream.write_all(piece)?;
-                stream.flush()?;
-                std::thread::sleep(Duration::from_millis(80));
-            }
-        }
-        "/slow.tar" => {
-            stream.write_all(ok_head(body.len()).as_bytes())?;
-            let half = body.len() / 2;
-            stream.write_all(&body[..half])?;
-            stream.flush()?;
-            let store = watch.store.lock().unwrap().clone();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while let Some(store) = &store {
-                if unpack_under_way(store) {
-                    watch.seen.store(true, Ordering::SeqCst);
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            stream.write_all(&body[half..])?;
-        }
-        "/truncated.tar" => {
-            stream.write_all(ok_head(body.len()).as_bytes())?;
-            stream.write_all(&body[..body.len() / 2])?;
-        }
-        _ => {
-            let msg = b"not found\n";
-            stream.write_all(
-                format!(
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    msg.len()
-                )
-                .as_bytes(),
-            )?;
-            stream.write_all(msg)?;
-        }
-    }
-    stream.flush()?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    Ok(())
 }
 
 fn fixture_sha256() -> String {
@@ -433,7 +240,7 @@ fn assert_nothing_kept(env: &TestEnv) {
 
 #[test]
 fn create_from_url_works() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let out = env.ok(["create", &srv.url("/busybox-rootfs.tar"), "--name", "web"]);
     assert!(out.contains("web"), "{out}");
@@ -461,7 +268,7 @@ fn create_from_url_works() {
 /// `http_proxy` (the loopback server answering in proxy form), and `no_proxy` exempts hosts.
 #[test]
 fn downloads_go_through_the_proxy_variables() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let url = "http://devbox-proxy-test.invalid/busybox-rootfs.tar";
     let out = env
@@ -488,12 +295,13 @@ fn downloads_go_through_the_proxy_variables() {
 /// server still holds back the second half.
 #[test]
 fn the_archive_is_unpacked_while_it_downloads() {
-    let srv = Server::start();
+    let watch = Arc::new(Watch::default());
+    let srv = Server::start(fixture_routes(None, Arc::clone(&watch)));
     let env = TestEnv::new();
-    *srv.watch.store.lock().unwrap() = Some(env.data().join("images-v1"));
+    *watch.store.lock().unwrap() = Some(env.data().join("images-v1"));
     env.ok(["create", &srv.url("/slow.tar"), "--name", "slow"]);
     assert!(
-        srv.watch.seen.load(Ordering::SeqCst),
+        watch.seen.load(Ordering::SeqCst),
         "nothing was unpacked before the download ended"
     );
     env.ok(["run", "slow", "--", "/bin/busybox", "true"]);
@@ -504,7 +312,7 @@ fn the_archive_is_unpacked_while_it_downloads() {
 /// with the ETag) and the resumed bytes continue the same stream into the unpack.
 #[test]
 fn a_broken_off_download_resumes_into_the_same_unpack() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let out = env.run(["create", &srv.url("/flaky.tar"), "--name", "flaky"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -523,7 +331,7 @@ fn a_broken_off_download_resumes_into_the_same_unpack() {
 /// image was removed, with the server gone.
 #[test]
 fn a_cached_archive_makes_the_image_again_offline() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let sha = fixture_sha256();
     let url = srv.url("/busybox-rootfs.tar");
@@ -540,7 +348,7 @@ fn a_cached_archive_makes_the_image_again_offline() {
 
 #[test]
 fn create_from_url_with_right_sha256() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let sha = fixture_sha256();
     env.ok([
@@ -568,7 +376,7 @@ fn create_from_url_with_right_sha256() {
 
 #[test]
 fn wrong_sha256_fails_and_keeps_nothing() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let right = fixture_sha256();
     let wrong = "0123456789abcdef".repeat(4);
@@ -599,7 +407,7 @@ fn wrong_sha256_fails_and_keeps_nothing() {
 
 #[test]
 fn not_found_fails_with_the_status() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let err = env.fails(
         1,
@@ -618,7 +426,7 @@ fn not_found_fails_with_the_status() {
 /// helper's reason is shown, and nothing is kept.
 #[test]
 fn a_download_that_is_no_archive_fails_and_keeps_nothing() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let err = env.fails(1, ["create", &srv.url("/page.tar"), "--name", "pg"]);
     assert!(err.contains("archive"), "{err}");
@@ -632,7 +440,7 @@ fn a_download_that_is_no_archive_fails_and_keeps_nothing() {
 
 #[test]
 fn truncated_download_fails_and_keeps_nothing() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let err = env.fails(1, ["create", &srv.url("/truncated.tar"), "--name", "tr"]);
     assert!(
@@ -669,7 +477,7 @@ fn truncated_download_fails_and_keeps_nothing() {
 
 #[test]
 fn box_name_defaults_to_the_url_file_stem() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let out = env.ok(["create", &srv.url("/busybox-rootfs.tar")]);
     assert!(out.contains("busybox-rootfs"), "{out}");
@@ -684,7 +492,7 @@ fn box_name_defaults_to_the_url_file_stem() {
 
 #[test]
 fn known_sha256_reuses_the_store_without_downloading() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let sha = fixture_sha256();
     let url = srv.url("/busybox-rootfs.tar");
@@ -712,7 +520,7 @@ fn known_sha256_reuses_the_store_without_downloading() {
 /// name resolved once still works when its server is gone.
 #[test]
 fn catalog_names_resolve_and_work_offline() {
-    let server = Server::start();
+    let server = fixture_server();
     let env = TestEnv::new();
     let cat = env.root.join("catalog");
     std::fs::create_dir(&cat).unwrap();
@@ -781,7 +589,7 @@ fn sha256_hex(data: &[u8]) -> String {
 /// The sumsfile, alpine and simplestreams source kinds, end to end through `devbox create`.
 #[test]
 fn catalog_sumsfile_alpine_and_simplestreams_sources_make_working_boxes() {
-    let server = Server::start();
+    let server = fixture_server();
     let env = TestEnv::new();
     let cat = env.root.join("catalog2");
     std::fs::create_dir(&cat).unwrap();
@@ -875,7 +683,7 @@ arch = {{ amd64 = "amd64", arm64 = "arm64" }}
 /// with --quiet, nothing at all.
 #[test]
 fn progress_without_a_terminal_is_step_lines_only() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let out = env.run(["create", &srv.url("/paced.tar"), "--name", "p"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -896,7 +704,7 @@ fn progress_without_a_terminal_is_step_lines_only() {
 /// and the step lines are still there; --quiet draws nothing.
 #[test]
 fn progress_on_a_terminal_draws_bars_unless_quiet() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let env = TestEnv::new();
     let on_tty = |extra: &str, name: &str| {
         let cmd = format!(
@@ -927,7 +735,7 @@ fn progress_on_a_terminal_draws_bars_unless_quiet() {
 /// reason. With no other source, the name fails and nothing is recorded at all.
 #[test]
 fn a_catalog_source_without_a_usable_root_falls_through_to_the_next() {
-    let server = Server::start();
+    let server = fixture_server();
     let env = TestEnv::new();
     let cat = env.root.join("catalog3");
     std::fs::create_dir(&cat).unwrap();

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::download::Server;
+use crate::download::fixture_server;
 use crate::harness::*;
+use crate::http::Server;
 use crate::registry::{make_image, Registry};
 
 /// `chkos` (releases 1 and 2 work, 1 from every source, 2 after its first source fails; 3 has
@@ -184,7 +185,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn image_check_reports_each_source_without_downloading_an_image() {
-    let srv = Server::start();
+    let srv = fixture_server();
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let multi = make_image(

@@ -3,20 +3,19 @@
 //! `image list` and `doctor` say how much is reclaimable; a temp dir a running devbox uses is
 //! never removed; doctor's scratch dir goes at its end.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 
 /// Sorted names in a directory (empty if it does not exist).
 fn names(dir: &Path) -> Vec<String> {
@@ -180,128 +179,33 @@ fn kill_at(env: &TestEnv, args: &[&str], when: When) -> bool {
 // A loopback HTTP server for the Debian fixture
 // ---------------------------------------------------------------------------------------------
 
-/// Serves the Debian fixture (with Content-Length) on 127.0.0.1:
+/// Serves the Debian fixture (with Content-Length) on loopback:
 ///   /debian.tar.gz  all of it at once
-///   /held.tar.gz    its first half, then nothing until `release` (or the server's end), then
-///                   the rest
-/// Each connection gets a thread of its own; the threads end with the server.
-struct Server {
-    port: u16,
-    released: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let body = Arc::new(std::fs::read(fixture("debian")).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let released = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (released, stop) = (Arc::clone(&released), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let (body, released, stop) =
-                                (Arc::clone(&body), Arc::clone(&released), Arc::clone(&stop));
-                            std::thread::spawn(move || {
-                                let _ = serve(stream, &body, &released, &stop);
-                            });
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(_) => break,
+///   /held.tar.gz    its first half, then nothing until `released` is set (or the server's
+///                   end), then the rest
+fn debian_server(released: &Arc<AtomicBool>) -> Server {
+    let body = std::fs::read(fixture("debian")).unwrap();
+    let released = Arc::clone(released);
+    Server::start(move |req: &Request| {
+        let whole =
+            Response::new(200, body.clone()).header("Content-Type", "application/octet-stream");
+        match req.path.as_str() {
+            "/debian.tar.gz" => whole,
+            "/held.tar.gz" => {
+                let released = Arc::clone(&released);
+                whole.pause(body.len() / 2, move |stop| loop {
+                    if released.load(Ordering::SeqCst) {
+                        return true;
                     }
-                }
-            })
-        };
-        Server {
-            port,
-            released,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn release(&self) {
-        self.released.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(
-    mut stream: TcpStream,
-    body: &[u8],
-    released: &AtomicBool,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let path = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let held = match path.as_str() {
-        "/debian.tar.gz" => false,
-        "/held.tar.gz" => true,
-        _ => {
-            stream.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )?;
-            return Ok(());
-        }
-    };
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    let half = body.len() / 2;
-    if held {
-        stream.write_all(&body[..half])?;
-        stream.flush()?;
-        while !released.load(Ordering::SeqCst) {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
+                    if stop.is_set() {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                })
             }
-            std::thread::sleep(Duration::from_millis(10));
+            _ => Response::not_found(),
         }
-        stream.write_all(&body[half..])?;
-    } else {
-        stream.write_all(body)?;
-    }
-    stream.flush()?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +366,7 @@ fn leftovers_of_a_killed_create_from_a_tarball_go_with_the_next_create() {
 /// reclaimed.
 #[test]
 fn leftovers_of_a_killed_create_from_a_url_go_with_image_prune() {
-    let server = Server::start();
+    let server = debian_server(&Arc::default());
     let env = TestEnv::new();
     let whole = server.url("/debian.tar.gz");
     let held = server.url("/held.tar.gz");
@@ -603,7 +507,8 @@ fn leftovers_of_a_killed_rm_go_with_image_prune() {
 /// being read) are kept likewise; the same dirs unlocked go.
 #[test]
 fn a_temp_dir_in_use_is_not_removed() {
-    let server = Server::start();
+    let released = Arc::new(AtomicBool::new(false));
+    let server = debian_server(&released);
     let env = TestEnv::new();
     env.busybox("b", &[]);
     let child = env
@@ -660,7 +565,7 @@ fn a_temp_dir_in_use_is_not_removed() {
     let list = env.ok(["image", "list"]);
     assert!(!list.contains("reclaimable"), "{list}");
 
-    server.release();
+    released.store(true, Ordering::SeqCst);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

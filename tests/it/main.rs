@@ -10,6 +10,8 @@ mod doctor;
 mod download;
 mod export;
 mod harness;
+#[path = "../support/http.rs"]
+mod http;
 mod imagecheck;
 mod images;
 mod inbox;

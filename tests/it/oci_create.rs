@@ -4,14 +4,15 @@
 //! layers applied while they download, and blobs or layers that do not match keep nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::download::unpack_under_way;
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 use crate::registry::{make_image, Registry};
 
 /// path -> (type, mode, size or link target), for comparing two unpacked trees.
@@ -224,12 +225,10 @@ fn small_layer() -> Vec<u8> {
 ///   bad    like v1 but the manifest names a layer-2 digest its bytes do not have
 ///   baddiff  like v1 but the config's diff_id of layer 2 is wrong
 struct Scripted {
-    port: u16,
+    server: Server,
     watch: Arc<Mutex<Option<PathBuf>>>,
     seen: Arc<AtomicBool>,
     layer2_done_first: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Blobs {
@@ -284,183 +283,89 @@ fn blobs() -> Blobs {
 
 impl Scripted {
     fn start() -> Scripted {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let watch = Arc::new(Mutex::new(None));
+        let watch: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
         let seen = Arc::new(AtomicBool::new(false));
         let layer2_done_first = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let b = Arc::new(blobs());
         let layer2_served = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (watch, seen, first, stop) = (
-                Arc::clone(&watch),
-                Arc::clone(&seen),
-                Arc::clone(&layer2_done_first),
-                Arc::clone(&stop),
-            );
-            std::thread::spawn(move || {
-                let mut served = 0;
-                while served < 64 && !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            served += 1;
-                            let (b, watch, seen, first, l2) = (
-                                Arc::clone(&b),
-                                Arc::clone(&watch),
-                                Arc::clone(&seen),
-                                Arc::clone(&first),
-                                Arc::clone(&layer2_served),
-                            );
-                            // Concurrent: the layers download in parallel.
-                            std::thread::spawn(move || {
-                                let _ = answer(stream, &b, &watch, &seen, &first, &l2);
-                            });
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(_) => break,
+        let b = blobs();
+        let (w, s, first) = (
+            Arc::clone(&watch),
+            Arc::clone(&seen),
+            Arc::clone(&layer2_done_first),
+        );
+        // Concurrent (a thread a connection): the layers download in parallel.
+        let server = Server::start(move |req: &Request| {
+            let path = req.path.as_str();
+            let json = |status, body: &[u8]| {
+                Response::new(status, body).header("Content-Type", "application/json")
+            };
+            if path == "/v2/" {
+                return json(200, b"{}");
+            }
+            if let Some(tag) = path.strip_prefix("/v2/test/busy/manifests/") {
+                return match b.manifests.get(tag) {
+                    Some(m) => Response::new(200, m.clone())
+                        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+                    None => json(
+                        404,
+                        br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+                    ),
+                };
+            }
+            let Some(d) = path.strip_prefix("/v2/test/busy/blobs/") else {
+                return Response::not_found();
+            };
+            let Some(blob) = b.blobs.get(d) else {
+                return json(404, b"{}");
+            };
+            let r =
+                Response::new(200, blob.clone()).header("Content-Type", "application/octet-stream");
+            let l2 = Arc::clone(&layer2_served);
+            if *d == b.layer2 {
+                return r.pause(blob.len(), move |_| {
+                    l2.store(true, Ordering::SeqCst);
+                    true
+                });
+            }
+            if *d != b.layer1 {
+                return r;
+            }
+            // Half, then nothing until the unpack has made files from it, then the rest.
+            let (watch, seen, first) = (Arc::clone(&w), Arc::clone(&s), Arc::clone(&first));
+            r.pause(blob.len() / 2, move |_| {
+                let store = watch.lock().unwrap().clone();
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                // Until both: the unpack has made files of layer 1's first half, and layer 2
+                // has been downloaded meanwhile (in parallel).
+                while let Some(store) = &store {
+                    if unpack_under_way(store) {
+                        seen.store(true, Ordering::SeqCst);
                     }
+                    if l2.load(Ordering::SeqCst) {
+                        first.store(true, Ordering::SeqCst);
+                    }
+                    if seen.load(Ordering::SeqCst) && first.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
+                true
             })
-        };
+        });
         Scripted {
-            port,
+            server,
             watch,
             seen,
             layer2_done_first,
-            stop,
-            thread: Some(thread),
         }
     }
 
     fn image(&self, tag: &str) -> String {
-        format!("127.0.0.1:{}/test/busy:{tag}", self.port)
+        format!("{}/test/busy:{tag}", self.server.host())
     }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Whether an unpack under way in `store` (a `.tmp-*` dir) has made `rootfs/bin/arch`.
-fn unpack_under_way(store: &Path) -> bool {
-    std::fs::read_dir(store).is_ok_and(|rd| {
-        rd.flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with(".tmp-")
-                && std::fs::symlink_metadata(e.path().join("rootfs/bin/arch")).is_ok()
-        })
-    })
-}
-
-fn answer(
-    mut s: std::net::TcpStream,
-    b: &Blobs,
-    watch: &Mutex<Option<PathBuf>>,
-    seen: &AtomicBool,
-    layer2_first: &AtomicBool,
-    layer2_served: &AtomicBool,
-) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let path = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let reply = |s: &mut std::net::TcpStream, status: &str, ct: &str, body: &[u8]| {
-        s.write_all(
-            format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        )?;
-        s.write_all(body)
-    };
-    if path == "/v2/" {
-        reply(&mut s, "200 OK", "application/json", b"{}")?;
-    } else if let Some(tag) = path.strip_prefix("/v2/test/busy/manifests/") {
-        match b.manifests.get(tag) {
-            Some(m) => reply(
-                &mut s,
-                "200 OK",
-                "application/vnd.oci.image.manifest.v1+json",
-                m,
-            )?,
-            None => reply(
-                &mut s,
-                "404 Not Found",
-                "application/json",
-                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
-            )?,
-        }
-    } else if let Some(d) = path.strip_prefix("/v2/test/busy/blobs/") {
-        let Some(blob) = b.blobs.get(d) else {
-            return reply(&mut s, "404 Not Found", "application/json", b"{}");
-        };
-        if *d == b.layer1 {
-            // Half, then nothing until the unpack has made files from it, then the rest.
-            s.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    blob.len()
-                )
-                .as_bytes(),
-            )?;
-            let half = blob.len() / 2;
-            s.write_all(&blob[..half])?;
-            s.flush()?;
-            let store = watch.lock().unwrap().clone();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            // Until both: the unpack has made files of layer 1's first half, and layer 2 has
-            // been downloaded meanwhile (in parallel).
-            while let Some(store) = &store {
-                if unpack_under_way(store) {
-                    seen.store(true, Ordering::SeqCst);
-                }
-                if layer2_served.load(Ordering::SeqCst) {
-                    layer2_first.store(true, Ordering::SeqCst);
-                }
-                if seen.load(Ordering::SeqCst) && layer2_first.load(Ordering::SeqCst) {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            s.write_all(&blob[half..])?;
-        } else {
-            reply(&mut s, "200 OK", "application/octet-stream", blob)?;
-            if *d == b.layer2 {
-                layer2_served.store(true, Ordering::SeqCst);
-            }
-        }
-    } else {
-        reply(&mut s, "404 Not Found", "text/plain", b"not found\n")?;
-    }
-    s.flush()?;
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    Ok(())
 }
 
 /// The hex digest the "bad" manifest names for layer 2.
@@ -528,7 +433,7 @@ fn layers_are_applied_while_they_download() {
     }
     // Without the image, with the registry gone: by digest, from the blob cache.
     let manifest = digest(&b.manifests["v1"]);
-    let by_digest = format!("127.0.0.1:{}/test/busy@{manifest}", reg.port);
+    let by_digest = format!("{}/test/busy@{manifest}", reg.server.host());
     drop(reg);
     // (`image rm`, unlike `image prune`, leaves the blob cache alone.)
     env.ok(["image", "rm", "--force", &reg_image_id(&env)]);
@@ -686,39 +591,16 @@ fn an_image_layout_from_a_url_is_read_as_an_image() {
     let served = env.root.join("served");
     std::fs::create_dir_all(&served).unwrap();
     let archive = crate::leftovers::layout_archive(&served);
-    // A real HTTP server on loopback: python's.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-        ])
-        .arg(&served)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 (run `sudo tests/setup.sh`)");
-    let url = format!(
-        "http://127.0.0.1:{port}/{}",
-        archive.file_name().unwrap().to_string_lossy()
-    );
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "http.server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = env.run(["create", &url, "--name", "fromurl"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    let name = format!("/{}", archive.file_name().unwrap().to_string_lossy());
+    let server = {
+        let (name, data) = (name.clone(), std::fs::read(&archive).unwrap());
+        Server::start(move |req: &Request| match req.path == name {
+            true => Response::new(200, data.clone()),
+            false => Response::not_found(),
+        })
+    };
+    let out = env.run(["create", &server.url(&name), "--name", "fromurl"]);
+    drop(server);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("is an image layout"), "{err}");

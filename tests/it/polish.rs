@@ -2,6 +2,7 @@
 //! first, doctor for root and for shared subordinate ranges, init's catalog check.
 
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 
 fn write_user_config(env: &TestEnv, text: &str) -> std::path::PathBuf {
     let dir = env.home.join(".config/devbox");
@@ -265,46 +266,20 @@ fn the_login_shell_is_used_when_the_box_has_it() {
     assert_eq!(stderr(&out), "");
 }
 
-/// Serves `file` on loopback, slowly (about 1.5 s for the whole body, with its length), so the
-/// progress bars are drawn. Returns the server process and its URL.
-fn slow_server(env: &TestEnv, file: &std::path::Path) -> (std::process::Child, String) {
-    let script = env.root.join("slow_server.py");
-    std::fs::write(
-        &script,
-        r#"import http.server, sys, time
-body = open(sys.argv[1], 'rb').read()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        step = max(1, len(body) // 30)
-        for i in range(0, len(body), step):
-            self.wfile.write(body[i:i + step])
-            self.wfile.flush()
-            time.sleep(0.05)
-    def log_message(self, *a):
-        pass
-s = http.server.HTTPServer(('127.0.0.1', 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#,
-    )
-    .unwrap();
-    let mut child = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(file)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3: run `sudo tests/setup.sh`");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port: u16 = line.trim().parse().unwrap();
-    (child, format!("http://127.0.0.1:{port}/busybox.tar.gz"))
+/// Serves `file` on loopback to every GET, slowly (about 1.5 s for the whole body, with its
+/// length: 30 pieces, each followed by 50 ms), so the progress bars are drawn.
+fn slow_server(file: &std::path::Path) -> Server {
+    let body = std::fs::read(file).unwrap();
+    Server::start(move |_: &Request| {
+        let step = (body.len() / 30).max(1);
+        let ends = (step..body.len()).step_by(step).chain([body.len()]);
+        ends.fold(Response::new(200, body.clone()), |r, at| {
+            r.pause(at, |_| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                true
+            })
+        })
+    })
 }
 
 /// What a terminal shows after `devbox ARGS` ran in it: tmux keeps the screen, so a bar or a
@@ -368,10 +343,10 @@ fn progress_ends_clean_after_a_download() {
 
 fn progress_ends_clean(fixture_name: &str) {
     let env = TestEnv::new();
-    let (mut server, url) = slow_server(&env, &fixture(fixture_name));
+    let server = slow_server(&fixture(fixture_name));
+    let url = server.url("/busybox.tar.gz");
     let screen = final_screen(&env, &["create", &url, "--name", "dl"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(

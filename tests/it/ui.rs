@@ -2,14 +2,10 @@
 //! it, and the `--verbose` detail lines (image resolution, project file, newuidmap/newgidmap,
 //! helpers, which learn of `--verbose` through the environment).
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use crate::harness::*;
+use crate::http::{Request, Response, Server};
 use crate::terminal::Pty;
 
 /// `devbox create ./no-such.tar` on a pty with `vars` set; returns what the terminal showed.
@@ -62,51 +58,9 @@ fn errors_are_coloured_only_on_a_terminal_that_wants_it() {
 }
 
 /// Serves the busybox fixture to every GET on loopback until dropped.
-struct TarServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl TarServer {
-    fn start() -> TarServer {
-        let body = std::fs::read(fixture("busybox")).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::SeqCst) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => break,
-                    }
-                }
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(&body);
-            }
-        });
-        TarServer { port, stop }
-    }
-}
-
-impl Drop for TarServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+fn tar_server() -> Server {
+    let body = std::fs::read(fixture("busybox")).unwrap();
+    Server::start(move |_: &Request| Response::new(200, body.clone()))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -118,7 +72,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// A catalog directory with `testos`, pinned to the loopback server.
-fn catalog(env: &TestEnv, server: &TarServer) -> std::path::PathBuf {
+fn catalog(env: &TestEnv, server: &Server) -> std::path::PathBuf {
     let dir = env.root.join("catalog");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -134,11 +88,11 @@ name = "1"
 
 [[source]]
 kind = "pinned"
-url = "http://127.0.0.1:{}/rootfs.tar"
+url = "{}"
 sha256 = "{}"
 arch = {{ amd64 = "amd64", arm64 = "arm64" }}
 "#,
-            server.port,
+            server.url("/rootfs.tar"),
             sha256_hex(&std::fs::read(fixture("busybox")).unwrap())
         ),
     )
@@ -181,7 +135,7 @@ const DETAILS: &[&str] = &[
 
 #[test]
 fn verbose_says_what_devbox_resolves_and_runs() {
-    let server = TarServer::start();
+    let server = tar_server();
     let env = TestEnv::new();
     let cat = catalog(&env, &server);
     let sha = sha256_hex(&std::fs::read(fixture("busybox")).unwrap());
@@ -196,8 +150,8 @@ fn verbose_says_what_devbox_resolves_and_runs() {
         &["-v", "create", "testos", "--name", "v"],
     );
     let want = format!(
-        "devbox: image testos is http://127.0.0.1:{}/rootfs.tar (sha256:{sha})\n",
-        server.port
+        "devbox: image testos is {} (sha256:{sha})\n",
+        server.url("/rootfs.tar")
     );
     assert!(err.contains(&want), "{want}\n{err}");
     assert!(
@@ -244,7 +198,7 @@ fn verbose_says_what_devbox_resolves_and_runs() {
 
 #[test]
 fn without_verbose_there_are_no_detail_lines() {
-    let server = TarServer::start();
+    let server = tar_server();
     let env = TestEnv::new();
     let cat = catalog(&env, &server);
     let home = env.home.clone();
