@@ -3,30 +3,23 @@
 
 use std::cmp::Reverse;
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{
-    fchmod, fstat, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags,
-};
+use nix::sys::stat::{fstat, fstatat, mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{
-    fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
-};
+use nix::unistd::{fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
-use xattr::FileExt as _;
 
 use super::root::strip_toplevel_at;
 use super::tree::{
     dir_id, display_name, fs_err, lossy, remove_tree, resolve, split, Created, DeferredDir, Meta,
     Tree, Unlocker,
 };
-use super::write::{Job, Writer, QUEUED_FILE_MAX};
+use super::write::{apply_meta, chown_error, Job, Writer, QUEUED_FILE_MAX};
 use super::{data_size, Options, Stats, UnpackError, HOLE_BLOCK};
 
 pub(super) struct Extractor<'o> {
@@ -805,61 +798,6 @@ pub(super) fn check_size(name: &[u8], written: u64, expected: u64) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// Maps a chown failure; EINVAL means an id has no mapping in this user
-/// namespace, and a uid-only retry tells which one.
-pub(super) fn chown_error(
-    e: Errno,
-    meta: &Meta,
-    name: &[u8],
-    uid_only: impl FnOnce() -> nix::Result<()>,
-) -> UnpackError {
-    if e == Errno::EINVAL {
-        let (kind, id) = if uid_only().is_err() {
-            ("uid", meta.uid)
-        } else {
-            ("gid", meta.gid)
-        };
-        UnpackError::IdNotMapped {
-            path: display_name(name),
-            kind,
-            id,
-        }
-    } else {
-        fs_err("set owner of", name, e)
-    }
-}
-
-/// Owner (if preserved), full mode, xattrs, then mtime, on an open fd. chown
-/// clears setuid/setgid and file capabilities, hence this order.
-pub(super) fn apply_meta(
-    file: &File,
-    meta: &Meta,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
-    opts: &Options,
-    name: &[u8],
-    stats: &mut Stats,
-) -> Result<(), UnpackError> {
-    if opts.preserve_owner {
-        let (uid, gid) = (Uid::from_raw(meta.uid), Gid::from_raw(meta.gid));
-        fchown(file, Some(uid), Some(gid))
-            .map_err(|e| chown_error(e, meta, name, || fchown(file, Some(uid), None)))?;
-    }
-    fchmod(file, Mode::from_bits_truncate(meta.mode))
-        .map_err(|e| fs_err("set permissions of", name, e))?;
-    for (attr, value) in xattrs {
-        if skip_xattr(attr) || file.set_xattr(OsStr::from_bytes(attr), value).is_err() {
-            stats.xattrs_skipped += 1;
-        }
-    }
-    futimens(file, &TimeSpec::UTIME_OMIT, &meta.mtime)
-        .map_err(|e| fs_err("set modification time of", name, e))
-}
-
-/// Xattrs never restored: they are host-policy, not image content.
-pub(super) fn skip_xattr(attr: &[u8]) -> bool {
-    attr.starts_with(b"trusted.") || attr == b"security.selinux"
 }
 
 /// lchown (if preserved) and lutimes on a symlink; symlinks have no mode.

@@ -12,14 +12,21 @@
 //!
 //! At most [`IN_FLIGHT_MAX`] bytes of data wait for the thread, so memory stays bounded.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::extract::apply_meta;
-use super::tree::{fs_err, Meta};
+use nix::errno::Errno;
+use nix::sys::stat::{fchmod, futimens, Mode};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, Gid, Uid};
+use xattr::FileExt as _;
+
+use super::tree::{display_name, fs_err, Meta};
 use super::{Options, Stats, UnpackError};
 
 /// Files larger than this are written by the extractor itself, through its copy buffer.
@@ -206,6 +213,61 @@ fn finish_file(job: &Job, opts: &Options, stats: &mut Stats) -> Result<(), Unpac
         .write_all(&job.data)
         .map_err(|e| fs_err("write", &job.name, e))?;
     apply_meta(&job.file, &job.meta, &job.xattrs, opts, &job.name, stats)
+}
+
+/// Maps a chown failure; EINVAL means an id has no mapping in this user
+/// namespace, and a uid-only retry tells which one.
+pub(super) fn chown_error(
+    e: Errno,
+    meta: &Meta,
+    name: &[u8],
+    uid_only: impl FnOnce() -> nix::Result<()>,
+) -> UnpackError {
+    if e == Errno::EINVAL {
+        let (kind, id) = if uid_only().is_err() {
+            ("uid", meta.uid)
+        } else {
+            ("gid", meta.gid)
+        };
+        UnpackError::IdNotMapped {
+            path: display_name(name),
+            kind,
+            id,
+        }
+    } else {
+        fs_err("set owner of", name, e)
+    }
+}
+
+/// Owner (if preserved), full mode, xattrs, then mtime, on an open fd. chown
+/// clears setuid/setgid and file capabilities, hence this order.
+pub(super) fn apply_meta(
+    file: &File,
+    meta: &Meta,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    opts: &Options,
+    name: &[u8],
+    stats: &mut Stats,
+) -> Result<(), UnpackError> {
+    if opts.preserve_owner {
+        let (uid, gid) = (Uid::from_raw(meta.uid), Gid::from_raw(meta.gid));
+        fchown(file, Some(uid), Some(gid))
+            .map_err(|e| chown_error(e, meta, name, || fchown(file, Some(uid), None)))?;
+    }
+    fchmod(file, Mode::from_bits_truncate(meta.mode))
+        .map_err(|e| fs_err("set permissions of", name, e))?;
+    for (attr, value) in xattrs {
+        if skip_xattr(attr) || file.set_xattr(OsStr::from_bytes(attr), value).is_err() {
+            stats.xattrs_skipped += 1;
+        }
+    }
+    futimens(file, &TimeSpec::UTIME_OMIT, &meta.mtime)
+        .map_err(|e| fs_err("set modification time of", name, e))
+}
+
+/// Xattrs never restored: they are host-policy, not image content.
+pub(super) fn skip_xattr(attr: &[u8]) -> bool {
+    attr.starts_with(b"trusted.") || attr == b"security.selinux"
 }
 
 #[cfg(test)]
