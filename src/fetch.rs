@@ -74,17 +74,35 @@ pub fn download(
     url: &str,
     dir: &Path,
     expected: Option<&str>,
-    mut sink: Option<&mut dyn Write>,
+    sink: Option<&mut dyn Write>,
     r: &dyn Reporter,
 ) -> Result<Fetched, StreamError> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let client = reqwest::blocking::Client::builder()
+    download_with(&client()?, url, dir, expected, sink, r)
+}
+
+/// The HTTP client downloads use. Many downloads from one server (a package archive's
+/// `.deb` files) share one, so they reuse its connections: one name lookup and one
+/// handshake per connection instead of per file (a resolver that drops a query now and then
+/// stalls each lookup it drops for seconds).
+pub fn client() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
         .user_agent(concat!("devbox/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
         // A stalled read fails after this long (and is resumed).
         .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .map_err(anyhow::Error::from)?;
+        .build()?)
+}
+
+/// [`download`] with a client of the caller's (see [`client`]).
+pub fn download_with(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    dir: &Path,
+    expected: Option<&str>,
+    mut sink: Option<&mut dyn Write>,
+    r: &dyn Reporter,
+) -> Result<Fetched, StreamError> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut resp = client.get(url).send().with_context(|| {
         format!(
             "cannot download {url}\n  hint: check the address and your network or proxy settings"
@@ -178,7 +196,7 @@ pub fn download(
         r.step(&format!(
             "Download of {url} {what} after {of} ({broke}); resuming"
         ));
-        resp = resume(&client, url, size, total, validator.as_deref())
+        resp = resume(client, url, size, total, validator.as_deref())
             .map_err(|e| anyhow::anyhow!("download of {url} {what} after {of}: {broke}; resuming it failed: {e}\n  hint: try again"))?;
     }
     bar.finish();

@@ -546,26 +546,34 @@ pub fn download(plan: &Plan, r: &dyn Reporter) -> Result<()> {
         }
     ));
     let quiet = Quiet::new(r, "Downloading", Some(total));
+    // One client for all: its connections to the mirror are reused from package to package.
+    let http = crate::fetch::client()?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::Mutex::new(Vec::<String>::new());
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..PARALLEL.min(todo.len()) {
             let worker = Worker(quiet.tx.clone());
-            let (todo, next, failed) = (&todo, &next, &failed);
+            let (todo, next, failed, http) = (&todo, &next, &failed, &http);
             handles.push(s.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(d) = todo.get(i) else { break };
                 if !failed.lock().map(|f| f.is_empty()).unwrap_or(false) {
                     break;
                 }
-                let got =
-                    crate::fetch::download(&d.url, &plan.cache, Some(&d.sha256), None, &worker)
-                        .map_err(|e| match e {
-                            crate::fetch::StreamError::Download(e) => e,
-                            crate::fetch::StreamError::Sink(e) => e.into(),
-                        })
-                        .and_then(|f| f.keep_as(&plan.deb_path(d)).map(|_| ()));
+                let got = crate::fetch::download_with(
+                    http,
+                    &d.url,
+                    &plan.cache,
+                    Some(&d.sha256),
+                    None,
+                    &worker,
+                )
+                .map_err(|e| match e {
+                    crate::fetch::StreamError::Download(e) => e,
+                    crate::fetch::StreamError::Sink(e) => e.into(),
+                })
+                .and_then(|f| f.keep_as(&plan.deb_path(d)).map(|_| ()));
                 if let Err(e) = got {
                     if let Ok(mut f) = failed.lock() {
                         f.push(format!("{} ({}): {e:#}", d.name, d.url));
