@@ -377,6 +377,8 @@ holder_state=$(sed 's/.*) //' "/proc/$HOLDER/stat" 2>/dev/null | cut -d' ' -f1 |
 if [[ -e "$STATE/holder.pid" || ${holder_state:-X} != [ZX] ]]; then
     die "devbox stop --all left the holder (pid $HOLDER) running"
 fi
+# 99 boxes were just removed, and starting a box makes directories: settle first (see settle).
+settle
 log "2/6 cold start ($COLD_RUNS runs, each after stop --all)"
 out=$(harness pair "$COLD_RUNS" "$COLD_WARMUP" \
     @BEFORE "$DEVBOX" stop --all \
