@@ -278,12 +278,14 @@ impl Extractor<'_> {
                         .and_then(|file| {
                             self.space.check(file.as_fd(), &self.name, stored_size)?;
                             let mut data = writer.buffer(stored_size as usize);
-                            entry
-                                .read_to_end(&mut data)
-                                .map_err(|err| UnpackError::Corrupt {
+                            let n = read_full(entry, &mut data).map_err(|err| {
+                                UnpackError::Corrupt {
                                     entry: display_name(&self.name),
                                     err,
-                                })?;
+                                }
+                            })?;
+                            // Short only when the archive ends early (check_size says so).
+                            data.truncate(n);
                             Ok((file, data))
                         })
                         .map_err(|e| self.space.exhausted(e, stored_size))
@@ -694,6 +696,21 @@ pub(super) fn create_file(
         )
     })?;
     Ok(File::from(fd))
+}
+
+/// Fills `buf` from `data` as far as it goes; returns how many bytes it read (fewer than
+/// `buf.len()` only at the end of `data`).
+fn read_full<R: Read>(data: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match data.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Copies an entry's data into `file`. Returns the number of bytes written.

@@ -96,8 +96,10 @@ impl Writer {
         })
     }
 
-    /// A buffer for `len` bytes of data (empty, with that capacity), once the bytes in
-    /// flight leave room for it. Waits while the thread catches up.
+    /// A buffer of exactly `len` bytes for a file's data, once the bytes in flight leave
+    /// room for it; waits while the thread catches up. Buffers come back from the thread and
+    /// keep their bytes, so only growth beyond a reused buffer's length is zeroed (zeroing a
+    /// fresh buffer per file cost a tenth of the extractor's time).
     pub(super) fn buffer(&self, len: usize) -> Vec<u8> {
         {
             let mut queued = lock(&self.budget.queued);
@@ -112,8 +114,7 @@ impl Writer {
             *queued += len;
         }
         let mut buf = self.spent.try_recv().unwrap_or_default();
-        buf.clear();
-        buf.reserve(len);
+        buf.resize(len, 0);
         buf
     }
 
@@ -302,7 +303,7 @@ mod tests {
             let path = s.root.join(format!("f{i}"));
             let file = File::create(&path).unwrap();
             let mut data = w.buffer(3);
-            data.extend_from_slice(b"abc");
+            data.copy_from_slice(b"abc");
             let mut j = job(file, &[], &format!("f{i}"));
             j.data = data;
             assert!(w.send(j));
@@ -365,7 +366,7 @@ mod tests {
         let w = Writer::spawn(&opts()).unwrap();
         // Larger than the whole budget: allowed alone, and counted.
         let big = w.buffer(IN_FLIGHT_MAX + 1);
-        assert!(big.capacity() > IN_FLIGHT_MAX);
+        assert_eq!(big.len(), IN_FLIGHT_MAX + 1);
         assert_eq!(*lock(&w.budget.queued), IN_FLIGHT_MAX + 1);
         release(&w.budget, IN_FLIGHT_MAX + 1);
         assert_eq!(*lock(&w.budget.queued), 0);
