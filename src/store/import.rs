@@ -112,13 +112,46 @@ pub(super) fn import_file(
     if !meta.is_file() {
         bail!("image {source:?} is not a file\n  hint: IMAGE is a path to a rootfs tarball or an http(s):// URL");
     }
-    let (id, size) = fetch::hash_file(path)?;
-    fetch::check_sha256(source, sha256, &id)?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if load(dirs, &id).is_none() && is_image_layout(&abs)? {
+    let name = abs.display().to_string();
+    // Two creates from this file at once: the second waits here, then finds the first's
+    // image (below, as `seen`) instead of unpacking it again.
+    let _same_file = file_lock(dirs, &abs, meta.len())?;
+    // A new archive is hashed while it unpacks (its id, the sha256, is known only at the
+    // end; if the store has it after all, the unpack is dropped). The hash comes first when
+    // a checksum is to be verified, when the store holds an image from this very path and
+    // size (most likely the same archive again), and for an image layout.
+    let seen = list(dirs).is_ok_and(|recs| {
+        recs.iter()
+            .any(|rec| rec.source == name && rec.archive_bytes == meta.len())
+    });
+    if sha256.is_some() || seen || is_image_layout(&abs)? {
+        let (id, size) = fetch::hash_file(path)?;
+        fetch::check_sha256(source, sha256, &id)?;
+        if load(dirs, &id).is_none() && is_image_layout(&abs)? {
+            return import_layout_archive(dirs, &abs, r);
+        }
+        return unpack_file(dirs, &abs, &id, size, &name, r);
+    }
+    let staging = Staging::begin(dirs)?;
+    let (unpacked, hashed) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| fetch::hash_file(&abs));
+        let unpacked = unpack_into(&staging, &abs, meta.len(), &name, r);
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing {name} failed unexpectedly")));
+        (unpacked, hashed)
+    });
+    let (id, size) = hashed?;
+    if !unpacked? {
+        drop(staging);
         return import_layout_archive(dirs, &abs, r);
     }
-    unpack_file(dirs, &abs, &id, size, &abs.display().to_string(), r)
+    if let Some(rec) = load(dirs, &id) {
+        r.step(&format!("Using image {} from the store", short(&id)));
+        return Ok(rec);
+    }
+    staging.commit(dirs, file_record(&id, &name, size))
 }
 
 /// Whether an archive holds an image layout rather than a root filesystem, from its entries:
@@ -683,6 +716,36 @@ pub(super) fn unpack_file_locked(
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
     let staging = Staging::begin(dirs)?;
+    if !unpack_into(&staging, archive, size, source, r)? {
+        drop(staging);
+        return import_layout_archive(dirs, archive, r);
+    }
+    staging.commit(dirs, file_record(id, source, size))
+}
+
+/// The record of an image unpacked from an archive file.
+fn file_record(id: &str, source: &str, size: u64) -> ImageRecord {
+    ImageRecord {
+        id: id.to_string(),
+        source: source.to_string(),
+        unpacked: crate::state::now_rfc3339(),
+        archive_bytes: size,
+        digest: None,
+        env: Vec::new(),
+        packages: Vec::new(),
+        base_source: None,
+    }
+}
+
+/// Unpacks `archive` (`size` bytes) into `staging` through the `__unpack` helper, with a
+/// progress bar. Returns false when the helper found an image layout, not a root filesystem.
+fn unpack_into(
+    staging: &Staging,
+    archive: &Path,
+    size: u64,
+    source: &str,
+    r: &dyn Reporter,
+) -> Result<bool> {
     r.step(&format!("Unpacking {} ({})", source, human_bytes(size)));
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot open {}", archive.display()))?;
@@ -709,23 +772,12 @@ pub(super) fn unpack_file_locked(
     relay.wait();
     bar.finish();
     if status.code() == Some(EXIT_IS_LAYOUT) {
-        drop(staging);
-        return import_layout_archive(dirs, archive, r);
+        return Ok(false);
     }
     if !status.success() {
         return Err(helper_failed(&staging.tmp, source));
     }
-    let rec = ImageRecord {
-        id: id.to_string(),
-        source: source.to_string(),
-        unpacked: crate::state::now_rfc3339(),
-        archive_bytes: size,
-        digest: None,
-        env: Vec::new(),
-        packages: Vec::new(),
-        base_source: None,
-    };
-    staging.commit(dirs, rec)
+    Ok(true)
 }
 
 /// Starts `devbox __unpack DEST SOURCE`, which unpacks the archive on its stdin into
@@ -757,6 +809,24 @@ pub(super) fn id_lock(dirs: &Dirs, id: &str) -> Result<Lock> {
     Lock::acquire(
         &dirs.runtime.join(format!("import-{id}.lock")),
         &format!("image {}", short(id)),
+        3600,
+    )
+}
+
+/// Held while an archive file is imported, before its id is known: the lock is named after
+/// the file's path and size.
+fn file_lock(dirs: &Dirs, path: &Path, size: u64) -> Result<Lock> {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let mut key = sha2::Sha256::new();
+    key.update(path.as_os_str().as_bytes());
+    key.update(size.to_le_bytes());
+    let key = key.finalize();
+    let key: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
+    private_dir(&dirs.runtime)?;
+    Lock::acquire(
+        &dirs.runtime.join(format!("import-file-{key}.lock")),
+        &format!("archive {}", path.display()),
         3600,
     )
 }

@@ -211,7 +211,11 @@ fn a_box_from_a_deduplicated_image_names_what_was_asked_for() {
         }
     }
     env.ok(["create", first.to_str().unwrap(), "--name", "one"]);
-    let out = env.ok(["create", "./second-copy.tar", "--name", "two"]);
+    // Another path: hashed while it unpacks, then found in the store; the unpack is dropped.
+    let out = env.run(["create", "./second-copy.tar", "--name", "two"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("from the store"), "{}", stderr(&out));
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.contains(&format!("Created box 'two' from {}", second.display())),
         "{out}"
@@ -226,4 +230,7 @@ fn a_box_from_a_deduplicated_image_names_what_was_asked_for() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(images.len(), 1);
+    // Nothing of the dropped unpack is left.
+    let store = files(&env.data().join("images-v1"));
+    assert!(!store.iter().any(|f| f.starts_with(".tmp-")), "{store:?}");
 }
