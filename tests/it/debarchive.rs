@@ -54,9 +54,26 @@ struct Pkg {
     filename: String,
 }
 
-/// A signed loopback archive with suite `fake`, component `main`.
+/// What a suite's Release says of itself.
+struct Dist {
+    origin: &'static str,
+    suite: &'static str,
+    /// Also the directory under `dists/`.
+    codename: &'static str,
+}
+
+/// The test archive's own suite: `testing`, codename `fake`.
+const FAKE: Dist = Dist {
+    origin: "devbox-tests",
+    suite: "testing",
+    codename: "fake",
+};
+
+/// A signed loopback archive with one suite (`fake` unless built with [`Archive::build_as`]),
+/// component `main`.
 struct Archive {
     root: PathBuf,
+    dist: Dist,
     gnupg: PathBuf,
     arch: String,
     pkgs: Vec<Pkg>,
@@ -79,6 +96,10 @@ fn noise(n: usize) -> Vec<u8> {
 
 impl Archive {
     fn build(env: &TestEnv) -> Archive {
+        Archive::build_as(env, FAKE)
+    }
+
+    fn build_as(env: &TestEnv, dist: Dist) -> Archive {
         let top = env.root.join("archive-src");
         let root = env.root.join("archive");
         std::fs::create_dir_all(&top).unwrap();
@@ -178,6 +199,7 @@ impl Archive {
         std::fs::write(&keyring, new_key(&gnupg)).unwrap();
         let a = Archive {
             root,
+            dist,
             gnupg,
             arch,
             pkgs,
@@ -188,7 +210,7 @@ impl Archive {
     }
 
     fn dists(&self) -> PathBuf {
-        self.root.join("dists/fake")
+        self.root.join("dists").join(self.dist.codename)
     }
 
     /// Writes Packages (each stanza's fields through `edit`), Release and a signed InRelease.
@@ -209,7 +231,10 @@ impl Archive {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::write(bin.join("Packages"), &packages).unwrap();
         let release = format!(
-            "Origin: devbox-tests\nSuite: testing\nCodename: fake\nArchitectures: all {}\nComponents: main\nSHA256:\n {} {} main/binary-{}/Packages\n",
+            "Origin: {}\nSuite: {}\nCodename: {}\nArchitectures: all {}\nComponents: main\nSHA256:\n {} {} main/binary-{}/Packages\n",
+            self.dist.origin,
+            self.dist.suite,
+            self.dist.codename,
             self.arch,
             sha256_hex(packages.as_bytes()),
             packages.len(),
@@ -234,22 +259,25 @@ impl Archive {
 
     /// The user configuration and catalog that point devbox's `debian` at this archive.
     fn configure(&self, env: &TestEnv, server: &Server) {
+        let entry = format!(
+            "id = \"debian\"\nname = \"Debian (test archive)\"\nfamily = \"apt\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\nvars = {{ codename = \"fake\" }}\n\n[[release]]\nname = \"2\"\nvars = {{ codename = \"fakee\" }}\n\n[arch.archive]\n{a} = \"{a}\"\n\n[[source]]\nkind = \"archive\"\nsuite = \"{{codename}}\"\n",
+            a = self.arch
+        );
+        self.configure_entry(env, server, "debian", &entry);
+    }
+
+    /// A user catalog holding `entry` as `ID.toml`, and the configuration that points
+    /// devbox's archive of `id` at this archive.
+    fn configure_entry(&self, env: &TestEnv, server: &Server, id: &str, entry: &str) {
         let config = env.home.join(".config/devbox");
         env.mkdir_as_user(&config);
         let catalog = env.home.join("catalog");
         env.mkdir_as_user(&catalog);
-        env.write_as_user(
-            &catalog.join("debian.toml"),
-            format!(
-                "id = \"debian\"\nname = \"Debian (test archive)\"\nfamily = \"apt\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\nvars = {{ codename = \"fake\" }}\n\n[[release]]\nname = \"2\"\nvars = {{ codename = \"fakee\" }}\n\n[arch.archive]\n{a} = \"{a}\"\n\n[[source]]\nkind = \"archive\"\nsuite = \"{{codename}}\"\n",
-                a = self.arch
-            )
-            .as_bytes(),
-        );
+        env.write_as_user(&catalog.join(format!("{id}.toml")), entry.as_bytes());
         env.write_as_user(
             &config.join("config.toml"),
             format!(
-                "catalog_dir = \"{}\"\n[archive_mirrors]\ndebian = \"{}\"\n[archive_keyrings]\ndebian = \"{}\"\n",
+                "catalog_dir = \"{}\"\n[archive_mirrors]\n{id} = \"{}\"\n[archive_keyrings]\n{id} = \"{}\"\n",
                 catalog.display(),
                 server.url("/archive"),
                 self.keyring.display()
