@@ -9,6 +9,8 @@
 //!   OpenPGP key made by gpg, served by the download tests' server (which can cut a file off
 //!   halfway and serve the rest to a Range request). The failure cases run against it: a bad
 //!   signature, an unsigned Release, a missing package, a hash mismatch, an unknown suite.
+//!   Served as suite `noble`, it also stands in for an Ubuntu mirror under the built-in
+//!   `ubuntu` entry's own archive source (no Ubuntu mirror is reachable where these tests run).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,9 +56,26 @@ struct Pkg {
     filename: String,
 }
 
-/// A signed loopback archive with suite `fake`, component `main`.
+/// What a suite's Release says of itself.
+struct Dist {
+    origin: &'static str,
+    suite: &'static str,
+    /// Also the directory under `dists/`.
+    codename: &'static str,
+}
+
+/// The test archive's own suite: `testing`, codename `fake`.
+const FAKE: Dist = Dist {
+    origin: "devbox-tests",
+    suite: "testing",
+    codename: "fake",
+};
+
+/// A signed loopback archive with one suite (`fake` unless built with [`Archive::build_as`]),
+/// component `main`.
 struct Archive {
     root: PathBuf,
+    dist: Dist,
     gnupg: PathBuf,
     arch: String,
     pkgs: Vec<Pkg>,
@@ -79,6 +98,10 @@ fn noise(n: usize) -> Vec<u8> {
 
 impl Archive {
     fn build(env: &TestEnv) -> Archive {
+        Archive::build_as(env, FAKE)
+    }
+
+    fn build_as(env: &TestEnv, dist: Dist) -> Archive {
         let top = env.root.join("archive-src");
         let root = env.root.join("archive");
         std::fs::create_dir_all(&top).unwrap();
@@ -178,6 +201,7 @@ impl Archive {
         std::fs::write(&keyring, new_key(&gnupg)).unwrap();
         let a = Archive {
             root,
+            dist,
             gnupg,
             arch,
             pkgs,
@@ -188,7 +212,7 @@ impl Archive {
     }
 
     fn dists(&self) -> PathBuf {
-        self.root.join("dists/fake")
+        self.root.join("dists").join(self.dist.codename)
     }
 
     /// Writes Packages (each stanza's fields through `edit`), Release and a signed InRelease.
@@ -209,7 +233,10 @@ impl Archive {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::write(bin.join("Packages"), &packages).unwrap();
         let release = format!(
-            "Origin: devbox-tests\nSuite: testing\nCodename: fake\nArchitectures: all {}\nComponents: main\nSHA256:\n {} {} main/binary-{}/Packages\n",
+            "Origin: {}\nSuite: {}\nCodename: {}\nArchitectures: all {}\nComponents: main\nSHA256:\n {} {} main/binary-{}/Packages\n",
+            self.dist.origin,
+            self.dist.suite,
+            self.dist.codename,
             self.arch,
             sha256_hex(packages.as_bytes()),
             packages.len(),
@@ -234,22 +261,25 @@ impl Archive {
 
     /// The user configuration and catalog that point devbox's `debian` at this archive.
     fn configure(&self, env: &TestEnv, server: &Server) {
+        let entry = format!(
+            "id = \"debian\"\nname = \"Debian (test archive)\"\nfamily = \"apt\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\nvars = {{ codename = \"fake\" }}\n\n[[release]]\nname = \"2\"\nvars = {{ codename = \"fakee\" }}\n\n[arch.archive]\n{a} = \"{a}\"\n\n[[source]]\nkind = \"archive\"\nsuite = \"{{codename}}\"\n",
+            a = self.arch
+        );
+        self.configure_entry(env, server, "debian", &entry);
+    }
+
+    /// A user catalog holding `entry` as `ID.toml`, and the configuration that points
+    /// devbox's archive of `id` at this archive.
+    fn configure_entry(&self, env: &TestEnv, server: &Server, id: &str, entry: &str) {
         let config = env.home.join(".config/devbox");
         env.mkdir_as_user(&config);
         let catalog = env.home.join("catalog");
         env.mkdir_as_user(&catalog);
-        env.write_as_user(
-            &catalog.join("debian.toml"),
-            format!(
-                "id = \"debian\"\nname = \"Debian (test archive)\"\nfamily = \"apt\"\ndefault_release = \"1\"\n\n[[release]]\nname = \"1\"\nvars = {{ codename = \"fake\" }}\n\n[[release]]\nname = \"2\"\nvars = {{ codename = \"fakee\" }}\n\n[arch.archive]\n{a} = \"{a}\"\n\n[[source]]\nkind = \"archive\"\nsuite = \"{{codename}}\"\n",
-                a = self.arch
-            )
-            .as_bytes(),
-        );
+        env.write_as_user(&catalog.join(format!("{id}.toml")), entry.as_bytes());
         env.write_as_user(
             &config.join("config.toml"),
             format!(
-                "catalog_dir = \"{}\"\n[archive_mirrors]\ndebian = \"{}\"\n[archive_keyrings]\ndebian = \"{}\"\n",
+                "catalog_dir = \"{}\"\n[archive_mirrors]\n{id} = \"{}\"\n[archive_keyrings]\n{id} = \"{}\"\n",
                 catalog.display(),
                 server.url("/archive"),
                 self.keyring.display()
@@ -608,4 +638,141 @@ fn archive_release_of_another_suite_is_refused() {
     let err = env.fails(1, ["create", "debian", "--name", "x"]);
     assert!(err.contains("describes suite \"oldstable\""), "{err}");
     assert_nothing_kept(&env);
+}
+
+/// The built-in `ubuntu` entry (images/ubuntu.toml) with only its `archive` sources: its
+/// header, releases and arch tables as they are, every `[[source]]` block of another kind
+/// dropped (they name servers beyond loopback), and with them the releases only those served
+/// (a release without a source is refused when the catalog is loaded).
+fn builtin_ubuntu_archive_only() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/ubuntu.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Blocks start at a table header; comments above a header stay with the block before.
+    let mut blocks: Vec<String> = vec![String::new()];
+    for line in text.lines() {
+        if line.starts_with('[') {
+            blocks.push(String::new());
+        }
+        let last = blocks.last_mut().unwrap();
+        last.push_str(line);
+        last.push('\n');
+    }
+    let is_source = |b: &String| b.starts_with("[[source]]");
+    let is_archive = |b: &String| b.lines().any(|l| l.trim() == "kind = \"archive\"");
+    // The quoted strings of a `key = ...` line of `b`, or None without one.
+    let strings = |b: &String, key: &str| -> Option<Vec<String>> {
+        let line = b
+            .lines()
+            .find(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))?;
+        Some(
+            line.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(String::from)
+                .collect(),
+        )
+    };
+    let sources = blocks.iter().filter(|b| is_source(b)).count();
+    let blocks: Vec<String> = blocks
+        .into_iter()
+        .filter(|b| !is_source(b) || is_archive(b))
+        .collect();
+    let archives = blocks.iter().filter(|b| is_source(b)).count();
+    // None: an archive source serves every release.
+    let served: Option<Vec<String>> = blocks
+        .iter()
+        .filter(|b| is_source(b))
+        .map(|b| strings(b, "releases"))
+        .try_fold(Vec::new(), |mut all, r| {
+            all.extend(r?);
+            Some(all)
+        });
+    let kept: Vec<String> = blocks
+        .into_iter()
+        .filter(|b| {
+            !b.starts_with("[[release]]")
+                || served.as_ref().map_or(true, |s| {
+                    strings(b, "name").is_some_and(|n| n.iter().any(|n| s.contains(n)))
+                })
+        })
+        .collect();
+    assert!(
+        archives >= 1 && archives < sources,
+        "{} no longer has an archive source among its other sources ({sources} sources, {archives} of kind archive): this test needs one",
+        path.display()
+    );
+    let out = kept.concat();
+    assert!(
+        out.contains("[arch.archive]") && out.contains("codename = \"noble\""),
+        "{} no longer maps the archive's arches or names 24.04 noble:\n{out}",
+        path.display()
+    );
+    out
+}
+
+#[test]
+fn ubuntu_builtin_archive_source_makes_a_box_from_a_noble_archive() {
+    let env = TestEnv::new();
+    let archive = Archive::build_as(
+        &env,
+        Dist {
+            origin: "Ubuntu",
+            suite: "noble",
+            codename: "noble",
+        },
+    );
+    let entry = builtin_ubuntu_archive_only();
+    assert!(
+        entry.contains(&format!("\n{} = ", archive.arch)),
+        "the ubuntu entry has no {} in its arch tables, so its archive source is skipped on this machine:\n{entry}",
+        archive.arch
+    );
+    let server = serving(&archive.root);
+    archive.configure_entry(&env, &server, "ubuntu", &entry);
+    let mirror = server.url("/archive");
+
+    let out = env.run(["-v", "create", "ubuntu:24.04", "--name", "u"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Reading ubuntu noble ({}) from the package archive {mirror}",
+            archive.arch
+        )),
+        "{err}"
+    );
+    assert!(err.contains("signature verified with"), "{err}");
+    assert!(err.contains("test-archive-keyring.gpg"), "{err}");
+    assert_eq!(server.hits("/archive/dists/noble/InRelease"), 1);
+    assert_eq!(
+        server.hits(&format!(
+            "/archive/dists/noble/main/binary-{}/Packages",
+            archive.arch
+        )),
+        1
+    );
+    assert_eq!(server.hits("/archive/pool/main/b/base-files_1_all.deb"), 1);
+    assert_eq!(server.hits("/archive/pool/main/u/unrelated_1_all.deb"), 0);
+    // The box is there, made from the archive's packages by their dpkg.
+    let json: serde_json::Value = serde_json::from_str(&env.ok(["list", "--json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["name"], "u", "{json}");
+    assert_eq!(env.sh("u", "cat /etc/fake-release"), "fake 1\n");
+    let log = env.sh("u", "cat /var/lib/dpkg/fake-install.log");
+    assert_eq!(log.matches(".deb").count(), 4, "{log}");
+    // Its apt is pointed at the same mirror and suite.
+    let sources = env.sh("u", "cat /etc/apt/sources.list");
+    assert!(
+        sources.contains(&format!("deb {mirror} noble main\n")),
+        "{sources}"
+    );
+
+    // The release's alias is the same suite, so the same image, from the store.
+    let out = env.run(["create", "ubuntu:noble", "--name", "n"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from the store"), "{err}");
+    assert_eq!(server.hits("/archive/pool/main/b/base-files_1_all.deb"), 1);
+    assert_eq!(env.sh("n", "cat /etc/fake-release"), "fake 1\n");
 }
