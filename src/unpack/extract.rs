@@ -756,20 +756,10 @@ pub(super) fn copy_sparse<R: Read>(
     let mut offset = 0u64;
     loop {
         // A full buffer each time (but at the end), so blocks stay aligned.
-        let mut n = 0;
-        while n < buf.len() {
-            match data.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    return Err(UnpackError::Corrupt {
-                        entry: display_name(name),
-                        err,
-                    })
-                }
-            }
-        }
+        let n = read_full(data, buf).map_err(|err| UnpackError::Corrupt {
+            entry: display_name(name),
+            err,
+        })?;
         let chunk = &buf[..n];
         let mut pos = 0;
         while pos < n {
