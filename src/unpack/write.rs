@@ -33,8 +33,9 @@ use super::{Options, Stats, UnpackError};
 pub(super) const QUEUED_FILE_MAX: u64 = 4 << 20;
 /// Bytes of file data that may wait for the thread at once.
 const IN_FLIGHT_MAX: usize = 16 << 20;
-/// Files that may wait for the thread at once.
-const QUEUE_DEPTH: usize = 256;
+/// Files that may wait for the thread at once (each holds an open fd: well under the usual
+/// limit of 1024 open files).
+const QUEUE_DEPTH: usize = 64;
 
 /// A created file, its data and its metadata, to be finished by the thread.
 pub(super) struct Job {
