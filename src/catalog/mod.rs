@@ -53,7 +53,10 @@
 //! - `pinned`: `url` and `sha256` (one digest, or a table of digests by devbox arch).
 //! - `archive`: a root built from the distribution's own package archive (Debian format),
 //!   as debootstrap's minbase variant makes it (see `debarchive`): `suite` (default
-//!   `{release}`, usually `{codename}`), `components` (default `["main"]`). The mirror is not
+//!   `{release}`, usually `{codename}`), `components` (default `["main"]`: where the
+//!   packages of the root come from), `apt_components` (default: `components`: what the box's
+//!   `/etc/apt/sources.list` names, so `apt-get install` in the box can reach more, such as
+//!   Ubuntu's `universe`, without the bootstrap reading its index). The mirror is not
 //!   in the catalog: it is `archive_mirrors` of the user configuration, else the host's apt
 //!   configuration when the host runs this distribution.
 //!

@@ -76,11 +76,13 @@ pub fn resolve_with(source: &Source, get: &dyn Fn(&str) -> Result<Vec<u8>>) -> R
             distro,
             suite,
             components,
+            apt_components,
         } => Ok(Resolved::Bootstrap {
             target: crate::debarchive::Target {
                 distro: distro.clone(),
                 suite: suite.clone(),
                 components: components.clone(),
+                apt_components: apt_components.clone(),
                 arch: source.arch.clone(),
             },
         }),

@@ -197,6 +197,9 @@ pub enum RawSource {
         /// Default `["main"]`.
         #[serde(default)]
         components: Option<Vec<String>>,
+        /// What the box's sources.list names; default `components`.
+        #[serde(default)]
+        apt_components: Option<Vec<String>>,
         #[serde(default)]
         releases: Option<Vec<String>>,
         #[serde(default)]
@@ -284,6 +287,8 @@ pub enum SourceKind {
         distro: String,
         suite: String,
         components: Vec<String>,
+        /// The components the box's `/etc/apt/sources.list` names (`components` and more).
+        apt_components: Vec<String>,
     },
 }
 
@@ -384,15 +389,25 @@ impl Entry {
                 }
             }
             RawSource::Archive {
-                suite, components, ..
-            } => SourceKind::Archive {
-                distro: self.id.clone(),
-                suite: x(suite.as_deref().unwrap_or("{release}"))?,
-                components: match components {
+                suite,
+                components,
+                apt_components,
+                ..
+            } => {
+                let components: Vec<String> = match components {
                     Some(c) => c.iter().map(|c| x(c)).collect::<Result<_, _>>()?,
                     None => vec!["main".to_string()],
-                },
-            },
+                };
+                SourceKind::Archive {
+                    distro: self.id.clone(),
+                    suite: x(suite.as_deref().unwrap_or("{release}"))?,
+                    apt_components: match apt_components {
+                        Some(c) => c.iter().map(|c| x(c)).collect::<Result<_, _>>()?,
+                        None => components.clone(),
+                    },
+                    components,
+                }
+            }
         };
         Ok(Some((kind, native.clone())))
     }
@@ -594,7 +609,10 @@ fn check_expanded(kind: &SourceKind) -> Result<(), String> {
             }
         }
         SourceKind::Archive {
-            suite, components, ..
+            suite,
+            components,
+            apt_components,
+            ..
         } => {
             let word = |w: &str| {
                 !w.is_empty()
@@ -608,6 +626,16 @@ fn check_expanded(kind: &SourceKind) -> Result<(), String> {
             if components.is_empty() || !components.iter().all(|c| word(c)) {
                 return Err(format!(
                     "components {components:?} must be names (like main)"
+                ));
+            }
+            if let Some(missing) = components.iter().find(|c| !apt_components.contains(c)) {
+                return Err(format!(
+                    "apt_components {apt_components:?} must name every one of components (it lacks {missing:?})"
+                ));
+            }
+            if !apt_components.iter().all(|c| word(c)) {
+                return Err(format!(
+                    "apt_components {apt_components:?} must be names (like universe)"
                 ));
             }
         }

@@ -132,10 +132,18 @@ fn every_release_has_sources_for_amd64_and_arm64() {
                             distro,
                             suite,
                             components,
+                            apt_components,
                         } => {
                             assert_eq!(distro, &e.id);
                             assert!(!suite.contains('{'), "{suite}");
                             assert_eq!(components, &["main"]);
+                            // Ubuntu's boxes can install from universe; Debian's name main.
+                            let apt: &[&str] = if e.id == "ubuntu" {
+                                &["main", "universe"]
+                            } else {
+                                &["main"]
+                            };
+                            assert_eq!(apt_components, apt);
                         }
                     }
                 }
@@ -288,6 +296,7 @@ fn sources_are_expanded_for_release_and_arch() {
                     distro: "debian".into(),
                     suite: "trixie".into(),
                     components: vec!["main".into()],
+                    apt_components: vec!["main".into()],
                 },
                 arch: "amd64".into(),
                 toolbox_ready: false,
@@ -726,6 +735,26 @@ fn validation_catches_mistakes() {
         );
     let e = format!("{:#}", parse_entry(&per_arch).unwrap_err());
     assert!(e.contains("no digest for arm64"), "{e}");
+    // An archive source's apt_components keep every component the root comes from.
+    let archive = |extra: &str| {
+        format!(
+            "id = \"x\"\nname = \"X\"\nfamily = \"apt\"\ndefault_release = \"1\"\n\
+             [[release]]\nname = \"1\"\n[arch.archive]\namd64 = \"amd64\"\n\
+             [[source]]\nkind = \"archive\"\n{extra}\n"
+        )
+    };
+    parse_entry(&archive("")).unwrap();
+    parse_entry(&archive("apt_components = [\"main\", \"universe\"]")).unwrap();
+    let e = format!(
+        "{:#}",
+        parse_entry(&archive("apt_components = [\"universe\"]")).unwrap_err()
+    );
+    assert!(e.contains("lacks \"main\""), "{e}");
+    let e = format!(
+        "{:#}",
+        parse_entry(&archive("apt_components = [\"main\", \"a b\"]")).unwrap_err()
+    );
+    assert!(e.contains("must be names"), "{e}");
 }
 
 #[test]

@@ -222,7 +222,7 @@ fn configure(plan: &Plan, root: &Path, log: std::fs::File) -> Result<()> {
             "dpkg failed to install the packages ({status}); the end of its output:\n{tail}\n  hint: run with --verbose to see all of it"
         );
     }
-    let components = plan.components.join(" ");
+    let components = plan.apt_components.join(" ");
     std::fs::create_dir_all("/etc/apt")?;
     let mut f = std::fs::File::create("/etc/apt/sources.list")?;
     writeln!(

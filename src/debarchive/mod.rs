@@ -44,6 +44,8 @@ pub struct Target {
     pub distro: String,
     pub suite: String,
     pub components: Vec<String>,
+    /// What the box's `/etc/apt/sources.list` names (`components` and perhaps more).
+    pub apt_components: Vec<String>,
     /// The archive's name for the architecture (`amd64`).
     pub arch: String,
 }
@@ -85,6 +87,8 @@ pub struct Plan {
     pub mirror: String,
     pub suite: String,
     pub components: Vec<String>,
+    /// What the box's `/etc/apt/sources.list` names.
+    pub apt_components: Vec<String>,
     pub arch: String,
     pub debs: Vec<Deb>,
     /// Where the `.deb` files are (`debs-v1/<sha256>.deb`).
@@ -371,6 +375,11 @@ pub fn prepare(
         "devbox debarchive v1\n{}\n{suite}\n{}\n",
         target.distro, target.arch
     ));
+    // The box's sources.list is part of the image; when it names only the components the
+    // packages came from, the id stays what it was before apt_components existed.
+    if target.apt_components != target.components {
+        h.update(format!("apt {}\n", target.apt_components.join(" ")));
+    }
     for s in sums {
         h.update(s);
         h.update("\n");
@@ -380,6 +389,7 @@ pub fn prepare(
         mirror,
         suite: suite.clone(),
         components: target.components.clone(),
+        apt_components: target.apt_components.clone(),
         arch: target.arch.clone(),
         debs,
         cache,

@@ -761,12 +761,15 @@ fn ubuntu_builtin_archive_source_makes_a_box_from_a_noble_archive() {
     assert_eq!(env.sh("u", "cat /etc/fake-release"), "fake 1\n");
     let log = env.sh("u", "cat /var/lib/dpkg/fake-install.log");
     assert_eq!(log.matches(".deb").count(), 4, "{log}");
-    // Its apt is pointed at the same mirror and suite.
+    // Its apt is pointed at the same mirror and suite, and also at universe (the entry's
+    // apt_components), whose index the bootstrap did not read.
     let sources = env.sh("u", "cat /etc/apt/sources.list");
     assert!(
-        sources.contains(&format!("deb {mirror} noble main\n")),
+        sources.contains(&format!("deb {mirror} noble main universe\n")),
         "{sources}"
     );
+    let universe = server.requests("/archive/dists/noble/universe");
+    assert!(universe.is_empty(), "{}", universe.len());
 
     // The release's alias is the same suite, so the same image, from the store.
     let out = env.run(["create", "ubuntu:noble", "--name", "n"]);
