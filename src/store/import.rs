@@ -821,8 +821,7 @@ fn file_lock(dirs: &Dirs, path: &Path, size: u64) -> Result<Lock> {
     let mut key = sha2::Sha256::new();
     key.update(path.as_os_str().as_bytes());
     key.update(size.to_le_bytes());
-    let key = key.finalize();
-    let key: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let key = fetch::hex(&key.finalize()[..8]);
     private_dir(&dirs.runtime)?;
     Lock::acquire(
         &dirs.runtime.join(format!("import-file-{key}.lock")),
