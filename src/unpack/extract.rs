@@ -448,9 +448,6 @@ impl Extractor<'_> {
         })
     }
 
-    /// Moves a single top-level rootfs directory up (not in layer mode),
-    /// then applies deferred directory metadata, deepest first, and puts
-    /// back the modes of directories that were made writable.
     /// The writer thread's first failure, once it has stopped.
     fn writer_failure(&mut self) -> UnpackError {
         match self.writer.take().map(Writer::finish) {
@@ -461,6 +458,9 @@ impl Extractor<'_> {
         }
     }
 
+    /// Waits for the writer thread, moves a single top-level rootfs directory up (not in
+    /// layer mode), then applies deferred directory metadata, deepest first, and puts back
+    /// the modes of directories that were made writable.
     pub(super) fn finish(mut self) -> Result<Stats, UnpackError> {
         // Every file is written before anything looks at the tree.
         if let Some(writer) = self.writer.take() {
