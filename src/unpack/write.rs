@@ -48,7 +48,7 @@ pub(super) struct Job {
 }
 
 /// The first failure of the thread, with the size of its file's data (for
-/// [`super::extract::Space::exhausted`]).
+/// the extractor's `Space::exhausted`).
 type Failure = (UnpackError, u64);
 
 /// What the thread gives back when it ends.
