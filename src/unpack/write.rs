@@ -104,13 +104,19 @@ impl Writer {
     pub(super) fn buffer(&self, len: usize) -> Vec<u8> {
         {
             let mut queued = lock(&self.budget.queued);
-            // A file larger than the whole budget waits for an empty queue.
-            while *queued > 0 && *queued + len > IN_FLIGHT_MAX {
+            // A file larger than the whole budget waits for an empty queue. A thread that
+            // ended (it cannot fail quietly, but may panic) frees nothing: stop waiting then,
+            // and let `send` find out.
+            while *queued > 0
+                && *queued + len > IN_FLIGHT_MAX
+                && !self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+            {
                 queued = self
                     .budget
                     .freed
-                    .wait(queued)
-                    .unwrap_or_else(|e| e.into_inner());
+                    .wait_timeout(queued, std::time::Duration::from_millis(100))
+                    .map(|(q, _)| q)
+                    .unwrap_or_else(|e| e.into_inner().0);
             }
             *queued += len;
         }
