@@ -394,15 +394,16 @@ impl Entry {
                 apt_components,
                 ..
             } => {
-                let components: Vec<String> = match components {
-                    Some(c) => c.iter().map(|c| x(c)).collect::<Result<_, _>>()?,
+                let each = |v: &[String]| v.iter().map(|c| x(c)).collect::<Result<Vec<_>, _>>();
+                let components = match components {
+                    Some(c) => each(c)?,
                     None => vec!["main".to_string()],
                 };
                 SourceKind::Archive {
                     distro: self.id.clone(),
                     suite: x(suite.as_deref().unwrap_or("{release}"))?,
                     apt_components: match apt_components {
-                        Some(c) => c.iter().map(|c| x(c)).collect::<Result<_, _>>()?,
+                        Some(c) => each(c)?,
                         None => components.clone(),
                     },
                     components,
