@@ -32,6 +32,17 @@ extern "C" fn entry(_argc: libc::c_int, _argv: *const *const libc::c_char) -> li
     std::process::exit(101)
 }
 
+/// `pow`, defined here for the one caller devbox has (indicatif's rate estimate, through
+/// `f64::powf`), from the pure-Rust `libm` crate. With it in the binary, the link needs nothing
+/// from libm.so.6, so the dynamic loader does not map and relocate that library at every start:
+/// 43 µs of a warm `devbox run` (bench/README.md, "Start-up cost"). The symbol is not exported
+/// (an executable exports nothing by default), so no library loaded later binds to it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[no_mangle]
+pub extern "C" fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}
+
 /// Opens `/dev/null` on each of descriptors 0, 1 and 2 that is closed, so that no file devbox
 /// opens (a state file being written, say) becomes stdout or stderr and receives its messages.
 /// One `poll` when all three are open, as they almost always are.
@@ -217,5 +228,34 @@ pub fn close_inherited_fds() {
         // SAFETY: as above, no Rust object owns these descriptors; a stale one (the listing's
         // own) just fails with EBADF.
         unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The binary links GCC's unwinder statically (build.rs): a panic must still unwind to
+    /// `catch_unwind` (as `entry` relies on) and a backtrace must still walk the stack.
+    #[test]
+    fn panics_unwind_and_backtraces_walk_with_the_static_unwinder() {
+        let caught = std::panic::catch_unwind(|| {
+            let trace = std::backtrace::Backtrace::force_capture();
+            assert_eq!(trace.status(), std::backtrace::BacktraceStatus::Captured);
+            panic!("unwinding works");
+        });
+        let payload = caught.expect_err("the panic was caught");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"unwinding works"));
+    }
+
+    /// devbox's own `pow` (in place of libm's) gives libm's answers.
+    #[test]
+    fn pow_matches_the_math_library() {
+        // Through the optimizer's back: constant arguments would be folded at compile time.
+        let p = |x: f64, y: f64| std::hint::black_box(x).powf(std::hint::black_box(y));
+        assert_eq!(p(2.0, 10.0), 1024.0);
+        assert_eq!(p(0.5, -1.0), 2.0);
+        assert_eq!(p(9.0, 0.5), 3.0);
+        assert!((p(0.9, 1.7) - (1.7 * 0.9f64.ln()).exp()).abs() < 1e-15);
+        assert!(p(-1.0, 0.5).is_nan());
+        assert_eq!(super::pow(1.5, 2.0), 2.25);
     }
 }

@@ -31,6 +31,7 @@ PACKAGES=(
     ncurses-term # terminfo entries the Debian fixture lacks (tests/it/inbox.rs)
     gnupg        # signs the loopback package archive (tests/it/debarchive.rs)
     mmdebstrap   # the baseline of bench/run.sh's package-archive line
+    binutils gcc # readelf, and libgcc_eh.a for build.rs (tests/it/runtime.rs: the libraries devbox loads)
 )
 SUB_COUNT=65536
 

@@ -674,3 +674,33 @@ fn closed_standard_descriptors_are_dev_null_in_devbox_and_the_session() {
         );
     }
 }
+
+/// Every process devbox starts loads only the C library: no libgcc_s (build.rs links the
+/// unwinder statically) and no libm (`sys::pow`). Each extra library is mapped, relocated and
+/// initialised at every start, and libgcc_s's initialiser alone cost a warm `devbox run` about
+/// 110 µs on a virtual machine (bench/README.md, "Start-up cost").
+#[test]
+fn the_binary_needs_only_the_c_library() {
+    let out = std::process::Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_devbox")])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run readelf: {e}; install binutils (Debian: apt-get install binutils)")
+        });
+    assert!(out.status.success(), "readelf failed: {}", stderr(&out));
+    let needed: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split('[').nth(1)?.trim_end_matches(']').to_string()))
+        .collect();
+    let extra: Vec<&String> = needed
+        .iter()
+        .filter(|n| *n != "libc.so.6" && !n.starts_with("ld-linux"))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "devbox needs {extra:?} besides the C library (all: {needed:?}); libgcc_s comes back when \
+         build.rs finds no libgcc_eh.a (install gcc), libm when a new caller of a math function \
+         other than pow appears"
+    );
+}
