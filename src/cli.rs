@@ -20,17 +20,57 @@ a command killed by signal N is reported by your shell as 128+N.",
     after_help = "Quick start:\n  devbox create ./debian-rootfs.tar.gz --name deb\n  devbox enter deb\n  devbox run deb -- make"
 )]
 pub struct Cli {
-    /// Print only errors
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Also say which image, project file, id-mapping commands and helpers devbox uses
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
-    /// The project file to use instead of the devbox.toml found in this directory or above
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// The options of every command, taken before its name and after it (`devbox -v run` and
+/// `devbox run -v`). Each command declares them itself (the `_g` fields) instead of clap's
+/// `global = true`, which copies them into every one of the 30 commands at each start, a fifth
+/// of what clap did for a warm `devbox run`; a command's own arguments are built only when it
+/// is the one used. `Global::from_matches` merges the levels.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Global {
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also say which image, project file, id-mapping commands and helpers devbox uses
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// The project file to use instead of the devbox.toml found in this directory or above
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The command line from clap's matches, with the options of every level merged.
+    pub fn from_matches(m: &clap::ArgMatches) -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        let mut cli = Cli::from_arg_matches(m)?;
+        cli.global = Global::from_matches(m);
+        Ok(cli)
+    }
+}
+
+impl Global {
+    /// The options as given at any level of the command line: a flag given anywhere is set, and
+    /// the innermost `--config` wins (as it would if given twice at one level).
+    pub fn from_matches(m: &clap::ArgMatches) -> Global {
+        let mut g = Global::default();
+        let mut level = Some(m);
+        while let Some(m) = level {
+            let flag = |id: &str| m.try_get_one::<bool>(id).ok().flatten() == Some(&true);
+            g.quiet |= flag("quiet");
+            g.verbose |= flag("verbose");
+            if let Ok(Some(c)) = m.try_get_one::<PathBuf>("config") {
+                g.config = Some(c.clone());
+            }
+            level = m.subcommand().map(|(_, sub)| sub);
+        }
+        g
+    }
 }
 
 /// Shells devbox has a completion script for.
@@ -75,6 +115,8 @@ store and shared by every box made from it; each box keeps its own changes in an
         /// Give the box its own namespace instead of sharing the host's (repeatable)
         #[arg(long, value_enum, value_delimiter = ',')]
         unshare: Vec<UnshareArg>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Make a new image in the store from a box: its image plus the box's own layer
     #[command(
@@ -91,6 +133,8 @@ no process is writing to.",
         /// A name for the image: NAME[:TAG] (lowercase, no '/'), usable as IMAGE of create
         #[arg(long, value_name = "NAME[:TAG]")]
         tag: Option<String>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Open an interactive login shell in a box
     Enter {
@@ -103,6 +147,8 @@ no process is writing to.",
         /// Set a variable in the session, over the box's and the project's (repeatable)
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Run one command in a box, passing its exit status through
     #[command(after_help = "Example: devbox run deb -- make -j4")]
@@ -118,6 +164,8 @@ no process is writing to.",
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// List boxes
     #[command(visible_alias = "ls")]
@@ -125,6 +173,8 @@ no process is writing to.",
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Stop boxes: end their processes and release their namespaces
     Stop {
@@ -134,12 +184,16 @@ no process is writing to.",
         /// Stop every box (and devbox's holder process)
         #[arg(long, conflicts_with = "names")]
         all: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Restart boxes: stop them (their processes end) and start them with their saved settings
     Restart {
         /// Boxes to restart
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Remove boxes and their changes (the image stays in the store)
     #[command(
@@ -155,6 +209,8 @@ unless --force is given, which stops it first. Your home directory is never touc
         /// Also remove the boxes' exports (launchers, menu entries) without asking
         #[arg(long, short)]
         yes: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Make a box's program or desktop application runnable from the host
     #[command(
@@ -192,12 +248,16 @@ replaced unless --force is given. Exports are found again by a marker line in ea
         /// Replace a file devbox did not write, or another box's export
         #[arg(long, short, conflicts_with = "delete")]
         force: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Run a host command as root of devbox's user namespace (to inspect or delete files owned by subordinate ids)
     Unshare {
         /// The command and its arguments, after `--` [default: $SHELL]
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Print the shell completion script, or install it where the shell finds it
     #[command(
@@ -219,6 +279,8 @@ The file is written atomically (a temp file, then a rename), its directories mad
         /// Write the script where the shell finds it instead of printing it
         #[arg(long)]
         install: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Write a commented starter devbox.toml in the current directory
     Init {
@@ -228,6 +290,8 @@ The file is written atomically (a temp file, then a rename), its directories mad
         /// Overwrite an existing devbox.toml
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Bring the project's box in line with its devbox.toml (made if missing)
     #[command(
@@ -259,6 +323,8 @@ resolve when the lock is missing or does not match devbox.toml's image."
         /// Use devbox.lock only: a missing or stale lock is an error (also with CI=true)
         #[arg(long)]
         locked: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Accept a project file devbox refuses: another user's, or one in a directory others can write
     #[command(
@@ -282,6 +348,8 @@ another user is refused again. PATH may be the project's directory.",
         /// Stop trusting PATH
         #[arg(long, requires = "path", conflicts_with = "list")]
         remove: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Change a box's mounts, environment, namespaces or home (no new image needed)
     #[command(
@@ -311,6 +379,8 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
         /// A directory that becomes $HOME inside the box, or `shared` for your home
         #[arg(long, value_name = "DIR|shared")]
         home: Option<PathBuf>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Show a box's settings, image, layers and state
     Inspect {
@@ -318,12 +388,21 @@ takes its settings from its devbox.toml: edit the file and run `devbox apply`.",
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Check this machine for what devbox needs, and say how to fix what is missing
-    Doctor,
+    Doctor {
+        #[command(flatten)]
+        _g: Global,
+    },
     /// Manage the store of unpacked images
-    #[command(subcommand)]
-    Image(ImageCmd),
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+        #[command(flatten)]
+        _g: Global,
+    },
     #[command(name = "__holder", hide = true)]
     Holder { ns_dir: PathBuf, store: PathBuf },
     #[command(name = "__start", hide = true)]
@@ -357,6 +436,8 @@ pub enum ImageCmd {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Remove images from the store (refused while a box uses them, unless --force)
     Rm {
@@ -366,6 +447,8 @@ pub enum ImageCmd {
         /// Also remove the boxes made from the image (says which)
         #[arg(long, short)]
         force: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Download and unpack an image into the store without making a box
     Pull {
@@ -374,9 +457,14 @@ pub enum ImageCmd {
         /// Expected sha256 of an archive
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Remove images no box uses, and the download cache
-    Prune,
+    Prune {
+        #[command(flatten)]
+        _g: Global,
+    },
     /// Upload an image from the store to an OCI registry
     #[command(
         long_about = "Upload an image of the store to an OCI registry, as REFERENCE \
@@ -392,6 +480,8 @@ http only to loopback registries and insecure_registries.",
         image: String,
         /// Where to: HOST[:PORT]/PATH[:TAG]
         reference: String,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Write an image as an OCI image archive (for machines without a registry)
     Save {
@@ -399,11 +489,15 @@ http only to loopback registries and insecure_registries.",
         image: String,
         /// The archive to write
         file: PathBuf,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Read an image archive into the store: `devbox image save`'s, `podman save`'s or `docker save`'s
     Load {
         /// The archive (an OCI archive or a docker-archive, compressed or not)
         file: PathBuf,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Search the catalog of distributions (names, releases, aliases, sources)
     Search {
@@ -412,6 +506,8 @@ http only to loopback registries and insecure_registries.",
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        _g: Global,
     },
     /// Ask the servers whether every catalog source still serves its release (for maintainers)
     #[command(
@@ -432,5 +528,85 @@ source serves is a warning. Run it before a release of devbox and whenever a dis
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        _g: Global,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        let m = Cli::command()
+            .try_get_matches_from(std::iter::once("devbox").chain(argv.iter().copied()))?;
+        Cli::from_matches(&m)
+    }
+
+    #[test]
+    fn options_are_taken_before_and_after_the_command() {
+        for argv in [
+            &["-v", "run", "b", "--", "true"][..],
+            &["run", "-v", "b", "--", "true"],
+            &["run", "b", "--verbose", "--", "true"],
+            &["image", "-v", "list"],
+            &["image", "list", "--verbose"],
+            &["-v", "image", "list"],
+        ] {
+            let g = parse(argv).unwrap().global;
+            assert!(g.verbose && !g.quiet, "{argv:?}: {g:?}");
+        }
+        for argv in [
+            &["-q", "stop", "--all"][..],
+            &["stop", "--all", "-q"],
+            &["image", "prune", "-q"],
+        ] {
+            assert!(parse(argv).unwrap().global.quiet, "{argv:?}");
+        }
+        let g = parse(&["--config", "a.toml", "enter", "--config", "b.toml"])
+            .unwrap()
+            .global;
+        assert_eq!(g.config, Some(PathBuf::from("b.toml")));
+        let g = parse(&["--config", "a.toml", "enter"]).unwrap().global;
+        assert_eq!(g.config, Some(PathBuf::from("a.toml")));
+        let g = parse(&["doctor"]).unwrap().global;
+        assert!(!g.quiet && !g.verbose && g.config.is_none());
+    }
+
+    #[test]
+    fn quiet_and_verbose_conflict_at_one_level() {
+        for argv in [&["-v", "-q", "list"][..], &["list", "-q", "-v"]] {
+            let e = parse(argv).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{argv:?}"
+            );
+        }
+    }
+
+    /// Every command a user can type declares the common options (its `_g` field); only
+    /// devbox's own helpers (hidden) go without.
+    #[test]
+    fn every_visible_command_takes_the_common_options() {
+        fn check(cmd: &mut clap::Command, path: &str) {
+            cmd.build();
+            for sub in cmd.get_subcommands_mut() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                sub.build();
+                for id in ["quiet", "verbose", "config"] {
+                    assert!(
+                        sub.get_arguments().any(|a| a.get_id() == id),
+                        "`{name}` lacks --{id}: give its variant `#[command(flatten)] _g: Global`"
+                    );
+                }
+                check(sub, &name);
+            }
+        }
+        check(&mut Cli::command(), "devbox");
+    }
 }

@@ -31,7 +31,7 @@ mod test_http;
 mod ui;
 mod unpack;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::CommandFactory;
 
 use cli::{Cli, Cmd};
 
@@ -42,7 +42,7 @@ fn main() -> ! {
     let mut command = Cli::command();
     let parsed = command
         .try_get_matches_from_mut(std::env::args_os())
-        .and_then(|m| Cli::from_arg_matches(&m))
+        .and_then(|m| Cli::from_matches(&m))
         .map_err(|e| e.format(&mut command));
     // The command tree has served: freeing its hundreds of small allocations one by one would
     // cost a warm `devbox run` more than its three setns calls, and the process exits or execs.
@@ -51,7 +51,7 @@ fn main() -> ! {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
-    ui::init(cli.verbose, cli.quiet);
+    ui::init(cli.global.verbose, cli.global.quiet);
     if is_helper(&cli.command) {
         let argv: Vec<String> = std::env::args_os()
             .skip(1)

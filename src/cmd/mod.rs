@@ -25,6 +25,7 @@ use crate::paths::Dirs;
 
 /// Runs the command and returns the process exit status.
 pub fn dispatch(cli: Cli) -> Result<i32> {
+    let crate::cli::Global { quiet, config, .. } = cli.global;
     match cli.command {
         // The holder and the box starter leave processes behind that live as long as boxes do:
         // they must not keep what the caller had open (a lock, a jobserver pipe, a CI log).
@@ -49,8 +50,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::RmTree { path } => crate::store::rmtree_helper(&path).map(|()| 0),
         Cmd::Pack { upper, tree } => crate::pack::pack_helper(&tree, upper).map(|()| 0),
         Cmd::CloneLayer { from, to } => crate::store::clone_helper(&from, &to).map(|()| 0),
-        Cmd::Commit { name, tag } => {
-            commit::run(&Dirs::from_env()?, &name, tag.as_deref(), cli.quiet)
+        Cmd::Commit { name, tag, .. } => {
+            commit::run(&Dirs::from_env()?, &name, tag.as_deref(), quiet)
         }
         Cmd::Create {
             image,
@@ -58,60 +59,60 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             from: Some(from),
             unshare,
             ..
-        } => create::clone(
-            &Dirs::from_env()?,
-            &from,
-            name.or(image),
-            &unshare,
-            cli.quiet,
-        ),
+        } => create::clone(&Dirs::from_env()?, &from, name.or(image), &unshare, quiet),
         Cmd::Create {
             image,
             name,
             sha256,
             unshare,
             from: None,
+            ..
         } => create::run(
             &Dirs::from_env()?,
             image.as_deref(),
             name,
             sha256.as_deref(),
             &unshare,
-            cli.quiet,
+            quiet,
         ),
-        Cmd::Enter { name, root, env } => enter::run(
+        Cmd::Enter {
+            name, root, env, ..
+        } => enter::run(
             &Dirs::from_env()?,
             name,
             root,
             &env,
             None,
-            cli.config.as_deref(),
-            cli.quiet,
+            config.as_deref(),
+            quiet,
         ),
         Cmd::Run {
             name,
             root,
             env,
             cmd,
+            ..
         } => enter::run(
             &Dirs::from_env()?,
             name,
             root,
             &env,
             Some(&cmd),
-            cli.config.as_deref(),
-            cli.quiet,
+            config.as_deref(),
+            quiet,
         ),
-        Cmd::List { json } => list::run(&Dirs::from_env()?, json),
-        Cmd::Stop { names, all } => stop::run(&Dirs::from_env()?, &names, all, cli.quiet),
-        Cmd::Restart { names } => stop::restart(&Dirs::from_env()?, &names, cli.quiet),
-        Cmd::Rm { names, force, yes } => {
+        Cmd::List { json, .. } => list::run(&Dirs::from_env()?, json),
+        Cmd::Stop { names, all, .. } => stop::run(&Dirs::from_env()?, &names, all, quiet),
+        Cmd::Restart { names, .. } => stop::restart(&Dirs::from_env()?, &names, quiet),
+        Cmd::Rm {
+            names, force, yes, ..
+        } => {
             let exports = if yes {
                 rm::Exports::Remove
             } else {
                 rm::Exports::Ask
             };
-            rm::run(&Dirs::from_env()?, &names, force, exports, cli.quiet)
+            rm::run(&Dirs::from_env()?, &names, force, exports, quiet)
         }
         Cmd::Export {
             name,
@@ -121,6 +122,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             all: _,
             list,
             force,
+            ..
         } => {
             let what = match (bin, app) {
                 (Some(b), _) => export::What::Bin(b),
@@ -134,14 +136,18 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             } else {
                 export::Action::Write(what, force)
             };
-            export::run(&Dirs::from_env()?, &name, action, cli.quiet)
+            export::run(&Dirs::from_env()?, &name, action, quiet)
         }
-        Cmd::Unshare { cmd } => unshare::run(&Dirs::from_env()?, &cmd),
-        Cmd::Image(ImageCmd::List { json }) => image::list(&Dirs::from_env()?, json),
-        Cmd::Image(ImageCmd::Rm { images, force }) => {
-            image::rm(&Dirs::from_env()?, &images, force, cli.quiet)
-        }
-        Cmd::Init { image, force } => init::run(
+        Cmd::Unshare { cmd, .. } => unshare::run(&Dirs::from_env()?, &cmd),
+        Cmd::Image {
+            cmd: ImageCmd::List { json, .. },
+            ..
+        } => image::list(&Dirs::from_env()?, json),
+        Cmd::Image {
+            cmd: ImageCmd::Rm { images, force, .. },
+            ..
+        } => image::rm(&Dirs::from_env()?, &images, force, quiet),
+        Cmd::Init { image, force, .. } => init::run(
             Dirs::from_env().ok().as_ref(),
             &std::env::current_dir()?,
             image.as_deref(),
@@ -152,13 +158,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             yes,
             update,
             locked,
+            ..
         } => apply::run(
             &Dirs::from_env()?,
             name.as_deref(),
-            cli.config.as_deref(),
+            config.as_deref(),
             yes,
             crate::project::lock::Mode::new(update, locked),
-            cli.quiet,
+            quiet,
         ),
         Cmd::Config {
             name,
@@ -168,6 +175,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             unset_env,
             unshare,
             home,
+            ..
         } => config::run(
             &Dirs::from_env()?,
             &name,
@@ -179,11 +187,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 unshare,
                 home,
             },
-            cli.quiet,
+            quiet,
         ),
-        Cmd::Trust { path, list, remove } => trust::run(path.as_deref(), list, remove),
-        Cmd::Inspect { name, json } => inspect::run(&Dirs::from_env()?, &name, json),
-        Cmd::Completions { shell, install } => {
+        Cmd::Trust {
+            path, list, remove, ..
+        } => trust::run(path.as_deref(), list, remove),
+        Cmd::Inspect { name, json, .. } => inspect::run(&Dirs::from_env()?, &name, json),
+        Cmd::Completions { shell, install, .. } => {
             if install {
                 return crate::completions::install(shell.as_deref());
             }
@@ -192,22 +202,39 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             std::io::stdout().write_all(crate::completions::script(&shell)?.as_bytes())?;
             Ok(0)
         }
-        Cmd::Doctor => doctor::run(&Dirs::from_env()?),
-        Cmd::Image(ImageCmd::Search { text, json }) => image_search::run(text.as_deref(), json),
-        Cmd::Image(ImageCmd::Pull { image, sha256 }) => {
-            image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), cli.quiet)
-        }
-        Cmd::Image(ImageCmd::Prune) => image::prune(&Dirs::from_env()?, cli.quiet),
-        Cmd::Image(ImageCmd::Check { names, arch, json }) => {
-            image_check::run(&names, arch.as_deref(), json)
-        }
-        Cmd::Image(ImageCmd::Push { image, reference }) => {
-            image::push(&Dirs::from_env()?, &image, &reference, cli.quiet)
-        }
-        Cmd::Image(ImageCmd::Save { image, file }) => {
-            image::save(&Dirs::from_env()?, &image, &file, cli.quiet)
-        }
-        Cmd::Image(ImageCmd::Load { file }) => image::load(&Dirs::from_env()?, &file, cli.quiet),
+        Cmd::Doctor { .. } => doctor::run(&Dirs::from_env()?),
+        Cmd::Image {
+            cmd: ImageCmd::Search { text, json, .. },
+            ..
+        } => image_search::run(text.as_deref(), json),
+        Cmd::Image {
+            cmd: ImageCmd::Pull { image, sha256, .. },
+            ..
+        } => image::pull(&Dirs::from_env()?, &image, sha256.as_deref(), quiet),
+        Cmd::Image {
+            cmd: ImageCmd::Prune { .. },
+            ..
+        } => image::prune(&Dirs::from_env()?, quiet),
+        Cmd::Image {
+            cmd: ImageCmd::Check {
+                names, arch, json, ..
+            },
+            ..
+        } => image_check::run(&names, arch.as_deref(), json),
+        Cmd::Image {
+            cmd: ImageCmd::Push {
+                image, reference, ..
+            },
+            ..
+        } => image::push(&Dirs::from_env()?, &image, &reference, quiet),
+        Cmd::Image {
+            cmd: ImageCmd::Save { image, file, .. },
+            ..
+        } => image::save(&Dirs::from_env()?, &image, &file, quiet),
+        Cmd::Image {
+            cmd: ImageCmd::Load { file, .. },
+            ..
+        } => image::load(&Dirs::from_env()?, &file, quiet),
     }
 }
 
