@@ -86,16 +86,16 @@ pub const EXIT_DEVBOX: i32 = 125;
 pub fn run(dirs: &Dirs, cfg: &BoxConfig, s: &Session) -> Result<i32> {
     // Passed into the box (and bound there at start): it must be the user's own.
     crate::paths::session_runtime_dir()?;
-    let (holder, box_ns) = ensure_running(dirs, cfg)?;
+    let (holder, box_ns, ns_dir) = ensure_running(dirs, cfg)?;
     // The namespaces the box was started with, which can differ from its settings after
     // `devbox config`/`apply` changed them (they apply from its next start).
     let mut fds = Vec::new();
     for ns in start::JOIN_ORDER {
-        let path = box_ns.join(ns);
-        match File::open(&path) {
+        match ns_dir.open_ns(ns) {
             Ok(f) => fds.push((ns, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !matches!(ns, "uts" | "mnt") => {}
+            Err(Errno::ENOENT) if !matches!(ns, "uts" | "mnt") => {}
             Err(e) => {
+                let path = box_ns.join(ns);
                 return Err(e).with_context(|| format!("cannot open {}", path.display()));
             }
         }
@@ -257,13 +257,19 @@ pub fn start_box(dirs: &Dirs, cfg: &BoxConfig) -> Result<()> {
 }
 
 /// The holder and the path of the box's namespace files, the box started first if needed.
-fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf)> {
+/// The holder and box `cfg.name`'s namespace directory (its path and the directory, open),
+/// both started if needed.
+fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf, userns::NsDir)> {
     let holder = Holder::ensure(dirs)?;
     let box_ns = crate::runtime::box_ns_path(dirs, &holder, &cfg.name);
-    if !crate::runtime::is_bound(dirs, &box_ns, &cfg.name) {
-        start(dirs, cfg, &box_ns)?;
+    let open = userns::NsDir::open(&box_ns);
+    if let Some(dir) = open.filter(|d| crate::runtime::is_bound_at(dirs, d, &cfg.name)) {
+        return Ok((holder, box_ns, dir));
     }
-    Ok((holder, box_ns))
+    start(dirs, cfg, &box_ns)?;
+    let dir = userns::NsDir::open(&box_ns)
+        .with_context(|| format!("cannot open {}", box_ns.display()))?;
+    Ok((holder, box_ns, dir))
 }
 
 /// Runs `look` in a forked child that has joined the box's user and mount namespaces (starting
@@ -276,10 +282,10 @@ pub fn look_inside(
     look: impl FnOnce() -> Vec<u8>,
 ) -> Result<Vec<u8>> {
     use std::io::{Read, Write};
-    let (holder, box_ns) = ensure_running(dirs, cfg)?;
-    let mnt_path = box_ns.join("mnt");
-    let mnt =
-        File::open(&mnt_path).with_context(|| format!("cannot open {}", mnt_path.display()))?;
+    let (holder, box_ns, ns_dir) = ensure_running(dirs, cfg)?;
+    let mnt = ns_dir
+        .open_ns("mnt")
+        .with_context(|| format!("cannot open {}", box_ns.join("mnt").display()))?;
     let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     match sys::fork()? {
         Forked::Child => {

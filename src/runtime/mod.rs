@@ -32,13 +32,17 @@ pub fn box_ns_path(
 
 /// True when the box's namespaces are persisted and, with a pid namespace, its init lives.
 pub fn is_bound(dirs: &crate::paths::Dirs, box_ns: &std::path::Path, name: &str) -> bool {
-    if !userns::is_ns_file(&box_ns.join("mnt")) {
+    userns::NsDir::open(box_ns).is_some_and(|d| is_bound_at(dirs, &d, name))
+}
+
+/// `is_bound` for the box's namespace directory, already open.
+pub fn is_bound_at(dirs: &crate::paths::Dirs, box_ns: &userns::NsDir, name: &str) -> bool {
+    if !box_ns.is_bound("mnt") {
         return false;
     }
     // Only a box with its own pid namespace (as started, whatever its settings say now) has an
     // init that can die under it.
-    !box_ns.join("pid").exists()
-        || start::RunRecord::load(dirs, name).is_some_and(|r| r.init_alive())
+    !box_ns.has("pid") || start::RunRecord::load(dirs, name).is_some_and(|r| r.init_alive())
 }
 
 /// What a box is doing, as far as the kernel is concerned.
