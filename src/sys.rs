@@ -35,8 +35,8 @@ extern "C" fn entry(_argc: libc::c_int, _argv: *const *const libc::c_char) -> li
 /// `pow`, defined here for the one caller devbox has (indicatif's rate estimate, through
 /// `f64::powf`), from the pure-Rust `libm` crate. With it in the binary, the link needs nothing
 /// from libm.so.6, so the dynamic loader does not map and relocate that library at every start:
-/// 43 µs of a warm `devbox run` (bench/README.md, "Start-up cost"). The symbol is not exported
-/// (an executable exports nothing by default), so no library loaded later binds to it.
+/// about 40 µs of a warm `devbox run` (bench/README.md, "Start-up cost"). The symbol is not
+/// exported (an executable exports nothing by default), so no library loaded later binds to it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[no_mangle]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {

@@ -256,9 +256,8 @@ pub fn start_box(dirs: &Dirs, cfg: &BoxConfig) -> Result<()> {
     ensure_running(dirs, cfg).map(|_| ())
 }
 
-/// The holder and the path of the box's namespace files, the box started first if needed.
 /// The holder and box `cfg.name`'s namespace directory (its path and the directory, open),
-/// both started if needed.
+/// both started first if needed.
 fn ensure_running(dirs: &Dirs, cfg: &BoxConfig) -> Result<(Holder, PathBuf, userns::NsDir)> {
     let holder = Holder::ensure(dirs)?;
     let box_ns = crate::runtime::box_ns_path(dirs, &holder, &cfg.name);

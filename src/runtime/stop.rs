@@ -8,7 +8,6 @@
 //! namespace at once. The records go last of all, so a stop that is itself killed leaves a box
 //! that still looks in use, and the next stop finishes the work.
 
-use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -80,11 +79,10 @@ pub fn run(name: &str) -> Result<()> {
     // The box's own mount namespace as persisted in the holder, which may hold processes even
     // where its overlay no longer shows (a half-built start).
     let bound = box_ns
-        .as_ref()
-        .map(|d| d.join("mnt"))
-        .filter(|m| userns::is_ns_file(m))
-        .and_then(|m| std::fs::metadata(m).ok())
-        .map(|m| format!("mnt:[{}]", m.ino()));
+        .as_deref()
+        .and_then(userns::NsDir::open)
+        .and_then(|d| d.bound_ino("mnt"))
+        .map(|ino| format!("mnt:[{ino}]"));
     let init = start::RunRecord::load(&dirs, name)
         .filter(|r| r.init_pid > 0 && r.init_alive())
         .map(|r| r.init_pid);

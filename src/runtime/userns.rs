@@ -125,15 +125,6 @@ pub fn become_root() -> Result<()> {
     Ok(())
 }
 
-/// True when `path` is a bind-mounted namespace file rather than the empty placeholder.
-pub fn is_ns_file(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(file), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
-        return false;
-    };
-    std::fs::metadata(parent).is_ok_and(|dir| dir.dev() != file.dev())
-}
-
 /// A box's directory of namespace files, opened once. Seen from outside the holder, its path
 /// runs through `/proc/HOLDER/root` and about ten more components; each file under it is then
 /// found by its name alone instead of by walking that path again, which is most of what a warm
@@ -147,11 +138,17 @@ impl NsDir {
         nix::fcntl::open(path, flags, Mode::empty()).ok().map(NsDir)
     }
 
-    /// True when `ns` is a bind-mounted namespace file (as `is_ns_file`).
+    /// True when `ns` is a bind-mounted namespace file rather than the empty placeholder.
     pub fn is_bound(&self, ns: &str) -> bool {
-        let dir = nix::sys::stat::fstat(&self.0);
-        let file = nix::sys::stat::fstatat(&self.0, ns, AtFlags::empty());
-        matches!((dir, file), (Ok(d), Ok(f)) if d.st_dev != f.st_dev)
+        self.bound_ino(ns).is_some()
+    }
+
+    /// The inode of the namespace bound at `ns` (as `/proc/PID/ns/*` links name it), if one is.
+    /// A bound file lies on the namespace filesystem, not on the directory's.
+    pub fn bound_ino(&self, ns: &str) -> Option<u64> {
+        let dir = nix::sys::stat::fstat(&self.0).ok()?;
+        let file = nix::sys::stat::fstatat(&self.0, ns, AtFlags::empty()).ok()?;
+        (dir.st_dev != file.st_dev).then_some(file.st_ino)
     }
 
     /// True when a file `ns` is there, bound or not.
