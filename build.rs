@@ -3,7 +3,7 @@
 //! Rust's standard library unwinds through libgcc_s.so.1, and loading that library costs every
 //! devbox process more than its own start-up work: its constructor asks the CPU for its features
 //! with a dozen `cpuid` instructions, each a trap to the hypervisor on a virtual machine. A warm
-//! `devbox run` took 110 µs longer with it (bench/README.md, "Start-up cost"). libgcc_eh.a is
+//! `devbox run` took about 80 µs longer with it (bench/README.md, "Start-up cost"). libgcc_eh.a is
 //! the same unwinder as an archive (what `gcc -static-libgcc` links); named here, it comes
 //! before the standard library's `-lgcc_s` on the link line, defines the `_Unwind_*` symbols,
 //! and `--as-needed` then drops libgcc_s.so.1. Without libgcc_eh.a, the default stays.

@@ -678,7 +678,7 @@ fn closed_standard_descriptors_are_dev_null_in_devbox_and_the_session() {
 /// Every process devbox starts loads only the C library: no libgcc_s (build.rs links the
 /// unwinder statically) and no libm (`sys::pow`). Each extra library is mapped, relocated and
 /// initialised at every start, and libgcc_s's initialiser alone cost a warm `devbox run` about
-/// 110 µs on a virtual machine (bench/README.md, "Start-up cost").
+/// 80 µs on a virtual machine (bench/README.md, "Start-up cost").
 #[test]
 fn the_binary_needs_only_the_c_library() {
     let out = std::process::Command::new("readelf")
