@@ -1,7 +1,7 @@
 //! Links GCC's unwinder statically on Linux with glibc, when the compiler driver has it.
 //!
 //! Rust's standard library unwinds through libgcc_s.so.1, and loading that library costs every
-//! devbox process more than its own start-up work: its constructor asks the CPU for its features
+//! devbox process time at start: its constructor asks the CPU for its features
 //! with a dozen `cpuid` instructions, each a trap to the hypervisor on a virtual machine. A warm
 //! `devbox run` took about 80 µs longer with it (bench/README.md, "Start-up cost"). libgcc_eh.a is
 //! the same unwinder as an archive (what `gcc -static-libgcc` links); named here, it comes
