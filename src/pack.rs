@@ -44,12 +44,7 @@ const RUNTIME_ONLY: [&str; 2] = ["run/host", "run/.containerenv"];
 /// `devbox __pack [--upper] TREE`: TREE as a tar stream on stdout (see the module's text).
 pub fn pack_helper(tree: &Path, upper: bool) -> Result<()> {
     let dirs = Dirs::from_env()?;
-    let parent = nix::unistd::getppid();
-    crate::runtime::holder::as_namespace_root(&dirs)?;
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    if nix::unistd::getppid() != parent {
-        bail!("the devbox command that started this pack has ended");
-    }
+    crate::runtime::holder::as_namespace_root_for_parent(&dirs, "pack")?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);

@@ -32,12 +32,7 @@ pub fn helper(spec: &Path, dest: &Path) -> Result<()> {
             .with_context(|| format!("cannot read {}", spec.display()))?,
     )?;
     let log_path = dest.join("dpkg.log");
-    let parent = nix::unistd::getppid();
-    crate::runtime::holder::as_namespace_root(&dirs)?;
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    if nix::unistd::getppid() != parent {
-        bail!("the devbox command that started this bootstrap has ended");
-    }
+    crate::runtime::holder::as_namespace_root_for_parent(&dirs, "bootstrap")?;
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     merged_usr(&root, &plan.arch)?;

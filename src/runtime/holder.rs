@@ -289,3 +289,17 @@ pub fn as_namespace_root(dirs: &crate::paths::Dirs) -> Result<()> {
     }
     userns::become_root()
 }
+
+/// `as_namespace_root` for a helper that works for the devbox command that started it (an
+/// unpack, a pack, a bootstrap): the helper dies with that command (Ctrl-C, kill), and fails at
+/// once if the command has already ended. `what` names the work in that error.
+pub fn as_namespace_root_for_parent(dirs: &crate::paths::Dirs, what: &str) -> Result<()> {
+    let parent = nix::unistd::getppid();
+    as_namespace_root(dirs)?;
+    // Set after the credential change, which clears it.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        bail!("the devbox command that started this {what} has ended");
+    }
+    Ok(())
+}

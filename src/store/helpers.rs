@@ -25,14 +25,9 @@ pub fn unpack_helper(dest: &Path, source: &str) -> Result<()> {
             .try_clone_to_owned()
             .context("cannot read the archive from stdin")?,
     );
-    let parent = nix::unistd::getppid();
-    crate::runtime::holder::as_namespace_root(&dirs)?;
     // If the create that started us dies (Ctrl-C, kill), stop too: the half-unpacked temp dir
-    // is then removed by the next import. (Set after the credential change, which clears it.)
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    if nix::unistd::getppid() != parent {
-        anyhow::bail!("the devbox command that started this unpack has ended");
-    }
+    // is then removed by the next import.
+    crate::runtime::holder::as_namespace_root_for_parent(&dirs, "unpack")?;
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let mut reader = crate::unpack::decompressed(file)?;
@@ -103,12 +98,7 @@ pub fn unpack_layers_helper(spec: &Path, dest: &Path) -> Result<()> {
         &std::fs::read_to_string(spec)
             .with_context(|| format!("cannot read {}", spec.display()))?,
     )?;
-    let parent = nix::unistd::getppid();
-    crate::runtime::holder::as_namespace_root(&dirs)?;
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    if nix::unistd::getppid() != parent {
-        anyhow::bail!("the devbox command that started this unpack has ended");
-    }
+    crate::runtime::holder::as_namespace_root_for_parent(&dirs, "unpack")?;
     let root = dest.join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let opts = crate::unpack::Options {
