@@ -32,14 +32,10 @@ pub(super) fn import_url(
     let want = sha256.map(|h| h.trim().trim_start_matches("sha256:").to_ascii_lowercase());
     let _same_image = match &want {
         Some(id) => {
-            if let Some(rec) = load(dirs, id) {
-                r.step(&format!("Using image {} from the store", short(id)));
-                return Ok(rec);
-            }
-            let lock = id_lock(dirs, id)?;
-            if let Some(rec) = load(dirs, id) {
-                return Ok(rec);
-            }
+            let lock = match load_or_lock(dirs, id, r)? {
+                Stored::Found(rec) => return Ok(rec),
+                Stored::Locked(lock) => lock,
+            };
             let cached = dl.join(format!("{id}.archive"));
             if cached.is_file() {
                 let (actual, size) = fetch::hash_file(&cached)?;
@@ -392,14 +388,10 @@ pub(crate) fn apply_layers(
 ) -> Result<ImageRecord> {
     let mut digest = digest;
     let id = config_digest.trim_start_matches("sha256:").to_string();
-    if let Some(rec) = load(dirs, &id) {
-        r.step(&format!("Using image {} from the store", short(&id)));
-        return Ok(rec);
-    }
-    let _same_image = id_lock(dirs, &id)?;
-    if let Some(rec) = load(dirs, &id) {
-        return Ok(rec);
-    }
+    let _same_image = match load_or_lock(dirs, &id, r)? {
+        Stored::Found(rec) => return Ok(rec),
+        Stored::Locked(lock) => lock,
+    };
     let staging = Staging::begin(dirs)?;
     let specs: Vec<LayerSpec> = layers
         .iter()
@@ -602,14 +594,10 @@ pub fn import_bootstrap(
         Err(e) => return Err(e),
     };
     let id = plan.id.clone();
-    if let Some(rec) = load(dirs, &id) {
-        r.step(&format!("Using image {} from the store", short(&id)));
-        return Ok(rec);
-    }
-    let _same_image = id_lock(dirs, &id)?;
-    if let Some(rec) = load(dirs, &id) {
-        return Ok(rec);
-    }
+    let _same_image = match load_or_lock(dirs, &id, r)? {
+        Stored::Found(rec) => return Ok(rec),
+        Stored::Locked(lock) => lock,
+    };
     crate::debarchive::download(&plan, r)?;
     let staging = Staging::begin(dirs)?;
     let spec = staging.tmp.join("bootstrap.json");
@@ -695,15 +683,31 @@ pub(super) fn unpack_file(
     source: &str,
     r: &dyn Reporter,
 ) -> Result<ImageRecord> {
+    let _same_image = match load_or_lock(dirs, id, r)? {
+        Stored::Found(rec) => return Ok(rec),
+        Stored::Locked(lock) => lock,
+    };
+    unpack_file_locked(dirs, archive, id, size, source, r)
+}
+
+/// What the store has of an image: the image, or nothing yet and its [`id_lock`], held.
+enum Stored {
+    Found(ImageRecord),
+    Locked(Lock),
+}
+
+/// Image `id` from the store, or, when it is not there, its lock; the store is looked at again
+/// under the lock, since another create may have finished the same image meanwhile.
+fn load_or_lock(dirs: &Dirs, id: &str, r: &dyn Reporter) -> Result<Stored> {
     if let Some(rec) = load(dirs, id) {
         r.step(&format!("Using image {} from the store", short(id)));
-        return Ok(rec);
+        return Ok(Stored::Found(rec));
     }
-    let _same_image = id_lock(dirs, id)?;
-    if let Some(rec) = load(dirs, id) {
-        return Ok(rec);
-    }
-    unpack_file_locked(dirs, archive, id, size, source, r)
+    let lock = id_lock(dirs, id)?;
+    Ok(match load(dirs, id) {
+        Some(rec) => Stored::Found(rec),
+        None => Stored::Locked(lock),
+    })
 }
 
 /// [`unpack_file`] with the image's [`id_lock`] held by the caller.
